@@ -1,0 +1,66 @@
+//! Configuration errors reported by every builder in this crate.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// A configuration mistake found while building a layer.
+///
+/// Every builder in this crate validates its settings up front and returns this error instead
+/// of panicking or failing later at request time. The message names the setting, says what is
+/// wrong with it and how to fix it:
+///
+/// ```
+/// use axum_shield::Shield;
+///
+/// let err = Shield::api().trusted_proxies(["10.0.0.0/33"]).unwrap_err();
+/// assert_eq!(err.setting(), "trusted_proxies");
+/// assert!(err.to_string().contains("CIDR"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    setting: Cow<'static, str>,
+    problem: String,
+    fix: Cow<'static, str>,
+}
+
+impl ConfigError {
+    /// Creates an error for `setting`, describing the `problem` and how to `fix` it.
+    pub fn new(
+        setting: impl Into<Cow<'static, str>>,
+        problem: impl Into<String>,
+        fix: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            setting: setting.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+
+    /// The name of the setting that is wrong, as spelled in the builder or config file.
+    pub fn setting(&self) -> &str {
+        &self.setting
+    }
+
+    /// What is wrong with the setting.
+    pub fn problem(&self) -> &str {
+        &self.problem
+    }
+
+    /// How to fix it.
+    pub fn fix(&self) -> &str {
+        &self.fix
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid `{}`: {}; {}",
+            self.setting, self.problem, self.fix
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}

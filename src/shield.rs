@@ -1,0 +1,622 @@
+//! [`Shield`]: the recommended stack of layers, in the recommended order.
+//!
+//! Outermost first:
+//!
+//! 1. request id (a client's `x-request-id` kept only if short and safe), client IP
+//!    resolution, and rendering of every rejection as problem+json with the request id;
+//! 2. security headers, and removal of `Server`, `X-Powered-By` and other leaking headers;
+//! 3. the security log span (request id, client IP, method, path; status and latency);
+//! 4. panic catching: a 500 problem+json that reveals nothing, and the server keeps serving;
+//! 5. request timeout (503 problem+json by default);
+//! 6. request body limit (413 problem+json; 1 MiB by default).
+//!
+//! Layers outside others see their responses: a 401 from a route layer, a 413 or a 500 from a
+//! panic all get the security headers, a log line and the request id.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body::Body as HttpBody;
+use pin_project_lite::pin_project;
+use serde::Deserialize;
+use tower_http::catch_panic::{CatchPanic, CatchPanicLayer};
+use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
+use tower_http::limit::{RequestBodyLimit, RequestBodyLimitLayer};
+use tower_http::timeout::{Timeout, TimeoutLayer};
+use tower_http::trace::{DefaultOnBodyChunk, DefaultOnEos, DefaultOnFailure, Trace, TraceLayer};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::audit::{
+    EventSinks, MakeRequestSpan, OnRequestEnd, SecurityEvent, SecurityEventKind, SecurityEventSink,
+};
+use crate::client_ip::{
+    missing_connect_info, ClientIp, ClientIpConfig, ClientIpResolver, ForwardedHeader,
+    ForwardedProto,
+};
+use crate::headers::{SecurityHeaders, SecurityHeadersLayer, SecurityHeadersService};
+use crate::rejection::{
+    Rejection, RejectionKind, RenderRejection, RenderedRejection, PROBLEM_JSON,
+};
+use crate::request_id::{self, RequestId, REQUEST_ID_HEADER};
+use crate::ConfigError;
+
+/// Default request body limit: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// Default request timeout: 30 seconds.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings of [`Shield`] that can be loaded from a file or the environment with serde.
+///
+/// ```
+/// use axum_shield::{Shield, ShieldConfig};
+///
+/// let config: ShieldConfig = toml::from_str(r#"
+///     trusted_proxies = ["10.0.0.0/8"]
+///     timeout_ms = 10000
+///     body_limit = 65536
+/// "#).unwrap();
+/// let shield = Shield::from_config(config)?.build()?;
+/// # let _ = shield;
+/// # Ok::<(), axum_shield::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ShieldConfig {
+    /// Proxies allowed to name the client (CIDRs or addresses). Default: none.
+    pub trusted_proxies: Vec<String>,
+    /// Which forwarding header the trusted proxies write. Default: `x-forwarded-for`.
+    pub forwarded_header: ForwardedHeader,
+    /// IPv6 prefix length that groups addresses into one rate-limit key. Default: 64.
+    pub ipv6_prefix: u8,
+    /// Request timeout in milliseconds. Default: 30 000.
+    pub timeout_ms: u64,
+    /// Request body limit in bytes. Default: 1 MiB.
+    pub body_limit: usize,
+    /// Whether to write one INFO access line per request. Default: true.
+    pub access_log: bool,
+}
+
+impl Default for ShieldConfig {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::default(),
+            ipv6_prefix: 64,
+            timeout_ms: DEFAULT_TIMEOUT.as_millis() as u64,
+            body_limit: DEFAULT_BODY_LIMIT,
+            access_log: true,
+        }
+    }
+}
+
+/// The recommended security stack as one tower layer.
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use axum_shield::Shield;
+///
+/// # fn main() -> Result<(), axum_shield::ConfigError> {
+/// let shield = Shield::api()
+///     .trusted_proxies(["10.0.0.0/8"])?
+///     .build()?;
+/// let app: Router = Router::new().route("/health", get(|| async { "ok" })).layer(shield);
+/// # let _ = app;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so the client address
+/// is known; in tests, add `axum::extract::connect_info::MockConnectInfo`.
+#[derive(Clone)]
+pub struct Shield {
+    core: Arc<CoreShared>,
+    headers: SecurityHeadersLayer,
+    timeout: Duration,
+    timeout_status: StatusCode,
+    body_limit: usize,
+    access_log: bool,
+}
+
+impl fmt::Debug for Shield {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shield")
+            .field("client_ip", &self.core.resolver)
+            .field("headers", &self.headers)
+            .field("timeout", &self.timeout)
+            .field("timeout_status", &self.timeout_status)
+            .field("body_limit", &self.body_limit)
+            .field("access_log", &self.access_log)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shield {
+    /// Secure defaults for a JSON API: the `api` security headers, a 30 s timeout, a 1 MiB
+    /// body limit, no trusted proxies.
+    pub fn api() -> ShieldBuilder {
+        ShieldBuilder {
+            config: ShieldConfig::default(),
+            headers: SecurityHeaders::api(),
+            timeout_status: StatusCode::SERVICE_UNAVAILABLE,
+            render: None,
+            sinks: Vec::new(),
+        }
+    }
+
+    /// A builder starting from loaded settings (otherwise as [`Shield::api`]).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for a malformed proxy CIDR (other checks run in `build`).
+    pub fn from_config(config: ShieldConfig) -> Result<ShieldBuilder, ConfigError> {
+        let mut builder = Self::api();
+        builder = builder.trusted_proxies(config.trusted_proxies.iter())?;
+        builder.config = config;
+        Ok(builder)
+    }
+}
+
+/// Builder of a [`Shield`]; settings are checked in [`ShieldBuilder::build`].
+#[derive(Clone)]
+pub struct ShieldBuilder {
+    config: ShieldConfig,
+    headers: SecurityHeaders,
+    timeout_status: StatusCode,
+    render: Option<RenderRejection>,
+    sinks: Vec<Arc<dyn SecurityEventSink>>,
+}
+
+impl fmt::Debug for ShieldBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShieldBuilder")
+            .field("config", &self.config)
+            .field("headers", &self.headers)
+            .field("timeout_status", &self.timeout_status)
+            .field("render", &self.render)
+            .field("sinks", &self.sinks.len())
+            .finish()
+    }
+}
+
+impl ShieldBuilder {
+    /// Sets the proxies allowed to name the client, as CIDRs or addresses.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first malformed entry.
+    pub fn trusted_proxies<I, T>(mut self, proxies: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
+    {
+        let proxies: Vec<String> = proxies.into_iter().map(|p| p.as_ref().to_owned()).collect();
+        ClientIpConfig::new().trusted_proxies(proxies.iter())?;
+        self.config.trusted_proxies = proxies;
+        Ok(self)
+    }
+
+    /// Sets which forwarding header the trusted proxies write (default `X-Forwarded-For`).
+    pub fn forwarded_header(mut self, header: ForwardedHeader) -> Self {
+        self.config.forwarded_header = header;
+        self
+    }
+
+    /// Sets the IPv6 prefix length that groups addresses into one rate-limit key (default 64).
+    pub fn ipv6_prefix(mut self, bits: u8) -> Self {
+        self.config.ipv6_prefix = bits;
+        self
+    }
+
+    /// Replaces the security headers (start from [`SecurityHeaders::api`]).
+    pub fn security_headers(mut self, headers: SecurityHeaders) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Sets the request timeout (default 30 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout_ms = timeout.as_millis().try_into().unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Sets the status of a timed-out request: 503 (default, safe for clients to retry
+    /// idempotent requests later) or 408.
+    pub fn timeout_status(mut self, status: StatusCode) -> Self {
+        self.timeout_status = status;
+        self
+    }
+
+    /// Sets the request body limit in bytes (default 1 MiB), enforced on `Content-Length`
+    /// and while streaming.
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.config.body_limit = bytes;
+        self
+    }
+
+    /// Turns the per-request INFO access line on or off (security events stay on).
+    pub fn access_log(mut self, enabled: bool) -> Self {
+        self.config.access_log = enabled;
+        self
+    }
+
+    /// Renders every rejection with your own function instead of problem+json.
+    pub fn render_rejections_with(mut self, render: RenderRejection) -> Self {
+        self.render = Some(render);
+        self
+    }
+
+    /// Adds a sink that receives every security event of requests through this stack.
+    pub fn event_sink(mut self, sink: impl SecurityEventSink) -> Self {
+        self.sinks.push(Arc::new(sink));
+        self
+    }
+
+    /// Validates the settings and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for a malformed proxy, an IPv6 prefix outside 1–128, a zero timeout
+    /// or body limit, or a timeout status other than 408 or 503.
+    pub fn build(self) -> Result<Shield, ConfigError> {
+        let resolver = ClientIpConfig::new()
+            .trusted_proxies(self.config.trusted_proxies.iter())?
+            .header(self.config.forwarded_header)
+            .ipv6_prefix(self.config.ipv6_prefix)
+            .build()?;
+        if self.config.timeout_ms == 0 {
+            return Err(ConfigError::new(
+                "timeout",
+                "a zero timeout refuses every request",
+                "set a timeout such as 30 s (timeout_ms = 30000)",
+            ));
+        }
+        if self.config.body_limit == 0 {
+            return Err(ConfigError::new(
+                "body_limit",
+                "a zero body limit refuses every request with a body",
+                "set a limit in bytes such as 1048576 (1 MiB)",
+            ));
+        }
+        if ![StatusCode::REQUEST_TIMEOUT, StatusCode::SERVICE_UNAVAILABLE]
+            .contains(&self.timeout_status)
+        {
+            return Err(ConfigError::new(
+                "timeout_status",
+                format!("{} is not a timeout status", self.timeout_status),
+                "use 503 (Service Unavailable) or 408 (Request Timeout)",
+            ));
+        }
+        Ok(Shield {
+            core: Arc::new(CoreShared {
+                resolver,
+                render: self.render,
+                sinks: EventSinks::new(self.sinks),
+            }),
+            headers: self.headers.layer(),
+            timeout: Duration::from_millis(self.config.timeout_ms),
+            timeout_status: self.timeout_status,
+            body_limit: self.config.body_limit,
+            access_log: self.config.access_log,
+        })
+    }
+}
+
+type PanicHandler = fn(Box<dyn Any + Send + 'static>) -> Response<Body>;
+
+type TraceStack<S> = Trace<
+    S,
+    SharedClassifier<ServerErrorsAsFailures>,
+    MakeRequestSpan,
+    (),
+    OnRequestEnd,
+    DefaultOnBodyChunk,
+    DefaultOnEos,
+    DefaultOnFailure,
+>;
+
+type Stack<S> = ShieldCore<
+    SecurityHeadersService<
+        TraceStack<
+            CatchPanic<
+                Timeout<RequestBodyLimit<<DefaultBodyLimit as Layer<S>>::Service>>,
+                PanicHandler,
+            >,
+        >,
+    >,
+>;
+
+impl<S> Layer<S> for Shield {
+    type Service = ShieldService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        let inner = DefaultBodyLimit::max(self.body_limit).layer(inner);
+        let inner = RequestBodyLimitLayer::new(self.body_limit).layer(inner);
+        let inner = TimeoutLayer::with_status_code(self.timeout_status, self.timeout).layer(inner);
+        let inner = CatchPanicLayer::custom(panic_response as PanicHandler).layer(inner);
+        let inner = TraceLayer::new_for_http()
+            .make_span_with(MakeRequestSpan)
+            .on_request(())
+            .on_response(OnRequestEnd {
+                access_log: self.access_log,
+            })
+            .layer(inner);
+        let inner = self.headers.layer(inner);
+        ShieldService {
+            inner: ShieldCore {
+                inner,
+                shared: self.core.clone(),
+            },
+        }
+    }
+}
+
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    let message: String = message.chars().take(200).collect();
+    SecurityEvent::new(SecurityEventKind::SysCrash)
+        .reason("panic")
+        .field("panic", message)
+        .emit();
+    Rejection::new(RejectionKind::Internal).to_response(None)
+}
+
+/// The service produced by [`Shield`].
+#[derive(Clone)]
+pub struct ShieldService<S> {
+    inner: Stack<S>,
+}
+
+impl<S> fmt::Debug for ShieldService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShieldService").finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<Request<B>> for ShieldService<S>
+where
+    Stack<S>: Service<Request<B>>,
+{
+    type Response = <Stack<S> as Service<Request<B>>>::Response;
+    type Error = <Stack<S> as Service<Request<B>>>::Error;
+    type Future = <Stack<S> as Service<Request<B>>>::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        self.inner.call(req)
+    }
+}
+
+struct CoreShared {
+    resolver: ClientIpResolver,
+    render: Option<RenderRejection>,
+    sinks: EventSinks,
+}
+
+/// The outermost service of [`Shield`]: request id, client IP, rejection rendering.
+#[derive(Clone)]
+pub struct ShieldCore<S> {
+    inner: S,
+    shared: Arc<CoreShared>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for ShieldCore<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShieldCore")
+            .field("inner", &self.inner)
+            .field("client_ip", &self.shared.resolver)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ShieldCore<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: HttpBody<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = CoreFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let id = match req.headers().get(&REQUEST_ID_HEADER) {
+            Some(value) if request_id::is_acceptable(value) => value.clone(),
+            _ => {
+                let id = request_id::generate();
+                req.headers_mut()
+                    .insert(REQUEST_ID_HEADER.clone(), id.clone());
+                id
+            }
+        };
+        req.extensions_mut().insert(RequestId::new(id.clone()));
+        let Some(peer) = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip())
+        else {
+            let rejection = missing_connect_info();
+            let response = self.shared.render(&rejection, id.to_str().ok());
+            return CoreFuture::ready(response, id);
+        };
+        let resolved = self.shared.resolver.resolve(peer, req.headers());
+        let extensions = req.extensions_mut();
+        extensions.insert(ClientIp(resolved.ip()));
+        if let Some(https) = resolved.forwarded_https() {
+            extensions.insert(ForwardedProto { https });
+        }
+        extensions.insert(self.shared.resolver.clone());
+        if !self.shared.sinks.is_empty() {
+            extensions.insert(self.shared.sinks.clone());
+        }
+        CoreFuture {
+            state: CoreState::Inner {
+                future: self.inner.call(req),
+                shared: self.shared.clone(),
+                id,
+            },
+        }
+    }
+}
+
+impl CoreShared {
+    fn render(&self, rejection: &Rejection, id: Option<&str>) -> Response<Body> {
+        match &self.render {
+            Some(render) => render.render(rejection, id),
+            None => rejection.to_response(id),
+        }
+    }
+
+    /// Re-renders a rejection found in an inner response, keeping the headers inner layers
+    /// set (security headers, `WWW-Authenticate`, `Retry-After`).
+    fn rerender<B>(
+        &self,
+        rejection: &Rejection,
+        id: Option<&str>,
+        inner: Response<B>,
+    ) -> Response<Body> {
+        let (mut parts, _body) = inner.into_parts();
+        let rendered = match &self.render {
+            Some(render) => render.render_body(rejection, id),
+            None => rejection.to_response_without_headers(id),
+        };
+        let (rendered_parts, body) = rendered.into_parts();
+        parts.status = rendered_parts.status;
+        parts.headers.remove(CONTENT_LENGTH);
+        parts.headers.remove(CONTENT_TYPE);
+        for (name, value) in &rendered_parts.headers {
+            parts.headers.insert(name.clone(), value.clone());
+        }
+        Response::from_parts(parts, body)
+    }
+}
+
+/// The kind of problem a bare error response from an inner layer or axum itself stands for.
+fn bare_error_kind<B: HttpBody>(response: &Response<B>) -> Option<RejectionKind> {
+    let status = response.status();
+    if !status.is_client_error() && !status.is_server_error() {
+        return None;
+    }
+    let is_problem = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if is_problem {
+        return None;
+    }
+    // A 413 always means the body limit: replace tower-http's and axum's plain-text bodies.
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return Some(RejectionKind::PayloadTooLarge);
+    }
+    let empty = response.body().size_hint().exact() == Some(0)
+        && !response.headers().contains_key(CONTENT_TYPE);
+    if !empty {
+        return None;
+    }
+    match status {
+        StatusCode::NOT_FOUND => Some(RejectionKind::NotFound),
+        StatusCode::METHOD_NOT_ALLOWED => Some(RejectionKind::MethodNotAllowed),
+        StatusCode::REQUEST_TIMEOUT => Some(RejectionKind::RequestTimeout),
+        StatusCode::INTERNAL_SERVER_ERROR => Some(RejectionKind::Internal),
+        StatusCode::SERVICE_UNAVAILABLE => Some(RejectionKind::ServiceUnavailable),
+        _ => None,
+    }
+}
+
+pin_project! {
+    /// Response future of [`ShieldCore`].
+    pub struct CoreFuture<F> {
+        #[pin]
+        state: CoreState<F>,
+    }
+}
+
+impl<F> CoreFuture<F> {
+    fn ready(response: Response<Body>, id: HeaderValue) -> Self {
+        Self {
+            state: CoreState::Ready {
+                response: Some(response),
+                id,
+            },
+        }
+    }
+}
+
+pin_project! {
+    #[project = CoreProj]
+    enum CoreState<F> {
+        Inner {
+            #[pin]
+            future: F,
+            shared: Arc<CoreShared>,
+            id: HeaderValue,
+        },
+        Ready {
+            response: Option<Response<Body>>,
+            id: HeaderValue,
+        },
+    }
+}
+
+impl<F, B, E> Future for CoreFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Output = Result<Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (mut response, id) = match self.project().state.project() {
+            CoreProj::Ready { response, id } => (
+                response
+                    .take()
+                    .unwrap_or_else(|| Rejection::new(RejectionKind::Internal).to_response(None)),
+                id,
+            ),
+            CoreProj::Inner { future, shared, id } => {
+                let response = ready!(future.poll(cx))?;
+                let id_text = id.to_str().ok();
+                let response = if let Some(RenderedRejection(rejection)) =
+                    response.extensions().get::<RenderedRejection>().cloned()
+                {
+                    shared.rerender(&rejection, id_text, response)
+                } else if let Some(kind) = bare_error_kind(&response) {
+                    shared.rerender(&Rejection::new(kind), id_text, response)
+                } else {
+                    response.map(Body::new)
+                };
+                (response, id)
+            }
+        };
+        response
+            .headers_mut()
+            .insert(REQUEST_ID_HEADER.clone(), id.clone());
+        Poll::Ready(Ok(response))
+    }
+}
