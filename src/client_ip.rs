@@ -38,6 +38,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use axum::extract::connect_info::MockConnectInfo;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName};
@@ -497,11 +498,23 @@ impl ClientIp {
         if let Some(ip) = extensions.get::<ClientIp>() {
             return Ok(*ip);
         }
-        if let Some(ConnectInfo(addr)) = extensions.get::<ConnectInfo<SocketAddr>>() {
-            return Ok(ClientIp(normalize(addr.ip())));
-        }
-        Err(missing_connect_info())
+        peer_ip(extensions)
+            .map(|ip| ClientIp(normalize(ip)))
+            .ok_or_else(missing_connect_info)
     }
+}
+
+/// The connecting peer's address: `ConnectInfo<SocketAddr>`, or axum's `MockConnectInfo` in
+/// tests.
+pub(crate) fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+        .or_else(|| {
+            extensions
+                .get::<MockConnectInfo<SocketAddr>>()
+                .map(|MockConnectInfo(addr)| addr.ip())
+        })
 }
 
 pub(crate) fn missing_connect_info() -> Rejection {

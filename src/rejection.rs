@@ -164,33 +164,41 @@ impl fmt::Display for RejectionKind {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Rejection {
+    // Boxed: rejections are the cold path, and `Result<T, Rejection>` should stay small.
+    inner: Box<Inner>,
+}
+
+#[derive(Debug, Clone)]
+struct Inner {
     kind: RejectionKind,
     detail: Cow<'static, str>,
     headers: HeaderMap,
-    extensions: Option<Box<serde_json::Map<String, serde_json::Value>>>,
+    extensions: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Rejection {
     /// A rejection of `kind` with its default detail.
     pub fn new(kind: RejectionKind) -> Self {
         Self {
-            kind,
-            detail: Cow::Borrowed(kind.default_detail()),
-            headers: HeaderMap::new(),
-            extensions: None,
+            inner: Box::new(Inner {
+                kind,
+                detail: Cow::Borrowed(kind.default_detail()),
+                headers: HeaderMap::new(),
+                extensions: None,
+            }),
         }
     }
 
     /// Replaces the `detail`. It is shown to clients: never put submitted values, tokens or
     /// internal error text in it.
     pub fn with_detail(mut self, detail: impl Into<Cow<'static, str>>) -> Self {
-        self.detail = detail.into();
+        self.inner.detail = detail.into();
         self
     }
 
     /// Adds a response header (for example `WWW-Authenticate` or `Retry-After`).
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.append(name, value);
+        self.inner.headers.append(name, value);
         self
     }
 
@@ -201,7 +209,8 @@ impl Rejection {
     pub fn with_extension(mut self, name: impl Into<String>, value: serde_json::Value) -> Self {
         let name = name.into();
         if !RESERVED_MEMBERS.contains(&name.as_str()) {
-            self.extensions
+            self.inner
+                .extensions
                 .get_or_insert_with(Default::default)
                 .insert(name, value);
         }
@@ -210,44 +219,44 @@ impl Rejection {
 
     /// The kind of refusal.
     pub fn kind(&self) -> RejectionKind {
-        self.kind
+        self.inner.kind
     }
 
     /// The HTTP status code.
     pub fn status(&self) -> StatusCode {
-        self.kind.status()
+        self.inner.kind.status()
     }
 
     /// The client-safe detail sentence.
     pub fn detail(&self) -> &str {
-        &self.detail
+        &self.inner.detail
     }
 
     /// The text a plain-text body would carry (axum-core's rejection convention).
     pub fn body_text(&self) -> String {
-        self.detail.to_string()
+        self.inner.detail.to_string()
     }
 
     /// The protocol headers this rejection adds to its response.
     pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+        &self.inner.headers
     }
 
     /// The extension members of the problem body, if any.
     pub fn extensions(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
-        self.extensions.as_deref()
+        self.inner.extensions.as_ref()
     }
 
     /// The RFC 9457 problem document for this rejection.
     pub fn problem<'a>(&'a self, request_id: Option<&'a str>) -> Problem<'a> {
         Problem {
             type_uri: "about:blank",
-            title: self.kind.title(),
+            title: self.inner.kind.title(),
             status: self.status().as_u16(),
-            detail: &self.detail,
-            code: self.kind.code(),
+            detail: &self.inner.detail,
+            code: self.inner.kind.code(),
             request_id,
-            extensions: self.extensions.as_deref(),
+            extensions: self.inner.extensions.as_ref(),
         }
     }
 
@@ -274,7 +283,7 @@ impl Rejection {
     /// extensions, so that an outer [`Shield`](crate::Shield) can render it again with the
     /// request id or a custom renderer. Custom renderers should call this.
     pub fn finish<B>(&self, response: &mut http::Response<B>) {
-        for (name, value) in &self.headers {
+        for (name, value) in &self.inner.headers {
             response.headers_mut().append(name, value.clone());
         }
         response
@@ -286,7 +295,7 @@ impl Rejection {
         tracing::debug!(
             target: "axum_shield::rejection",
             status = self.status().as_u16(),
-            code = self.kind.code(),
+            code = self.inner.kind.code(),
             "request rejected"
         );
     }
@@ -306,8 +315,8 @@ impl fmt::Display for Rejection {
             f,
             "{} ({}): {}",
             self.status(),
-            self.kind.code(),
-            self.detail
+            self.inner.kind.code(),
+            self.inner.detail
         )
     }
 }
@@ -368,7 +377,9 @@ pub struct Problem<'a> {
 /// # let _ = shield;
 /// ```
 #[derive(Clone)]
-pub struct RenderRejection(Arc<dyn Fn(&Rejection, Option<&str>) -> Response + Send + Sync>);
+pub struct RenderRejection(Arc<RenderFn>);
+
+type RenderFn = dyn Fn(&Rejection, Option<&str>) -> Response + Send + Sync;
 
 impl RenderRejection {
     /// Wraps a rendering function.

@@ -16,14 +16,13 @@
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, DefaultBodyLimit};
+use axum::extract::DefaultBodyLimit;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
@@ -455,11 +454,7 @@ where
             }
         };
         req.extensions_mut().insert(RequestId::new(id.clone()));
-        let Some(peer) = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip())
-        else {
+        let Some(peer) = crate::client_ip::peer_ip(req.extensions()) else {
             let rejection = missing_connect_info();
             let response = self.shared.render(&rejection, id.to_str().ok());
             return CoreFuture::ready(response, id);
