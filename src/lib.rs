@@ -39,7 +39,7 @@ mod error;
 pub mod headers;
 pub mod rejection;
 pub mod request_id;
-mod shield;
+pub mod shield;
 
 pub use client_ip::ClientIp;
 pub use error::ConfigError;

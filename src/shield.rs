@@ -13,7 +13,6 @@
 //! Layers outside others see their responses: a 401 from a route layer, a 413 or a 500 from a
 //! panic all get the security headers, a log line and the request id.
 
-use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -28,17 +27,13 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
 use pin_project_lite::pin_project;
 use serde::Deserialize;
-use tower_http::catch_panic::{CatchPanic, CatchPanicLayer};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::limit::{RequestBodyLimit, RequestBodyLimitLayer};
-use tower_http::timeout::{Timeout, TimeoutLayer};
 use tower_http::trace::{DefaultOnBodyChunk, DefaultOnEos, DefaultOnFailure, Trace, TraceLayer};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::audit::{
-    EventSinks, MakeRequestSpan, OnRequestEnd, SecurityEvent, SecurityEventKind, SecurityEventSink,
-};
+use crate::audit::{EventSinks, MakeRequestSpan, OnRequestEnd, SecurityEventSink};
 use crate::client_ip::{
     missing_connect_info, ClientIp, ClientIpConfig, ClientIpResolver, ForwardedHeader,
     ForwardedProto,
@@ -49,6 +44,12 @@ use crate::rejection::{
 };
 use crate::request_id::{self, RequestId, REQUEST_ID_HEADER};
 use crate::ConfigError;
+
+mod catch_panic;
+mod timeout;
+
+pub use catch_panic::{CatchPanic, CatchPanicFuture};
+pub use timeout::{RequestTimeout, TimeoutFuture};
 
 /// Default request body limit: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -312,8 +313,6 @@ impl ShieldBuilder {
     }
 }
 
-type PanicHandler = fn(Box<dyn Any + Send + 'static>) -> Response<Body>;
-
 type TraceStack<S> = Trace<
     S,
     SharedClassifier<ServerErrorsAsFailures>,
@@ -328,10 +327,7 @@ type TraceStack<S> = Trace<
 type Stack<S> = ShieldCore<
     SecurityHeadersService<
         TraceStack<
-            CatchPanic<
-                Timeout<RequestBodyLimit<<DefaultBodyLimit as Layer<S>>::Service>>,
-                PanicHandler,
-            >,
+            CatchPanic<RequestTimeout<RequestBodyLimit<<DefaultBodyLimit as Layer<S>>::Service>>>,
         >,
     >,
 >;
@@ -342,8 +338,12 @@ impl<S> Layer<S> for Shield {
     fn layer(&self, inner: S) -> Self::Service {
         let inner = DefaultBodyLimit::max(self.body_limit).layer(inner);
         let inner = RequestBodyLimitLayer::new(self.body_limit).layer(inner);
-        let inner = TimeoutLayer::with_status_code(self.timeout_status, self.timeout).layer(inner);
-        let inner = CatchPanicLayer::custom(panic_response as PanicHandler).layer(inner);
+        let inner = RequestTimeout {
+            inner,
+            timeout: self.timeout,
+            status: self.timeout_status,
+        };
+        let inner = CatchPanic { inner };
         let inner = TraceLayer::new_for_http()
             .make_span_with(MakeRequestSpan)
             .on_request(())
@@ -359,20 +359,6 @@ impl<S> Layer<S> for Shield {
             },
         }
     }
-}
-
-fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
-    let message: String = message.chars().take(200).collect();
-    SecurityEvent::new(SecurityEventKind::SysCrash)
-        .reason("panic")
-        .field("panic", message)
-        .emit();
-    Rejection::new(RejectionKind::Internal).to_response(None)
 }
 
 /// The service produced by [`Shield`].
