@@ -7,8 +7,12 @@
 //! 2. security headers, and removal of `Server`, `X-Powered-By` and other leaking headers;
 //! 3. the security log span (request id, client IP, method, path; status and latency);
 //! 4. panic catching: a 500 problem+json that reveals nothing, and the server keeps serving;
-//! 5. request timeout (503 problem+json by default);
-//! 6. request body limit (413 problem+json; 1 MiB by default).
+//! 5. HTTPS redirect (only if configured): 308 to the canonical origin, before any work;
+//! 6. CORS (only if configured): preflights answered before authentication;
+//! 7. request timeout (503 problem+json by default);
+//! 8. request body limit (413 problem+json; 1 MiB by default).
+//!
+//! Concerns switched off (redirect, CORS) are `option_layer`s: they cost nothing per request.
 //!
 //! Layers outside others see their responses: a 401 from a route layer, a 413 or a 500 from a
 //! panic all get the security headers, a log line and the request id.
@@ -27,7 +31,9 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
 use pin_project_lite::pin_project;
 use serde::Deserialize;
+use tower::util::{option_layer, Either};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
+use tower_http::cors::{Cors as CorsService, CorsLayer};
 use tower_http::limit::{RequestBodyLimit, RequestBodyLimitLayer};
 use tower_http::trace::{DefaultOnBodyChunk, DefaultOnEos, DefaultOnFailure, Trace, TraceLayer};
 use tower_layer::Layer;
@@ -38,7 +44,10 @@ use crate::client_ip::{
     missing_connect_info, ClientIp, ClientIpConfig, ClientIpResolver, ForwardedHeader,
     ForwardedProto,
 };
-use crate::headers::{SecurityHeaders, SecurityHeadersLayer, SecurityHeadersService};
+use crate::headers::{
+    Cors, HttpsRedirect, HttpsRedirectLayer, HttpsRedirectService, SecurityHeaders,
+    SecurityHeadersLayer, SecurityHeadersService,
+};
 use crate::rejection::{
     Rejection, RejectionKind, RenderRejection, RenderedRejection, PROBLEM_JSON,
 };
@@ -123,6 +132,8 @@ impl Default for ShieldConfig {
 pub struct Shield {
     core: Arc<CoreShared>,
     headers: SecurityHeadersLayer,
+    https_redirect: Option<HttpsRedirectLayer>,
+    cors: Option<CorsLayer>,
     timeout: Duration,
     timeout_status: StatusCode,
     body_limit: usize,
@@ -134,6 +145,8 @@ impl fmt::Debug for Shield {
         f.debug_struct("Shield")
             .field("client_ip", &self.core.resolver)
             .field("headers", &self.headers)
+            .field("https_redirect", &self.https_redirect)
+            .field("cors", &self.cors)
             .field("timeout", &self.timeout)
             .field("timeout_status", &self.timeout_status)
             .field("body_limit", &self.body_limit)
@@ -149,6 +162,8 @@ impl Shield {
         ShieldBuilder {
             config: ShieldConfig::default(),
             headers: SecurityHeaders::api(),
+            https_redirect: None,
+            cors: None,
             timeout_status: StatusCode::SERVICE_UNAVAILABLE,
             render: None,
             sinks: Vec::new(),
@@ -173,6 +188,8 @@ impl Shield {
 pub struct ShieldBuilder {
     config: ShieldConfig,
     headers: SecurityHeaders,
+    https_redirect: Option<HttpsRedirect>,
+    cors: Option<Cors>,
     timeout_status: StatusCode,
     render: Option<RenderRejection>,
     sinks: Vec<Arc<dyn SecurityEventSink>>,
@@ -183,6 +200,8 @@ impl fmt::Debug for ShieldBuilder {
         f.debug_struct("ShieldBuilder")
             .field("config", &self.config)
             .field("headers", &self.headers)
+            .field("https_redirect", &self.https_redirect)
+            .field("cors", &self.cors)
             .field("timeout_status", &self.timeout_status)
             .field("render", &self.render)
             .field("sinks", &self.sinks.len())
@@ -222,6 +241,27 @@ impl ShieldBuilder {
     /// Replaces the security headers (start from [`SecurityHeaders::api`]).
     pub fn security_headers(mut self, headers: SecurityHeaders) -> Self {
         self.headers = headers;
+        self
+    }
+
+    /// Redirects requests that did not arrive over HTTPS to `origin` (308, path and query
+    /// kept, never to the request's `Host`); see [`HttpsRedirect`]. Requests count as HTTPS
+    /// with a [`TlsConnection`](crate::headers::TlsConnection) marker or when a trusted proxy
+    /// says so. Off by default.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] if `origin` is not `https://host[:port]`.
+    pub fn https_redirect(mut self, origin: &str) -> Result<Self, ConfigError> {
+        self.https_redirect = Some(HttpsRedirect::to(origin)?);
+        Ok(self)
+    }
+
+    /// Answers CORS (and its preflights) with `cors`, inside the panic catcher and outside
+    /// the timeout, rate limits and any authentication layer. Off by default (same-origin
+    /// only). Checked in [`ShieldBuilder::build`].
+    pub fn cors(mut self, cors: Cors) -> Self {
+        self.cors = Some(cors);
         self
     }
 
@@ -268,7 +308,8 @@ impl ShieldBuilder {
     /// # Errors
     ///
     /// A [`ConfigError`] for a malformed proxy, an IPv6 prefix outside 1–128, a zero timeout
-    /// or body limit, or a timeout status other than 408 or 503.
+    /// or body limit, a timeout status other than 408 or 503, a security header that cannot
+    /// be prepared, or an unsafe CORS configuration (credentials with any origin).
     pub fn build(self) -> Result<Shield, ConfigError> {
         let resolver = ClientIpConfig::new()
             .trusted_proxies(self.config.trusted_proxies.iter())?
@@ -304,7 +345,9 @@ impl ShieldBuilder {
                 render: self.render,
                 sinks: EventSinks::new(self.sinks),
             }),
-            headers: self.headers.layer(),
+            headers: self.headers.layer()?,
+            https_redirect: self.https_redirect.as_ref().map(HttpsRedirect::layer),
+            cors: self.cors.as_ref().map(Cors::build).transpose()?,
             timeout: Duration::from_millis(self.config.timeout_ms),
             timeout_status: self.timeout_status,
             body_limit: self.config.body_limit,
@@ -324,13 +367,11 @@ type TraceStack<S> = Trace<
     DefaultOnFailure,
 >;
 
-type Stack<S> = ShieldCore<
-    SecurityHeadersService<
-        TraceStack<
-            CatchPanic<RequestTimeout<RequestBodyLimit<<DefaultBodyLimit as Layer<S>>::Service>>>,
-        >,
-    >,
->;
+type Limits<S> = RequestTimeout<RequestBodyLimit<<DefaultBodyLimit as Layer<S>>::Service>>;
+type WithCors<S> = Either<CorsService<Limits<S>>, Limits<S>>;
+type WithRedirect<S> = Either<HttpsRedirectService<WithCors<S>>, WithCors<S>>;
+
+type Stack<S> = ShieldCore<SecurityHeadersService<TraceStack<CatchPanic<WithRedirect<S>>>>>;
 
 impl<S> Layer<S> for Shield {
     type Service = ShieldService<S>;
@@ -343,6 +384,8 @@ impl<S> Layer<S> for Shield {
             timeout: self.timeout,
             status: self.timeout_status,
         };
+        let inner = option_layer(self.cors.clone()).layer(inner);
+        let inner = option_layer(self.https_redirect.clone()).layer(inner);
         let inner = CatchPanic { inner };
         let inner = TraceLayer::new_for_http()
             .make_span_with(MakeRequestSpan)

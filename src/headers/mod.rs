@@ -1,11 +1,77 @@
-//! Security response headers.
+//! Security response headers, HSTS, CSP with nonces, HTTPS redirects and safe CORS.
 //!
-//! [`SecurityHeaders::api`] is the preset for JSON APIs. Header values are validated and
-//! prepared once when the layer is built; per request the layer only copies them.
+//! [`SecurityHeaders`] adds the headers of a preset to **every** response — including 401,
+//! 413, 429 and 500 rejections, since [`Shield`](crate::Shield) places it outside every layer
+//! that can refuse — and strips headers that reveal server software. Values are validated and
+//! prepared once when the layer is built (a CR/LF or other invalid character is a
+//! [`ConfigError`] at startup, never a panic); per request the layer only copies them.
+//!
+//! ```
+//! use axum_shield::headers::{OnExisting, SecurityHeaders};
+//!
+//! let headers = SecurityHeaders::api()
+//!     .set("referrer-policy", "strict-origin-when-cross-origin")?
+//!     .on_existing("x-frame-options", OnExisting::Keep)?
+//!     .unset("x-xss-protection");
+//! let layer = headers.layer()?;
+//! # let _ = layer;
+//! # Ok::<(), axum_shield::ConfigError>(())
+//! ```
+//!
+//! # The presets
+//!
+//! `api` is for JSON APIs (no HTML is ever rendered), `web` for HTML apps (values after
+//! helmet's defaults). "Handler" says what happens when the handler already set the header:
+//! **keep** its value or **override** it ([`OnExisting`]; change with
+//! [`SecurityHeaders::on_existing`]).
+//!
+//! | header | `api` | `web` | handler | why | reference |
+//! |---|---|---|---|---|---|
+//! | `Content-Security-Policy` | `default-src 'none'; frame-ancestors 'none'` | `default-src 'self'; base-uri 'self'; font-src 'self' https: data:; form-action 'self'; frame-ancestors 'self'; img-src 'self' data:; object-src 'none'; script-src 'self'; script-src-attr 'none'; style-src 'self' https: 'unsafe-inline'; upgrade-insecure-requests` | keep | a JSON response that is opened as a document can load and run nothing, and cannot be framed; for HTML, limits where scripts may come from (XSS) | [CSP Level 3](https://www.w3.org/TR/CSP3/), [OWASP CSP Cheat Sheet](https://cheatsheetseries.owasp.org/cheatsheets/Content_Security_Policy_Cheat_Sheet.html) |
+//! | `Strict-Transport-Security` | `max-age=31536000; includeSubDomains`, **only over HTTPS** | same | override | browsers refuse plain HTTP to the host for a year (SSL stripping); never sent over HTTP (RFC 6797 §7.2) | [RFC 6797](https://www.rfc-editor.org/rfc/rfc6797), [OWASP HSTS Cheat Sheet](https://cheatsheetseries.owasp.org/cheatsheets/HTTP_Strict_Transport_Security_Cheat_Sheet.html) |
+//! | `Cache-Control` | `no-store` | — | keep | API responses often carry personal data; no shared or browser cache may keep them | [OWASP REST Security Cheat Sheet](https://cheatsheetseries.owasp.org/cheatsheets/REST_Security_Cheat_Sheet.html#security-headers), RFC 9111 §5.2.2.5 |
+//! | `X-Content-Type-Options` | `nosniff` | `nosniff` | override | browsers must not guess a type (JSON sniffed as HTML/script) | [Fetch §X-Content-Type-Options](https://fetch.spec.whatwg.org/#x-content-type-options-header) |
+//! | `X-Frame-Options` | `DENY` | `SAMEORIGIN` | override | clickjacking, for browsers without `frame-ancestors` | [RFC 7034](https://www.rfc-editor.org/rfc/rfc7034), [OWASP Clickjacking Cheat Sheet](https://cheatsheetseries.owasp.org/cheatsheets/Clickjacking_Defense_Cheat_Sheet.html) |
+//! | `Referrer-Policy` | `no-referrer` | `no-referrer` | override | URLs with ids or tokens never leak to other sites | [Referrer Policy](https://www.w3.org/TR/referrer-policy/) |
+//! | `Cross-Origin-Opener-Policy` | `same-origin` | `same-origin` | override | isolates the browsing context from cross-origin openers (XS-Leaks, Spectre) | [HTML §COOP](https://html.spec.whatwg.org/multipage/browsers.html#cross-origin-opener-policies) |
+//! | `Cross-Origin-Resource-Policy` | `same-origin` | `same-origin` | keep | other sites cannot embed the response with `no-cors` requests (CORS requests are unaffected) | [Fetch §CORP](https://fetch.spec.whatwg.org/#cross-origin-resource-policy-header) |
+//! | `Permissions-Policy` | every powerful feature `=()` | same | override | the response may not use camera, microphone, geolocation, payment… | [Permissions Policy](https://www.w3.org/TR/permissions-policy-1/) |
+//! | `X-Permitted-Cross-Domain-Policies` | `none` | `none` | override | Flash/PDF clients may not load cross-domain policy files | [OWASP Secure Headers Project](https://owasp.org/www-project-secure-headers/) |
+//! | `X-XSS-Protection` | `0` | `0` | override | the legacy XSS auditor is itself exploitable; `0` turns it off (never `1; mode=block`) | [OWASP Secure Headers Project](https://owasp.org/www-project-secure-headers/#x-xss-protection) |
+//! | `Origin-Agent-Cluster` | — | `?1` | override | the origin gets its own agent cluster (no `document.domain` relaxing) | [HTML §Origin-Agent-Cluster](https://html.spec.whatwg.org/multipage/browsers.html#origin-keyed-agent-clusters) |
+//! | `X-DNS-Prefetch-Control` | — | `off` | override | links in pages do not leak visited hosts through DNS prefetching | [MDN](https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/X-DNS-Prefetch-Control) |
+//! | `X-Download-Options` | — | `noopen` | override | old IE opens downloads in the site's context otherwise | helmet |
+//!
+//! Removed from every response (OWASP Secure Headers Project remove-list, see
+//! [`LEAKING_HEADERS`]): `Server`, `X-Powered-By`, `X-AspNet-Version`, `X-Runtime`, … —
+//! whatever an inner service or framework added.
+//!
+//! # HTTPS
+//!
+//! HSTS is sent only when [`is_https`] holds: a [`TlsConnection`] marker that your TLS
+//! listener adds, or a [`ForwardedProto`](crate::client_ip::ForwardedProto) from the
+//! foundation's trusted-proxy resolver. The URI scheme and an untrusted peer's
+//! `X-Forwarded-Proto` are client-controlled and ignored. [`HttpsRedirect`] answers plain-HTTP
+//! requests with a 308 to your canonical origin.
+//!
+//! # CORS
+//!
+//! [`Cors`] is a typed configuration that builds tower-http's `CorsLayer` after refusing
+//! unsafe combinations (credentials with any origin, the `null` origin); give it to
+//! [`ShieldBuilder::cors`](crate::ShieldBuilder::cors) so preflights are answered before any
+//! authentication layer.
 
+mod cors;
+mod csp;
+mod https;
 mod layer;
+mod redirect;
 
-pub use layer::{SecurityHeadersLayer, SecurityHeadersService};
+pub use cors::Cors;
+pub use csp::{ContentSecurityPolicy, CspNonce, Directive, Source};
+pub use https::{is_https, Hsts, TlsConnection};
+pub use layer::{SecurityHeadersFuture, SecurityHeadersLayer, SecurityHeadersService};
+pub use redirect::{HttpsRedirect, HttpsRedirectFuture, HttpsRedirectLayer, HttpsRedirectService};
 
 use http::header::{self, HeaderName, HeaderValue};
 
@@ -21,109 +87,224 @@ pub enum OnExisting {
     Override,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Value {
+    Static(HeaderValue),
+    Csp(ContentSecurityPolicy),
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub(crate) name: HeaderName,
-    pub(crate) value: HeaderValue,
+    pub(crate) value: Value,
     pub(crate) on_existing: OnExisting,
 }
 
 /// A set of security headers to add to every response, and information-leaking headers to
-/// remove from it.
+/// remove from it. See the [module docs](self) for the presets.
 ///
 /// ```
 /// use axum_shield::headers::SecurityHeaders;
 ///
 /// let headers = SecurityHeaders::api()
-///     .set("referrer-policy", "strict-origin-when-cross-origin")
-///     .unwrap();
+///     .set("referrer-policy", "strict-origin-when-cross-origin")?;
+/// assert!(SecurityHeaders::api().set("x-custom", "a\r\nSet-Cookie: x").is_err());
 /// # let _ = headers;
+/// # Ok::<(), axum_shield::ConfigError>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct SecurityHeaders {
     pub(crate) entries: Vec<Entry>,
+    pub(crate) hsts: Option<(HeaderValue, OnExisting)>,
     pub(crate) remove: Vec<HeaderName>,
 }
 
-/// Headers that reveal server software and versions (OWASP Secure Headers Project,
-/// "headers to remove").
+/// Headers that reveal server software, versions or internal topology: the OWASP Secure
+/// Headers Project remove-list (`ci/headers_remove.json`), lowercase.
 pub const LEAKING_HEADERS: &[&str] = &[
+    "$wsep",
+    "host-header",
+    "k-proxy-request",
+    "liferay-portal",
+    "oraclecommercecloud-version",
+    "pega-host",
+    "powered-by",
+    "product",
     "server",
-    "x-powered-by",
+    "sourcemap",
     "x-aspnet-version",
     "x-aspnetmvc-version",
-    "x-generator",
+    "x-atmosphere-error",
+    "x-atmosphere-first-request",
+    "x-atmosphere-tracking-id",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-spanid",
+    "x-b3-traceid",
+    "x-backend-server",
+    "x-beserver",
+    "x-backside-transport",
+    "x-cf-powered-by",
+    "x-cms",
+    "x-calculatedbetarget",
+    "x-cocoon-version",
+    "x-content-encoded-by",
+    "x-diaginfo",
     "x-drupal-cache",
     "x-drupal-dynamic-cache",
-    "x-runtime",
-    "x-version",
-    "x-backend-server",
-    "x-served-by",
-    "x-sourcemap",
-    "sourcemap",
-    "liferay-portal",
+    "x-envoy-attempt-count",
+    "x-envoy-external-address",
+    "x-envoy-internal",
+    "x-envoy-original-dst-host",
+    "x-envoy-upstream-service-time",
+    "x-feserver",
+    "x-framework",
+    "x-generated-by",
+    "x-generator",
+    "x-jitsi-release",
+    "x-joomla-version",
+    "x-kubernetes-pf-flowschema-uid",
+    "x-kubernetes-pf-prioritylevel-uid",
+    "x-litespeed-cache",
+    "x-litespeed-purge",
+    "x-litespeed-tag",
+    "x-litespeed-vary",
+    "x-litespeed-cache-control",
+    "x-mod-pagespeed",
     "x-nextjs-cache",
     "x-nextjs-matched-path",
     "x-nextjs-page",
     "x-nextjs-redirect",
-    "x-mod-pagespeed",
+    "x-owa-version",
+    "x-old-content-length",
+    "x-oneagent-js-injection",
     "x-page-speed",
-    "x-varnish-backend",
+    "x-php-version",
+    "x-powered-by",
+    "x-powered-by-plesk",
+    "x-powered-cms",
+    "x-redirect-by",
+    "x-runtime",
+    "x-server-powered-by",
+    "x-served-by",
+    "x-sourcefiles",
+    "x-sourcemap",
+    "x-turbo-charged-by",
     "x-umbraco-version",
-    "x-atmosphere-error",
-    "x-atmosphere-first-request",
-    "x-atmosphere-tracking-id",
-    "x-cf-powered-by",
-    "x-aspnetmvc-version",
+    "x-varnish-backend",
+    "x-varnish-server",
+    "x-version",
+    "x-dtagentid",
+    "x-dthealthcheck",
+    "x-dtinjectedservlet",
+    "x-ruxit-js-agent",
 ];
 
+/// Denies every powerful browser feature to the response's document.
+const PERMISSIONS_DENY_ALL: &str = "accelerometer=(), autoplay=(), camera=(), \
+    display-capture=(), encrypted-media=(), fullscreen=(), geolocation=(), gyroscope=(), \
+    magnetometer=(), microphone=(), midi=(), payment=(), picture-in-picture=(), \
+    publickey-credentials-get=(), screen-wake-lock=(), serial=(), usb=(), web-share=(), \
+    xr-spatial-tracking=()";
+
+fn invalid_name(name: &str) -> ConfigError {
+    ConfigError::new(
+        "security_headers",
+        format!("{name:?} is not a valid header name"),
+        "use a lowercase token such as \"referrer-policy\"",
+    )
+}
+
+fn parse_name(name: &str) -> Result<HeaderName, ConfigError> {
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid_name(name))
+}
+
 impl SecurityHeaders {
-    /// An empty set: adds nothing, removes nothing.
+    /// An empty set: adds nothing, removes nothing, no HSTS.
     pub fn none() -> Self {
         Self {
             entries: Vec::new(),
+            hsts: None,
             remove: Vec::new(),
         }
     }
 
-    /// The preset for JSON APIs (OWASP REST Security and Secure Headers cheat sheets).
-    pub fn api() -> Self {
+    fn preset(
+        statics: &[(HeaderName, &'static str, OnExisting)],
+        csp: ContentSecurityPolicy,
+    ) -> Self {
         let mut this = Self::none();
-        for (name, value, on_existing) in [
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; frame-ancestors 'none'",
-                OnExisting::Keep,
-            ),
-            (header::CACHE_CONTROL, "no-store", OnExisting::Keep),
-            (header::X_FRAME_OPTIONS, "DENY", OnExisting::Override),
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                "nosniff",
-                OnExisting::Override,
-            ),
-            (header::REFERRER_POLICY, "no-referrer", OnExisting::Keep),
-        ] {
+        this.entries.push(Entry {
+            name: header::CONTENT_SECURITY_POLICY,
+            value: Value::Csp(csp),
+            on_existing: OnExisting::Keep,
+        });
+        for (name, value, on_existing) in statics {
             this.entries.push(Entry {
-                name,
-                value: HeaderValue::from_static(value),
-                on_existing,
+                name: name.clone(),
+                value: Value::Static(HeaderValue::from_static(value)),
+                on_existing: *on_existing,
             });
         }
+        this.hsts = Some((
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+            OnExisting::Override,
+        ));
         this.remove = LEAKING_HEADERS
             .iter()
             .map(|name| HeaderName::from_static(name))
             .collect();
-        this.remove.dedup();
         this
+    }
+
+    /// The preset for JSON APIs (OWASP REST Security Cheat Sheet and Secure Headers Project);
+    /// see the [module docs](self) for every value and why.
+    pub fn api() -> Self {
+        use OnExisting::{Keep, Override};
+        Self::preset(
+            &[
+                (header::CACHE_CONTROL, "no-store", Keep),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff", Override),
+                (header::X_FRAME_OPTIONS, "DENY", Override),
+                (header::REFERRER_POLICY, "no-referrer", Override),
+                (COOP, "same-origin", Override),
+                (CORP, "same-origin", Keep),
+                (PERMISSIONS_POLICY, PERMISSIONS_DENY_ALL, Override),
+                (X_PERMITTED_CDP, "none", Override),
+                (header::X_XSS_PROTECTION, "0", Override),
+            ],
+            ContentSecurityPolicy::api(),
+        )
+    }
+
+    /// The preset for HTML apps (helmet's defaults, with a deny-all `Permissions-Policy`); see
+    /// the [module docs](self).
+    pub fn web() -> Self {
+        use OnExisting::{Keep, Override};
+        Self::preset(
+            &[
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff", Override),
+                (header::X_FRAME_OPTIONS, "SAMEORIGIN", Override),
+                (header::REFERRER_POLICY, "no-referrer", Override),
+                (COOP, "same-origin", Override),
+                (CORP, "same-origin", Keep),
+                (ORIGIN_AGENT_CLUSTER, "?1", Override),
+                (PERMISSIONS_POLICY, PERMISSIONS_DENY_ALL, Override),
+                (header::X_DNS_PREFETCH_CONTROL, "off", Override),
+                (X_DOWNLOAD_OPTIONS, "noopen", Override),
+                (X_PERMITTED_CDP, "none", Override),
+                (header::X_XSS_PROTECTION, "0", Override),
+            ],
+            ContentSecurityPolicy::web(),
+        )
     }
 
     /// Sets (or replaces) one header, overriding a handler's value.
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] if the name or value is not a valid header (for example contains
-    /// CR/LF).
+    /// A [`ConfigError`] if the name or value is not a valid header (for example the value
+    /// contains CR or LF, RFC 9110 §5.5).
     pub fn set(self, name: &str, value: &str) -> Result<Self, ConfigError> {
         self.set_with(name, value, OnExisting::Override)
     }
@@ -139,13 +320,7 @@ impl SecurityHeaders {
         value: &str,
         on_existing: OnExisting,
     ) -> Result<Self, ConfigError> {
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-            ConfigError::new(
-                "security_headers",
-                format!("{name:?} is not a valid header name"),
-                "use a lowercase token such as \"referrer-policy\"",
-            )
-        })?;
+        let name = parse_name(name)?;
         let value = HeaderValue::from_str(value).map_err(|_| {
             ConfigError::new(
                 "security_headers",
@@ -153,24 +328,249 @@ impl SecurityHeaders {
                 "remove CR, LF and other control characters from the value",
             )
         })?;
-        self.entries.retain(|e| e.name != name);
-        self.entries.push(Entry {
-            name,
-            value,
-            on_existing,
-        });
+        if name == header::STRICT_TRANSPORT_SECURITY {
+            self.hsts = Some((value, on_existing));
+            return Ok(self);
+        }
+        self.put(name, Value::Static(value), on_existing);
         Ok(self)
     }
 
-    /// Stops sending `name`.
+    fn put(&mut self, name: HeaderName, value: Value, on_existing: OnExisting) {
+        match self.entries.iter_mut().find(|e| e.name == name) {
+            Some(entry) => {
+                entry.value = value;
+                entry.on_existing = on_existing;
+            }
+            None => self.entries.push(Entry {
+                name,
+                value,
+                on_existing,
+            }),
+        }
+    }
+
+    /// Changes whether a handler's own value of `name` is kept or overridden.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] if this set does not send `name` (a typo would otherwise be silent).
+    pub fn on_existing(mut self, name: &str, on_existing: OnExisting) -> Result<Self, ConfigError> {
+        let name = parse_name(name)?;
+        if name == header::STRICT_TRANSPORT_SECURITY {
+            if let Some(hsts) = &mut self.hsts {
+                hsts.1 = on_existing;
+                return Ok(self);
+            }
+        } else if let Some(entry) = self.entries.iter_mut().find(|e| e.name == name) {
+            entry.on_existing = on_existing;
+            return Ok(self);
+        }
+        Err(ConfigError::new(
+            "security_headers",
+            format!("{name} is not among the headers sent"),
+            "set the header first, or check its spelling",
+        ))
+    }
+
+    /// Stops sending `name` (HSTS included).
     pub fn unset(mut self, name: &str) -> Self {
+        if name.eq_ignore_ascii_case(header::STRICT_TRANSPORT_SECURITY.as_str()) {
+            self.hsts = None;
+        }
         self.entries
             .retain(|e| !e.name.as_str().eq_ignore_ascii_case(name));
         self
     }
 
-    /// Builds the layer.
-    pub fn layer(self) -> SecurityHeadersLayer {
+    /// Replaces the `Content-Security-Policy` (the handler's own CSP is kept by default).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] if the policy is empty or its report group or URI is invalid.
+    pub fn csp(mut self, policy: ContentSecurityPolicy) -> Result<Self, ConfigError> {
+        policy.template()?;
+        let on_existing = self
+            .entries
+            .iter()
+            .find(|e| e.name == header::CONTENT_SECURITY_POLICY)
+            .map_or(OnExisting::Keep, |e| e.on_existing);
+        self.put(
+            header::CONTENT_SECURITY_POLICY,
+            Value::Csp(policy),
+            on_existing,
+        );
+        Ok(self)
+    }
+
+    /// Sends `policy` as `Content-Security-Policy-Report-Only`: browsers report violations
+    /// but block nothing — the way to try a stricter policy next to the enforced one.
+    ///
+    /// # Errors
+    ///
+    /// As [`SecurityHeaders::csp`].
+    pub fn csp_report_only(mut self, policy: ContentSecurityPolicy) -> Result<Self, ConfigError> {
+        policy.template()?;
+        self.put(
+            header::CONTENT_SECURITY_POLICY_REPORT_ONLY,
+            Value::Csp(policy),
+            OnExisting::Keep,
+        );
+        Ok(self)
+    }
+
+    /// Declares a reporting endpoint for `report-to` (`Reporting-Endpoints: name="url"`,
+    /// W3C Reporting API §3.2); call it once per endpoint.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] if `name` is not a token or `url` is not an `https://` URL.
+    pub fn reporting_endpoint(mut self, name: &str, url: &str) -> Result<Self, ConfigError> {
+        if !csp::is_token(name) {
+            return Err(ConfigError::new(
+                "reporting_endpoint",
+                format!("{name:?} is not an endpoint name"),
+                "use letters, digits, '-' or '_' such as \"csp\"",
+            ));
+        }
+        let valid_url = url.starts_with("https://")
+            && url.len() > 8
+            && url
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"\"\\,;".contains(&b));
+        if !valid_url {
+            return Err(ConfigError::new(
+                "reporting_endpoint",
+                format!("{url:?} is not a usable https:// URL"),
+                "reports must go to a potentially trustworthy (https://) URL without quotes, ',' or ';'",
+            ));
+        }
+        let name_header = HeaderName::from_static("reporting-endpoints");
+        let mut text = match self.entries.iter().find(|e| e.name == name_header) {
+            Some(Entry {
+                value: Value::Static(v),
+                ..
+            }) => format!("{}, ", v.to_str().unwrap_or_default()),
+            _ => String::new(),
+        };
+        text.push_str(&format!("{name}=\"{url}\""));
+        let value = HeaderValue::try_from(text).map_err(|_| invalid_name(name))?;
+        self.put(name_header, Value::Static(value), OnExisting::Override);
+        Ok(self)
+    }
+
+    /// Replaces the HSTS settings (sent only over HTTPS, see [`Hsts`]).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for `preload` without its requirements.
+    pub fn hsts(mut self, hsts: Hsts) -> Result<Self, ConfigError> {
+        self.hsts = Some((hsts.to_header_value()?, OnExisting::Override));
+        Ok(self)
+    }
+
+    /// Adds `name` to the headers removed from responses.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] if `name` is not a valid header name.
+    pub fn remove_header(mut self, name: &str) -> Result<Self, ConfigError> {
+        let name = parse_name(name)?;
+        if !self.remove.contains(&name) {
+            self.remove.push(name);
+        }
+        Ok(self)
+    }
+
+    /// Stops removing `name` (for example to let a deliberate `Server` header through).
+    pub fn keep_header(mut self, name: &str) -> Self {
+        self.remove
+            .retain(|n| !n.as_str().eq_ignore_ascii_case(name));
+        self
+    }
+
+    /// Prepares the values and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] if a CSP cannot be rendered, or the OS random generator needed to
+    /// seed the nonce generator fails.
+    pub fn layer(self) -> Result<SecurityHeadersLayer, ConfigError> {
         SecurityHeadersLayer::new(self)
+    }
+}
+
+const COOP: HeaderName = HeaderName::from_static("cross-origin-opener-policy");
+const CORP: HeaderName = HeaderName::from_static("cross-origin-resource-policy");
+const PERMISSIONS_POLICY: HeaderName = HeaderName::from_static("permissions-policy");
+const X_PERMITTED_CDP: HeaderName = HeaderName::from_static("x-permitted-cross-domain-policies");
+const ORIGIN_AGENT_CLUSTER: HeaderName = HeaderName::from_static("origin-agent-cluster");
+const X_DOWNLOAD_OPTIONS: HeaderName = HeaderName::from_static("x-download-options");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cr_lf_header_value_is_rejected_at_build_time() {
+        for value in ["a\r\nSet-Cookie: x=1", "a\nb", "a\rb", "nul\0"] {
+            let err = SecurityHeaders::api().set("x-test", value).unwrap_err();
+            assert_eq!(err.setting(), "security_headers");
+            assert!(err.to_string().contains("CR, LF"), "{err}");
+        }
+    }
+
+    #[test]
+    fn invalid_header_name_is_rejected_at_build_time() {
+        for name in ["bad name", "x:y", "", "é"] {
+            assert!(SecurityHeaders::api().set(name, "v").is_err(), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn on_existing_for_an_unknown_header_is_an_error() {
+        assert!(SecurityHeaders::api()
+            .on_existing("x-frame-option", OnExisting::Keep)
+            .is_err());
+        assert!(SecurityHeaders::api()
+            .on_existing("strict-transport-security", OnExisting::Keep)
+            .is_ok());
+    }
+
+    #[test]
+    fn reporting_endpoint_is_validated_and_accumulates() {
+        let h = SecurityHeaders::api()
+            .reporting_endpoint("csp", "https://r.example/csp")
+            .unwrap()
+            .reporting_endpoint("nel", "https://r.example/nel")
+            .unwrap();
+        let entry = h
+            .entries
+            .iter()
+            .find(|e| e.name == "reporting-endpoints")
+            .unwrap();
+        assert_eq!(
+            entry.value,
+            Value::Static(HeaderValue::from_static(
+                "csp=\"https://r.example/csp\", nel=\"https://r.example/nel\""
+            ))
+        );
+        assert!(SecurityHeaders::api()
+            .reporting_endpoint("csp", "http://r.example")
+            .is_err());
+        assert!(SecurityHeaders::api()
+            .reporting_endpoint("csp", "https://r.example/\"x")
+            .is_err());
+    }
+
+    #[test]
+    fn leaking_list_has_no_duplicates_and_is_valid() {
+        let mut names: Vec<&str> = LEAKING_HEADERS.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), LEAKING_HEADERS.len());
+        for name in LEAKING_HEADERS {
+            assert!(HeaderName::from_bytes(name.as_bytes()).is_ok(), "{name}");
+        }
     }
 }

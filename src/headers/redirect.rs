@@ -1,0 +1,306 @@
+//! Redirecting plain HTTP to the canonical HTTPS origin.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::LOCATION;
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::https::is_https;
+use crate::ConfigError;
+
+/// Redirects requests that did not arrive over HTTPS to a configured canonical origin with
+/// `308 Permanent Redirect`, keeping path and query; requests already on HTTPS ([`is_https`])
+/// pass through.
+///
+/// The target host is the one you configure, **never** the request's `Host`,
+/// `:authority` or `X-Forwarded-Host`: those are client-controlled, and redirecting to them
+/// is an open redirect and a cache-poisoning vector (OWASP Unvalidated Redirects Cheat
+/// Sheet). 308 (RFC 9110 §15.4.9) keeps the method and body, unlike 301/302.
+///
+/// ```
+/// use axum_shield::headers::HttpsRedirect;
+///
+/// let layer = HttpsRedirect::to("https://api.example.com")?.layer();
+/// assert!(HttpsRedirect::to("http://api.example.com").is_err());
+/// # let _ = layer;
+/// # Ok::<(), axum_shield::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpsRedirect {
+    origin: Bytes,
+}
+
+fn origin_error(origin: &str) -> ConfigError {
+    ConfigError::new(
+        "https_redirect",
+        format!("{origin:?} is not an https origin"),
+        "write the canonical origin such as \"https://api.example.com\" or \"https://api.example.com:8443\" (no path, query or user info)",
+    )
+}
+
+impl HttpsRedirect {
+    /// Redirects to `origin` (`https://host[:port]`, an optional trailing `/`).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] if `origin` is not an `https://` origin with a host, or has user
+    /// info, a path, a query or a fragment.
+    pub fn to(origin: &str) -> Result<Self, ConfigError> {
+        let trimmed = origin.strip_suffix('/').unwrap_or(origin);
+        let uri: Uri = trimmed.parse().map_err(|_| origin_error(origin))?;
+        let authority = uri.authority().ok_or_else(|| origin_error(origin))?;
+        let valid = uri.scheme_str() == Some("https")
+            && !authority.host().is_empty()
+            && !authority.as_str().contains('@')
+            && uri
+                .path_and_query()
+                .is_none_or(|pq| pq.as_str().is_empty() || pq.as_str() == "/")
+            && !trimmed.contains('#');
+        if !valid {
+            return Err(origin_error(origin));
+        }
+        Ok(Self {
+            origin: Bytes::from(format!("https://{authority}")),
+        })
+    }
+
+    /// The canonical origin, without trailing slash.
+    pub fn origin(&self) -> &str {
+        std::str::from_utf8(&self.origin).unwrap_or_default()
+    }
+
+    /// Builds the layer.
+    pub fn layer(&self) -> HttpsRedirectLayer {
+        HttpsRedirectLayer {
+            origin: Arc::new(self.clone()),
+        }
+    }
+
+    fn location(&self, uri: &Uri) -> HeaderValue {
+        let path = uri
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .filter(|pq| pq.starts_with('/'))
+            .unwrap_or("/");
+        let mut buf = BytesMut::with_capacity(self.origin.len() + path.len());
+        buf.put_slice(&self.origin);
+        buf.put_slice(path.as_bytes());
+        HeaderValue::from_maybe_shared(buf.freeze()).unwrap_or_else(|_| {
+            let mut root = BytesMut::from(&self.origin[..]);
+            root.put_u8(b'/');
+            HeaderValue::from_maybe_shared(root.freeze())
+                .unwrap_or_else(|_| HeaderValue::from_static("/"))
+        })
+    }
+}
+
+/// Layer of [`HttpsRedirect`]; see there.
+#[derive(Debug, Clone)]
+pub struct HttpsRedirectLayer {
+    origin: Arc<HttpsRedirect>,
+}
+
+impl<S> Layer<S> for HttpsRedirectLayer {
+    type Service = HttpsRedirectService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        HttpsRedirectService {
+            inner,
+            origin: self.origin.clone(),
+        }
+    }
+}
+
+/// The service of [`HttpsRedirectLayer`].
+///
+/// The redirect has an empty body of the inner service's body type (`ResBody: Default`, as
+/// tower-http's timeout and CORS layers do), so it costs no boxing and switching it off
+/// with `option_layer` leaves the response type unchanged.
+#[derive(Debug, Clone)]
+pub struct HttpsRedirectService<S> {
+    inner: S,
+    origin: Arc<HttpsRedirect>,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for HttpsRedirectService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Default,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = HttpsRedirectFuture<S::Future, ResBody>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        if is_https(req.extensions()) {
+            return HttpsRedirectFuture {
+                state: State::Inner {
+                    future: self.inner.call(req),
+                },
+            };
+        }
+        let mut response = Response::new(ResBody::default());
+        *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+        response
+            .headers_mut()
+            .insert(LOCATION, self.origin.location(req.uri()));
+        HttpsRedirectFuture {
+            state: State::Redirect {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`HttpsRedirectService`].
+    pub struct HttpsRedirectFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        Inner { #[pin] future: F },
+        Redirect { response: Option<Response<B>> },
+    }
+}
+
+impl<F, B, E> Future for HttpsRedirectFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Default,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Inner { future } => future.poll(cx),
+            StateProj::Redirect { response } => {
+                Poll::Ready(Ok(response.take().unwrap_or_else(|| {
+                    let mut response = Response::new(B::default());
+                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    response
+                })))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use axum::body::Body;
+    use tower::{service_fn, ServiceExt};
+
+    use super::super::TlsConnection;
+    use super::*;
+    use crate::client_ip::ForwardedProto;
+
+    async fn send(req: Request<Body>) -> Response<Body> {
+        let layer = HttpsRedirect::to("https://api.example.com")
+            .unwrap()
+            .layer();
+        layer
+            .layer(service_fn(|_req: Request<Body>| async {
+                Ok::<_, Infallible>(Response::new(Body::from("inner")))
+            }))
+            .oneshot(req)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn plain_http_is_redirected_with_path_and_query() {
+        let req = Request::post("/orders/7?expand=items&x=%2F")
+            .body(Body::empty())
+            .unwrap();
+        let res = send(req).await;
+        assert_eq!(res.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(
+            res.headers()["location"],
+            "https://api.example.com/orders/7?expand=items&x=%2F"
+        );
+    }
+
+    #[tokio::test]
+    async fn redirect_refuses_spoofed_host() {
+        let req = Request::get("/login?next=1")
+            .header("host", "evil.example")
+            .header("x-forwarded-host", "evil.example")
+            .header("forwarded", "host=evil.example")
+            .body(Body::empty())
+            .unwrap();
+        let res = send(req).await;
+        assert_eq!(
+            res.headers()["location"],
+            "https://api.example.com/login?next=1"
+        );
+        // An absolute-form request line names a host too; it is ignored as well.
+        let req = Request::get("http://evil.example//evil.example/x")
+            .body(Body::empty())
+            .unwrap();
+        let res = send(req).await;
+        assert_eq!(
+            res.headers()["location"],
+            "https://api.example.com//evil.example/x"
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_already_on_https_pass() {
+        let mut req = Request::get("/").body(Body::empty()).unwrap();
+        req.extensions_mut().insert(TlsConnection);
+        assert_eq!(send(req).await.status(), StatusCode::OK);
+        let mut req = Request::get("/").body(Body::empty()).unwrap();
+        req.extensions_mut().insert(ForwardedProto { https: true });
+        assert_eq!(send(req).await.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn untrusted_x_forwarded_proto_is_still_redirected() {
+        // Without a trusted proxy, Shield puts no ForwardedProto in the extensions.
+        let req = Request::get("/")
+            .header("x-forwarded-proto", "https")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(req).await.status(), StatusCode::PERMANENT_REDIRECT);
+    }
+
+    #[test]
+    fn origins_are_validated() {
+        assert_eq!(
+            HttpsRedirect::to("https://api.example.com:8443/")
+                .unwrap()
+                .origin(),
+            "https://api.example.com:8443"
+        );
+        for bad in [
+            "http://api.example.com",
+            "https://",
+            "api.example.com",
+            "https://user@api.example.com",
+            "https://api.example.com/v1",
+            "https://api.example.com/?q",
+            "https://api.example.com#x",
+            "https://api.example.com\r\nx: y",
+        ] {
+            assert!(HttpsRedirect::to(bad).is_err(), "{bad:?}");
+        }
+    }
+}
