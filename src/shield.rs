@@ -8,7 +8,9 @@
 //! 3. the security log span (request id, client IP, method, path; status and latency);
 //! 4. panic catching: a 500 problem+json that reveals nothing, and the server keeps serving;
 //! 5. request timeout (503 problem+json by default);
-//! 6. request body limit (413 problem+json; 1 MiB by default).
+//! 6. request body limit (413 problem+json; 1 MiB by default);
+//! 7. the default rate limit, only when set with [`ShieldBuilder::rate_limit`] (429
+//!    problem+json), directly around your router: cheap refusal before any handler work.
 //!
 //! Layers outside others see their responses: a 401 from a route layer, a 413 or a 500 from a
 //! panic all get the security headers, a log line and the request id.
@@ -34,6 +36,7 @@ use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::limit::{RequestBodyLimit, RequestBodyLimitLayer};
 use tower_http::timeout::{Timeout, TimeoutLayer};
 use tower_http::trace::{DefaultOnBodyChunk, DefaultOnEos, DefaultOnFailure, Trace, TraceLayer};
+use tower::util::Either;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -45,6 +48,7 @@ use crate::client_ip::{
     ForwardedProto,
 };
 use crate::headers::{SecurityHeaders, SecurityHeadersLayer, SecurityHeadersService};
+use crate::rate_limit::{RateLimit, RateLimitLayer};
 use crate::rejection::{
     Rejection, RejectionKind, RenderRejection, RenderedRejection, PROBLEM_JSON,
 };
@@ -127,6 +131,7 @@ pub struct Shield {
     timeout_status: StatusCode,
     body_limit: usize,
     access_log: bool,
+    rate_limit: Option<RateLimitLayer>,
 }
 
 impl fmt::Debug for Shield {
@@ -138,6 +143,7 @@ impl fmt::Debug for Shield {
             .field("timeout_status", &self.timeout_status)
             .field("body_limit", &self.body_limit)
             .field("access_log", &self.access_log)
+            .field("rate_limit", &self.rate_limit)
             .finish_non_exhaustive()
     }
 }
@@ -152,6 +158,7 @@ impl Shield {
             timeout_status: StatusCode::SERVICE_UNAVAILABLE,
             render: None,
             sinks: Vec::new(),
+            rate_limit: None,
         }
     }
 
@@ -176,6 +183,7 @@ pub struct ShieldBuilder {
     timeout_status: StatusCode,
     render: Option<RenderRejection>,
     sinks: Vec<Arc<dyn SecurityEventSink>>,
+    rate_limit: Option<RateLimitLayer>,
 }
 
 impl fmt::Debug for ShieldBuilder {
@@ -186,6 +194,7 @@ impl fmt::Debug for ShieldBuilder {
             .field("timeout_status", &self.timeout_status)
             .field("render", &self.render)
             .field("sinks", &self.sinks.len())
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }
@@ -263,6 +272,14 @@ impl ShieldBuilder {
         self
     }
 
+    /// Sets the default rate limit for every route, e.g. `RateLimit::per_ip("100/hour")?`.
+    /// It sits innermost, directly around the router (inside the body limit), so its 429s
+    /// get the request id, security headers and a log line. Without it nothing is added.
+    pub fn rate_limit(mut self, limit: impl Into<RateLimitLayer>) -> Self {
+        self.rate_limit = Some(limit.into());
+        self
+    }
+
     /// Validates the settings and builds the layer.
     ///
     /// # Errors
@@ -309,6 +326,7 @@ impl ShieldBuilder {
             timeout_status: self.timeout_status,
             body_limit: self.config.body_limit,
             access_log: self.config.access_log,
+            rate_limit: self.rate_limit,
         })
     }
 }
@@ -330,7 +348,9 @@ type Stack<S> = ShieldCore<
     SecurityHeadersService<
         TraceStack<
             CatchPanic<
-                Timeout<RequestBodyLimit<<DefaultBodyLimit as Layer<S>>::Service>>,
+                Timeout<
+                    RequestBodyLimit<<DefaultBodyLimit as Layer<Either<RateLimit<S>, S>>>::Service>,
+                >,
                 PanicHandler,
             >,
         >,
@@ -341,6 +361,10 @@ impl<S> Layer<S> for Shield {
     type Service = ShieldService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        let inner = match &self.rate_limit {
+            Some(limit) => Either::Left(limit.layer(inner)),
+            None => Either::Right(inner),
+        };
         let inner = DefaultBodyLimit::max(self.body_limit).layer(inner);
         let inner = RequestBodyLimitLayer::new(self.body_limit).layer(inner);
         let inner = TimeoutLayer::with_status_code(self.timeout_status, self.timeout).layer(inner);
