@@ -31,12 +31,12 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
 use pin_project_lite::pin_project;
 use serde::Deserialize;
+use tower::util::Either;
 use tower_http::catch_panic::{CatchPanic, CatchPanicLayer};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::limit::{RequestBodyLimit, RequestBodyLimitLayer};
 use tower_http::timeout::{Timeout, TimeoutLayer};
 use tower_http::trace::{DefaultOnBodyChunk, DefaultOnEos, DefaultOnFailure, Trace, TraceLayer};
-use tower::util::Either;
 use tower_layer::Layer;
 use tower_service::Service;
 

@@ -120,10 +120,12 @@ impl KeySource {
 /// `ConnectInfo`).
 pub fn client_ip_key(parts: &Parts) -> Result<LimitKey, Rejection> {
     let ip = ClientIp::from_extensions(&parts.extensions)?.0;
-    Ok(LimitKey::Ip(match parts.extensions.get::<ClientIpResolver>() {
-        Some(resolver) => resolver.key(ip),
-        None => ip_key(ip, 64),
-    }))
+    Ok(LimitKey::Ip(
+        match parts.extensions.get::<ClientIpResolver>() {
+            Some(resolver) => resolver.key(ip),
+            None => ip_key(ip, 64),
+        },
+    ))
 }
 
 /// The key from a synchronous source, or `None` for a custom function (resolved async).

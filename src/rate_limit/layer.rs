@@ -106,7 +106,10 @@ impl RateLimit<()> {
     /// # Errors
     ///
     /// A [`ConfigError`] for an invalid header name or quota.
-    pub fn per_header(name: &str, quotas: impl IntoQuotas) -> Result<RateLimitBuilder, ConfigError> {
+    pub fn per_header(
+        name: &str,
+        quotas: impl IntoQuotas,
+    ) -> Result<RateLimitBuilder, ConfigError> {
         let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
             ConfigError::new(
                 "rate_limit.header",
@@ -206,7 +209,10 @@ impl fmt::Debug for RateLimitBuilder {
 fn cost_error(cost: u32, quota: &Quota) -> ConfigError {
     ConfigError::new(
         "rate_limit.cost",
-        format!("a cost of {cost} exceeds the burst {} of quota {quota}", quota.burst()),
+        format!(
+            "a cost of {cost} exceeds the burst {} of quota {quota}",
+            quota.burst()
+        ),
         "lower the cost or raise the quota's burst, or every request would be refused",
     )
 }
@@ -346,7 +352,8 @@ impl RateLimitBuilder {
     {
         let quotas = self.tier_quotas(name, quotas)?;
         let keys = keys.into_iter().map(Into::into).collect();
-        self.tiers.push((TierMatch::Keys(keys), name.to_owned(), quotas));
+        self.tiers
+            .push((TierMatch::Keys(keys), name.to_owned(), quotas));
         Ok(self)
     }
 
@@ -355,7 +362,11 @@ impl RateLimitBuilder {
     /// # Errors
     ///
     /// A [`ConfigError`] for a bad name or quota, or quotas too small for the cost.
-    pub fn tier_for_role(mut self, role: &str, quotas: impl IntoQuotas) -> Result<Self, ConfigError> {
+    pub fn tier_for_role(
+        mut self,
+        role: &str,
+        quotas: impl IntoQuotas,
+    ) -> Result<Self, ConfigError> {
         let quotas = self.tier_quotas(role, quotas)?;
         self.tiers
             .push((TierMatch::Role(role.to_owned()), role.to_owned(), quotas));
@@ -735,7 +746,11 @@ impl Shared {
             return Verdict::Pass(self.headers_on_success.then(|| self.fields(tier, &d)));
         }
         SecurityEvent::for_parts(SecurityEventKind::ExcessRateLimitExceeded, parts)
-            .reason(if self.dry_run { "dry_run" } else { "quota_exhausted" })
+            .reason(if self.dry_run {
+                "dry_run"
+            } else {
+                "quota_exhausted"
+            })
             .field("limit", self.name.to_string())
             .field("policy", tier.names[d.index].clone())
             .emit();
@@ -941,7 +956,6 @@ where
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1001,7 +1015,11 @@ mod tests {
             assert_eq!(status(&app, req).await, 200);
         }
         let req = request("203.0.113.9", &[("x-forwarded-for", "9.9.9.9")]);
-        assert_eq!(status(&app, req).await, 429, "rotating XFF must not open a new bucket");
+        assert_eq!(
+            status(&app, req).await,
+            429,
+            "rotating XFF must not open a new bucket"
+        );
     }
 
     #[tokio::test]
@@ -1020,10 +1038,17 @@ mod tests {
     async fn rotating_ipv6_inside_one_64_shares_a_bucket() {
         let (limit, _) = manual("3/minute");
         let app = app(limit, &[]);
-        for host in ["2001:db8:1:2::1", "2001:db8:1:2:ffff::9", "2001:db8:1:2:abcd:1:2:3"] {
+        for host in [
+            "2001:db8:1:2::1",
+            "2001:db8:1:2:ffff::9",
+            "2001:db8:1:2:abcd:1:2:3",
+        ] {
             assert_eq!(status(&app, request(host, &[])).await, 200);
         }
-        assert_eq!(status(&app, request("2001:db8:1:2:dead:beef::1", &[])).await, 429);
+        assert_eq!(
+            status(&app, request("2001:db8:1:2:dead:beef::1", &[])).await,
+            429
+        );
         assert_eq!(status(&app, request("2001:db8:1:3::1", &[])).await, 200);
     }
 
@@ -1047,22 +1072,50 @@ mod tests {
             .unwrap()
             .legacy_headers(true)
             .clock(clock.clone());
-        let shield = Shield::api().rate_limit(limit).event_sink(sink).build().unwrap();
-        let app = Router::new().route("/", get(|| async { "ok" })).layer(shield);
-        let ok = app.clone().oneshot(request("192.0.2.1", &[])).await.unwrap();
-        assert_eq!(ok.headers()["ratelimit-policy"], "\"ip-1s\";q=2;w=1, \"ip-86400s\";q=100;w=86400");
+        let shield = Shield::api()
+            .rate_limit(limit)
+            .event_sink(sink)
+            .build()
+            .unwrap();
+        let app = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .layer(shield);
+        let ok = app
+            .clone()
+            .oneshot(request("192.0.2.1", &[]))
+            .await
+            .unwrap();
+        assert_eq!(
+            ok.headers()["ratelimit-policy"],
+            "\"ip-1s\";q=2;w=1, \"ip-86400s\";q=100;w=86400"
+        );
         assert_eq!(ok.headers()["ratelimit"], "\"ip-1s\";r=1;t=1");
         assert_eq!(ok.headers()["x-ratelimit-limit"], "2");
-        app.clone().oneshot(request("192.0.2.1", &[])).await.unwrap();
+        app.clone()
+            .oneshot(request("192.0.2.1", &[]))
+            .await
+            .unwrap();
         // 0.5 s per unit: waiting 499 ms leaves 1 ms, which must still say 1 second.
         clock.advance(Duration::from_millis(499));
-        let refused = app.clone().oneshot(request("192.0.2.1", &[])).await.unwrap();
+        let refused = app
+            .clone()
+            .oneshot(request("192.0.2.1", &[]))
+            .await
+            .unwrap();
         assert_eq!(refused.status(), 429);
         assert_eq!(refused.headers()["retry-after"], "1");
-        assert_eq!(refused.headers()["content-type"], "application/problem+json");
-        assert!(refused.headers()["ratelimit"].to_str().unwrap().starts_with("\"ip-1s\";r=0;t="));
+        assert_eq!(
+            refused.headers()["content-type"],
+            "application/problem+json"
+        );
+        assert!(refused.headers()["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"ip-1s\";r=0;t="));
         assert!(refused.headers().contains_key("x-request-id"));
-        let body = axum::body::to_bytes(refused.into_body(), 4096).await.unwrap();
+        let body = axum::body::to_bytes(refused.into_body(), 4096)
+            .await
+            .unwrap();
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["status"], 429);
         assert_eq!(body["code"], "rate_limited");
@@ -1078,7 +1131,11 @@ mod tests {
         for _ in 0..100 {
             let app = app.clone();
             handles.push(tokio::spawn(async move {
-                app.oneshot(request("192.0.2.77", &[])).await.unwrap().status().as_u16()
+                app.oneshot(request("192.0.2.77", &[]))
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
             }));
         }
         let mut ok = 0;
@@ -1106,7 +1163,11 @@ mod tests {
             .exempt_paths(["/health"])
             .exempt_ips(["192.0.2.100"])
             .unwrap()
-            .tier("gold", "3/minute", ["198.51.100.7".parse::<std::net::IpAddr>().unwrap()])
+            .tier(
+                "gold",
+                "3/minute",
+                ["198.51.100.7".parse::<std::net::IpAddr>().unwrap()],
+            )
             .unwrap();
         let app = app(limit, &[]);
         for _ in 0..5 {
@@ -1123,7 +1184,10 @@ mod tests {
     #[tokio::test]
     async fn principal_keys_and_custom_keys() {
         let clock = FakeRelativeClock::default();
-        let limit = RateLimit::per_principal("1/minute").unwrap().clock(clock.clone()).layer();
+        let limit = RateLimit::per_principal("1/minute")
+            .unwrap()
+            .clock(clock.clone())
+            .layer();
         let svc = tower::ServiceBuilder::new()
             .layer(limit)
             .service(Router::new().route("/", get(|| async { "ok" })));
@@ -1134,7 +1198,11 @@ mod tests {
             assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), expected);
         }
         let custom = RateLimit::per_key("1/minute", |parts: &Parts| {
-            let t = parts.headers.get("x-tenant").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let t = parts
+                .headers
+                .get("x-tenant")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             async move { t.map(LimitKey::from) }
         })
         .unwrap()
@@ -1166,7 +1234,10 @@ mod tests {
         assert!(RateLimit::per_ip("5/minute").unwrap().cost(0).is_err());
         assert!(RateLimit::per_ip("5/minute").unwrap().max_keys(0).is_err());
         assert!(RateLimit::per_ip("5/minute").unwrap().name("a b").is_err());
-        assert!(RateLimit::per_ip("5/minute").unwrap().exempt_ips(["nope"]).is_err());
+        assert!(RateLimit::per_ip("5/minute")
+            .unwrap()
+            .exempt_ips(["nope"])
+            .is_err());
         assert!(RateLimit::per_header("bad header", "5/minute").is_err());
         let b = RateLimit::per_ip("5/minute").unwrap().cost(5).unwrap();
         assert!(b.tier("t", "2/minute", ["x"]).is_err());
@@ -1193,12 +1264,20 @@ mod tests {
         assert_eq!(metrics.num_alive_tasks(), 1, "one eviction task");
         clock.advance(Duration::from_secs(11));
         tokio::time::sleep(Duration::from_secs(6)).await;
-        assert_eq!(layer.tracked_keys(), 0, "idle keys evicted without user action");
+        assert_eq!(
+            layer.tracked_keys(),
+            0,
+            "idle keys evicted without user action"
+        );
         drop(svc);
         drop(layer);
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
-        assert_eq!(metrics.num_alive_tasks(), 0, "the task ended with the layer");
+        assert_eq!(
+            metrics.num_alive_tasks(),
+            0,
+            "the task ended with the layer"
+        );
     }
 }

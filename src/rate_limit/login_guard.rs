@@ -28,7 +28,7 @@ use http::{Extensions, Method, Uri};
 use tokio::sync::Notify;
 use unicode_normalization::UnicodeNormalization;
 
-use super::headers::{retry_after_value, retry_after_secs};
+use super::headers::{retry_after_secs, retry_after_value};
 use super::key::{client_ip_key, LimitKey};
 use super::memory::{spawn_evictor, Evict, LimiterClock};
 use crate::audit::{SecurityEvent, SecurityEventKind};
@@ -478,7 +478,14 @@ impl LoginAttempt {
         let inner = &self.guard.0;
         #[cfg(feature = "redis")]
         if let Some(redis) = &inner.redis {
-            if let Some(answer) = redis.locked(key, account, &self.event(SecurityEventKind::SysDependencyFail)).await {
+            if let Some(answer) = redis
+                .locked(
+                    key,
+                    account,
+                    &self.event(SecurityEventKind::SysDependencyFail),
+                )
+                .await
+            {
                 return answer;
             }
         }
@@ -559,11 +566,18 @@ impl AccountAttempt {
     /// The credentials were right: clears the account's failures (the IP's stay) and emits
     /// `authn_login_success`.
     pub async fn succeeded(mut self) {
-        let Some(attempt) = self.attempt.take() else { return };
+        let Some(attempt) = self.attempt.take() else {
+            return;
+        };
         let inner = &attempt.guard.0;
         #[cfg(feature = "redis")]
         if let Some(redis) = &inner.redis {
-            redis.clear(&self.account, &attempt.event(SecurityEventKind::SysDependencyFail)).await;
+            redis
+                .clear(
+                    &self.account,
+                    &attempt.event(SecurityEventKind::SysDependencyFail),
+                )
+                .await;
         }
         inner.accounts.clear(&self.account);
         attempt
@@ -597,14 +611,21 @@ async fn record_failure(attempt: &LoginAttempt, account: &LimitKey) {
     #[cfg(feature = "redis")]
     if let Some(redis) = &inner.redis {
         locks = redis
-            .fail(account, &attempt.ip, &attempt.event(SecurityEventKind::SysDependencyFail))
+            .fail(
+                account,
+                &attempt.ip,
+                &attempt.event(SecurityEventKind::SysDependencyFail),
+            )
             .await;
     }
     let (account_lock, ip_lock) = match locks {
         Some(locks) => locks,
         None => {
             let now = inner.now();
-            (inner.accounts.fail(account, now), inner.ips.fail(&attempt.ip, now))
+            (
+                inner.accounts.fail(account, now),
+                inner.ips.fail(&attempt.ip, now),
+            )
         }
     };
     attempt
@@ -615,16 +636,25 @@ async fn record_failure(attempt: &LoginAttempt, account: &LimitKey) {
     if !account_lock.is_zero() || !ip_lock.is_zero() {
         attempt
             .event(SecurityEventKind::AuthnLoginLock)
-            .reason(if account_lock >= ip_lock { "account_backoff" } else { "ip_backoff" })
+            .reason(if account_lock >= ip_lock {
+                "account_backoff"
+            } else {
+                "ip_backoff"
+            })
             .field("account", account_text(account))
-            .field("lock_secs", retry_after_secs(account_lock.max(ip_lock)).to_string())
+            .field(
+                "lock_secs",
+                retry_after_secs(account_lock.max(ip_lock)).to_string(),
+            )
             .emit();
     }
 }
 
 impl Drop for AccountAttempt {
     fn drop(&mut self) {
-        let Some(attempt) = self.attempt.take() else { return };
+        let Some(attempt) = self.attempt.take() else {
+            return;
+        };
         let account = self.account.clone();
         #[cfg(feature = "redis")]
         if attempt.guard.0.redis.is_some() {
@@ -771,7 +801,12 @@ mod tests {
             .build()
             .unwrap();
         for i in 0..500 {
-            let _ = fail(&g, &format!("10.0.{}.{}", i / 250, i % 250), &format!("u{i}")).await;
+            let _ = fail(
+                &g,
+                &format!("10.0.{}.{}", i / 250, i % 250),
+                &format!("u{i}"),
+            )
+            .await;
         }
         let (accounts, ips) = g.tracked();
         assert!(accounts <= 51 && ips <= 51, "{accounts} {ips}");

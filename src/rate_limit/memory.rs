@@ -81,10 +81,12 @@ impl Cell {
         let mut prev = self.0.load(Ordering::Acquire);
         let mut decision = f((prev != 0).then(|| Nanos::new(prev)));
         while let Ok((result, new)) = decision {
-            match self
-                .0
-                .compare_exchange_weak(prev, new.as_u64(), Ordering::Release, Ordering::Relaxed)
-            {
+            match self.0.compare_exchange_weak(
+                prev,
+                new.as_u64(),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return Ok(result),
                 Err(next) => prev = next,
             }
@@ -204,7 +206,11 @@ impl<K: Hash + Eq + Clone> MemoryLimiter<K> {
             CappedStore<K>,
             LimiterClock,
             governor::middleware::NoOpMiddleware<Nanos>,
-        >::new(quota.to_governor(), CappedStore(store.clone()), clock.clone())
+        >::new(
+            quota.to_governor(),
+            CappedStore(store.clone()),
+            clock.clone(),
+        )
         .with_middleware::<StateInformationMiddleware>();
         let start = clock.now();
         Self {
@@ -241,7 +247,9 @@ impl<K: Hash + Eq + Clone> MemoryLimiter<K> {
                 Outcome {
                     allowed: false,
                     remaining: 0,
-                    reset: wait.max(t).saturating_add(t.saturating_mul(cost.get().saturating_sub(1))),
+                    reset: wait
+                        .max(t)
+                        .saturating_add(t.saturating_mul(cost.get().saturating_sub(1))),
                     retry_after: wait,
                 }
             }
@@ -321,7 +329,11 @@ mod tests {
     use super::*;
     use std::net::{IpAddr, Ipv4Addr};
 
-    fn limiter(quota: Quota, max_keys: usize, policy: KeyCapPolicy) -> (MemoryLimiter, FakeRelativeClock) {
+    fn limiter(
+        quota: Quota,
+        max_keys: usize,
+        policy: KeyCapPolicy,
+    ) -> (MemoryLimiter, FakeRelativeClock) {
         let clock = FakeRelativeClock::default();
         let l = MemoryLimiter::new(
             quota,

@@ -313,7 +313,10 @@ mod tests {
             Quota::new(10, Duration::from_secs(30)).unwrap()
         );
         assert_eq!(Quota::parse(" 1/s ").unwrap(), Quota::per_second(1));
-        assert_eq!(Quota::parse("7/2 days").unwrap().period().as_secs(), 172_800);
+        assert_eq!(
+            Quota::parse("7/2 days").unwrap().period().as_secs(),
+            172_800
+        );
         let list = Quota::parse_list("5/minute; 100/day").unwrap();
         assert_eq!(list, vec![Quota::per_minute(5), Quota::per_day(100)]);
     }
@@ -321,8 +324,19 @@ mod tests {
     #[test]
     fn bad_strings_fail_at_build_time_with_a_message() {
         for bad in [
-            "", "abc", "5", "5/", "/minute", "5/fortnight", "0/minute", "-1/minute",
-            "5 minute", "5 per 0 seconds", "5/minute extra", "99999999999/s", ";",
+            "",
+            "abc",
+            "5",
+            "5/",
+            "/minute",
+            "5/fortnight",
+            "0/minute",
+            "-1/minute",
+            "5 minute",
+            "5 per 0 seconds",
+            "5/minute extra",
+            "99999999999/s",
+            ";",
         ] {
             let err = Quota::parse_list(bad).unwrap_err();
             assert_eq!(err.setting(), "quota", "{bad:?}");
