@@ -552,6 +552,32 @@ impl RateLimitLayer {
         self.shared.all_limiters().map(MemoryLimiter::len).sum()
     }
 
+    /// Checks (and charges) `key` against the default quotas in memory, outside HTTP — for
+    /// example per WebSocket message. `Err` carries the time until it would be allowed.
+    ///
+    /// ```
+    /// use axum_shield::rate_limit::{LimitKey, RateLimit};
+    ///
+    /// let limit = RateLimit::global("2/second")?.layer();
+    /// assert!(limit.check(&LimitKey::Global).is_ok());
+    /// assert!(limit.check(&LimitKey::Global).is_ok());
+    /// assert!(limit.check(&LimitKey::Global).is_err());
+    /// # Ok::<(), axum_shield::ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The wait until the key would be allowed again.
+    #[inline]
+    pub fn check(&self, key: &LimitKey) -> Result<(), Duration> {
+        let d = self.shared.decide_memory(&self.shared.default, key);
+        if d.allowed {
+            Ok(())
+        } else {
+            Err(d.retry_after)
+        }
+    }
+
     /// Forgets idle keys now (the background task does this on its own).
     pub fn evict_idle(&self) {
         self.shared.evict();

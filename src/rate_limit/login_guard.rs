@@ -521,6 +521,44 @@ impl LoginAttempt {
     }
 }
 
+impl LoginAttempt {
+    /// Runs your credential check for `username` under the guard: refuses with 429 during
+    /// backoff (without calling `check`), charges a failure and answers the generic 401 when
+    /// `check` yields `None`, clears the account's failures when it yields `Some`.
+    ///
+    /// ```
+    /// use axum_shield::rate_limit::LoginAttempt;
+    /// use axum_shield::Rejection;
+    ///
+    /// async fn login(attempt: LoginAttempt) -> Result<String, Rejection> {
+    ///     let (user, password) = ("alice", "…"); // from the request body
+    ///     let id = attempt
+    ///         .verify(user, || async move { (password == "correct horse").then_some(42) })
+    ///         .await?;
+    ///     Ok(format!("user {id}"))
+    /// }
+    /// # let _ = axum::Router::<()>::new().route("/login", axum::routing::post(login));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The 429 of [`account`](Self::account), or the 401 of [`AccountAttempt::failed`].
+    pub async fn verify<T, F, Fut>(self, username: &str, check: F) -> Result<T, Rejection>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let attempt = self.account(username).await?;
+        match check().await {
+            Some(value) => {
+                attempt.succeeded().await;
+                Ok(value)
+            }
+            None => Err(attempt.failed().await),
+        }
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for LoginAttempt {
     type Rejection = Rejection;
 
