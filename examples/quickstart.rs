@@ -3,26 +3,73 @@
 //! ```text
 //! cargo run --example quickstart        # listens on 127.0.0.1:3000 (PORT overrides)
 //! curl -i http://127.0.0.1:3000/health
+//! curl -i -X POST http://127.0.0.1:3000/login -H 'content-type: application/json' \
+//!      -d '{"username":"demo","password":"wrong"}'
 //! ```
 //!
 //! Every response carries a request id and the API security headers; every refusal is an
-//! RFC 9457 problem+json document.
+//! RFC 9457 problem+json document. Every route is limited to 100 requests per hour per client
+//! IP; `POST /login` to 5 per minute, and failed logins back off per account and per IP.
 
 use std::net::SocketAddr;
 
-use axum::{routing::get, Json, Router};
-use axum_shield::Shield;
+use axum::{
+    routing::{get, post},
+    Json, Router,
+};
+use axum_shield::rate_limit::{LoginAttempt, LoginGuard, RateLimit};
+use axum_shield::{Rejection, Shield};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// Builds the application; `main` serves it, tests and benchmarks call it directly.
 fn app() -> Result<Router, axum_shield::ConfigError> {
-    let shield = Shield::api().build()?;
+    let shield = Shield::api()
+        .rate_limit(RateLimit::per_ip("100/hour")?.exempt_paths(["/health"]))
+        .build()?;
+    let login_guard = LoginGuard::builder().build()?;
 
-    Ok(Router::new().route("/health", get(health)).layer(shield))
+    Ok(Router::new()
+        .route("/health", get(health))
+        .route(
+            "/login",
+            post(login)
+                .route_layer(RateLimit::per_ip("5/minute")?.name("login")?.layer())
+                .route_layer(login_guard.layer()),
+        )
+        .layer(shield))
 }
 
 async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+/// `POST /login`: the credential check runs under the login guard (429 during backoff, one
+/// generic 401 for unknown users and wrong passwords alike).
+async fn login(
+    attempt: LoginAttempt,
+    Json(c): Json<Credentials>,
+) -> Result<Json<Value>, Rejection> {
+    let user = attempt
+        .verify(&c.username, || check_credentials(&c.username, &c.password))
+        .await?;
+    Ok(Json(json!({ "user": user })))
+}
+
+/// MERGE: placeholder credential check — replace with the auth branch's user lookup and
+/// password verification (and token issuing in `login`). Keep it behind `attempt.verify` so
+/// the login guard stays in charge; return `None` for unknown users as for wrong passwords.
+async fn check_credentials(username: &str, password: &str) -> Option<String> {
+    use subtle::ConstantTimeEq;
+    let demo_password = std::env::var("DEMO_PASSWORD").unwrap_or_else(|_| "demo-password".into());
+    let ok = username == "demo" && bool::from(password.as_bytes().ct_eq(demo_password.as_bytes()));
+    ok.then(|| username.to_owned())
 }
 
 #[tokio::main]

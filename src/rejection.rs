@@ -46,6 +46,8 @@ pub enum RejectionKind {
     MissingCredentials,
     /// 401: the presented token or key is invalid, expired or revoked.
     InvalidToken,
+    /// 401: a login failed (wrong username or password); the same for unknown accounts.
+    InvalidCredentials,
     /// 403: authenticated, but the principal lacks a required scope or role.
     InsufficientScope,
     /// 403: refused for another reason (for example a blocked origin).
@@ -77,7 +79,9 @@ impl RejectionKind {
     pub const fn status(self) -> StatusCode {
         match self {
             Self::BadRequest | Self::MalformedBody => StatusCode::BAD_REQUEST,
-            Self::MissingCredentials | Self::InvalidToken => StatusCode::UNAUTHORIZED,
+            Self::MissingCredentials | Self::InvalidToken | Self::InvalidCredentials => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::InsufficientScope | Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -98,6 +102,7 @@ impl RejectionKind {
             Self::MalformedBody => "malformed_body",
             Self::MissingCredentials => "missing_credentials",
             Self::InvalidToken => "invalid_token",
+            Self::InvalidCredentials => "invalid_credentials",
             Self::InsufficientScope => "insufficient_scope",
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
@@ -125,6 +130,7 @@ impl RejectionKind {
             Self::MalformedBody => "The request body could not be parsed.",
             Self::MissingCredentials => "Authentication is required to access this resource.",
             Self::InvalidToken => "The access token is missing, invalid or expired.",
+            Self::InvalidCredentials => "The username or password is incorrect.",
             Self::InsufficientScope => "The access token does not grant access to this resource.",
             Self::Forbidden => "Access to this resource is forbidden.",
             Self::NotFound => "No resource matches this path.",
@@ -461,6 +467,7 @@ mod tests {
             MalformedBody,
             MissingCredentials,
             InvalidToken,
+            InvalidCredentials,
             InsufficientScope,
             Forbidden,
             NotFound,

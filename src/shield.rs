@@ -9,10 +9,13 @@
 //! 4. panic catching: a 500 problem+json that reveals nothing, and the server keeps serving;
 //! 5. HTTPS redirect (only if configured): 308 to the canonical origin, before any work;
 //! 6. CORS (only if configured): preflights answered before authentication;
-//! 7. request timeout (503 problem+json by default);
-//! 8. request body limit (413 problem+json; 1 MiB by default).
+//! 7. request timeout (503 problem+json by default) and request body limit (413
+//!    problem+json; 1 MiB by default);
+//! 8. the default rate limit, only when set with [`ShieldBuilder::rate_limit`] (429
+//!    problem+json), directly around your router: cheap refusal before any handler work.
 //!
-//! Concerns switched off (redirect, CORS) are `option_layer`s: they cost nothing per request.
+//! Concerns switched off (redirect, CORS, rate limit) are `Either`/`option_layer` slots: a
+//! branch at most, no work.
 //!
 //! Layers outside others see their responses: a 401 from a route layer, a 413 or a 500 from a
 //! panic all get the security headers, a log line and the request id.
@@ -48,6 +51,7 @@ use crate::headers::{
     Cors, HttpsRedirect, HttpsRedirectLayer, HttpsRedirectService, SecurityHeaders,
     SecurityHeadersLayer, SecurityHeadersService,
 };
+use crate::rate_limit::{RateLimit, RateLimitLayer};
 use crate::rejection::{
     Rejection, RejectionKind, RenderRejection, RenderedRejection, PROBLEM_JSON,
 };
@@ -138,6 +142,7 @@ pub struct Shield {
     timeout_status: StatusCode,
     body_limit: usize,
     access_log: bool,
+    rate_limit: Option<RateLimitLayer>,
 }
 
 impl fmt::Debug for Shield {
@@ -151,6 +156,7 @@ impl fmt::Debug for Shield {
             .field("timeout_status", &self.timeout_status)
             .field("body_limit", &self.body_limit)
             .field("access_log", &self.access_log)
+            .field("rate_limit", &self.rate_limit)
             .finish_non_exhaustive()
     }
 }
@@ -167,6 +173,7 @@ impl Shield {
             timeout_status: StatusCode::SERVICE_UNAVAILABLE,
             render: None,
             sinks: Vec::new(),
+            rate_limit: None,
         }
     }
 
@@ -193,6 +200,7 @@ pub struct ShieldBuilder {
     timeout_status: StatusCode,
     render: Option<RenderRejection>,
     sinks: Vec<Arc<dyn SecurityEventSink>>,
+    rate_limit: Option<RateLimitLayer>,
 }
 
 impl fmt::Debug for ShieldBuilder {
@@ -205,6 +213,7 @@ impl fmt::Debug for ShieldBuilder {
             .field("timeout_status", &self.timeout_status)
             .field("render", &self.render)
             .field("sinks", &self.sinks.len())
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }
@@ -303,6 +312,14 @@ impl ShieldBuilder {
         self
     }
 
+    /// Sets the default rate limit for every route, e.g. `RateLimit::per_ip("100/hour")?`.
+    /// It sits innermost, directly around the router (inside the body limit), so its 429s
+    /// get the request id, security headers and a log line. Without it nothing is added.
+    pub fn rate_limit(mut self, limit: impl Into<RateLimitLayer>) -> Self {
+        self.rate_limit = Some(limit.into());
+        self
+    }
+
     /// Validates the settings and builds the layer.
     ///
     /// # Errors
@@ -352,6 +369,7 @@ impl ShieldBuilder {
             timeout_status: self.timeout_status,
             body_limit: self.config.body_limit,
             access_log: self.config.access_log,
+            rate_limit: self.rate_limit,
         })
     }
 }
@@ -367,7 +385,9 @@ type TraceStack<S> = Trace<
     DefaultOnFailure,
 >;
 
-type Limits<S> = RequestTimeout<RequestBodyLimit<<DefaultBodyLimit as Layer<S>>::Service>>;
+type Limits<S> = RequestTimeout<
+    RequestBodyLimit<<DefaultBodyLimit as Layer<Either<RateLimit<S>, S>>>::Service>,
+>;
 type WithCors<S> = Either<CorsService<Limits<S>>, Limits<S>>;
 type WithRedirect<S> = Either<HttpsRedirectService<WithCors<S>>, WithCors<S>>;
 
@@ -377,6 +397,10 @@ impl<S> Layer<S> for Shield {
     type Service = ShieldService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        let inner = match &self.rate_limit {
+            Some(limit) => Either::Left(limit.layer(inner)),
+            None => Either::Right(inner),
+        };
         let inner = DefaultBodyLimit::max(self.body_limit).layer(inner);
         let inner = RequestBodyLimitLayer::new(self.body_limit).layer(inner);
         let inner = RequestTimeout {

@@ -1,0 +1,192 @@
+//! Rate-limit benchmarks, always against a bare axum router in the same run.
+//!
+//! ```text
+//! cargo bench --bench rate_limit -- --warm-up-time 1 --measurement-time 3
+//! ```
+//!
+//! Also prints the memory per key of a flood of 1 000 000 distinct client IPs (counted by a
+//! global allocator) before the criterion groups.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::routing::get;
+use axum::Router;
+use axum_shield::rate_limit::{LimitKey, Quota, RateLimit};
+use criterion::{black_box, criterion_group, Criterion};
+use http::Request;
+use tower::ServiceExt;
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: delegates to the system allocator and only counts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn ip(n: u32) -> LimitKey {
+    LimitKey::Ip(IpAddr::V4(Ipv4Addr::from(n)))
+}
+
+/// Memory of a flood of 1 000 000 distinct IPs: with the cap above the flood (bytes per
+/// key) and with the default cap of 100 000 (the bound that holds).
+fn memory_flood() {
+    for (label, cap) in [
+        ("cap 1 000 000", 1_000_000usize),
+        ("default cap 100 000", 100_000),
+    ] {
+        let before = LIVE.load(Ordering::Relaxed);
+        let limit = RateLimit::per_ip("100/hour")
+            .unwrap()
+            .max_keys(cap)
+            .unwrap()
+            .layer();
+        for n in 0..1_000_000u32 {
+            let _ = limit.check(&ip(0x0A00_0000 + n));
+        }
+        let used = LIVE.load(Ordering::Relaxed) - before;
+        let keys = limit.tracked_keys();
+        println!(
+            "memory flood 1 000 000 IPs, {label}: {keys} keys tracked, {:.1} MiB, {:.1} bytes/key",
+            used as f64 / (1024.0 * 1024.0),
+            used as f64 / keys as f64
+        );
+        drop(limit);
+    }
+}
+
+fn request() -> Request<Body> {
+    let mut req = Request::builder().uri("/").body(Body::empty()).unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 1], 4000))));
+    req
+}
+
+fn bench_check(c: &mut Criterion) {
+    let mut group = c.benchmark_group("in_memory_check");
+    let allowed = RateLimit::per_ip(Quota::per_second(u32::MAX))
+        .unwrap()
+        .layer();
+    let key = ip(1);
+    group.bench_function("hot_key_allowed", |b| {
+        b.iter(|| black_box(allowed.check(black_box(&key))))
+    });
+    let refused = RateLimit::per_ip("1/hour").unwrap().layer();
+    let _ = refused.check(&key);
+    group.bench_function("hot_key_refused", |b| {
+        b.iter(|| black_box(refused.check(black_box(&key))))
+    });
+    group.finish();
+}
+
+fn bench_layer(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let bare: Router = Router::new().route("/", get(|| async { "ok" }));
+    let limited = bare.clone().layer(
+        RateLimit::per_ip(Quota::per_second(u32::MAX))
+            .unwrap()
+            .layer(),
+    );
+    let refusing = bare
+        .clone()
+        .layer(RateLimit::per_ip("1/hour").unwrap().layer());
+    let governor_allowed = {
+        let config = tower_governor::governor::GovernorConfigBuilder::default()
+            .per_nanosecond(1)
+            .burst_size(u32::MAX)
+            .finish()
+            .unwrap();
+        bare.clone()
+            .layer(tower_governor::GovernorLayer::new(Arc::new(config)))
+    };
+    let governor_refusing = {
+        let config = tower_governor::governor::GovernorConfigBuilder::default()
+            .per_second(3600)
+            .burst_size(1)
+            .finish()
+            .unwrap();
+        bare.clone()
+            .layer(tower_governor::GovernorLayer::new(Arc::new(config)))
+    };
+    // Spend the single unit of the refusing limiters.
+    rt.block_on(async {
+        assert_eq!(
+            refusing.clone().oneshot(request()).await.unwrap().status(),
+            200
+        );
+        assert_eq!(
+            refusing.clone().oneshot(request()).await.unwrap().status(),
+            429
+        );
+        assert_eq!(
+            governor_refusing
+                .clone()
+                .oneshot(request())
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(
+            governor_refusing
+                .clone()
+                .oneshot(request())
+                .await
+                .unwrap()
+                .status(),
+            429
+        );
+        let ok = limited.clone().oneshot(request()).await.unwrap();
+        assert!(ok.headers().contains_key("ratelimit"));
+    });
+
+    let mut group = c.benchmark_group("layer");
+    for (name, app) in [
+        ("bare_router", &bare),
+        ("shield_allowed_with_headers", &limited),
+        ("shield_refused", &refusing),
+        ("tower_governor_allowed", &governor_allowed),
+        ("tower_governor_refused", &governor_refusing),
+    ] {
+        group.bench_function(name, |b| {
+            b.to_async(&rt)
+                .iter(|| async { black_box(app.clone().oneshot(request()).await.unwrap()) })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_check, bench_layer);
+
+fn main() {
+    memory_flood();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

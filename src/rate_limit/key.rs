@@ -1,0 +1,155 @@
+//! What a limit counts against: client IP, principal, header, route, a global key or your own
+//! function.
+
+use std::fmt;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::extract::MatchedPath;
+use http::request::Parts;
+use http::HeaderName;
+
+use crate::auth::Principal;
+use crate::client_ip::{ip_key, ClientIp, ClientIpResolver};
+use crate::rejection::Rejection;
+
+/// The key a request is counted under.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LimitKey {
+    /// A client address, already grouped (IPv4-mapped normalised, IPv6 cut to its prefix).
+    Ip(IpAddr),
+    /// Any text: a principal id, a header value, a route, your own key.
+    Text(Arc<str>),
+    /// One key shared by every request.
+    Global,
+}
+
+impl LimitKey {
+    /// A text key.
+    pub fn text(text: impl Into<Arc<str>>) -> Self {
+        Self::Text(text.into())
+    }
+}
+
+impl fmt::Display for LimitKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ip(ip) => write!(f, "ip:{ip}"),
+            Self::Text(t) => write!(f, "k:{t}"),
+            Self::Global => f.write_str("global"),
+        }
+    }
+}
+
+impl From<IpAddr> for LimitKey {
+    fn from(ip: IpAddr) -> Self {
+        Self::Ip(ip)
+    }
+}
+
+impl From<&str> for LimitKey {
+    fn from(text: &str) -> Self {
+        Self::Text(text.into())
+    }
+}
+
+impl From<String> for LimitKey {
+    fn from(text: String) -> Self {
+        Self::Text(text.into())
+    }
+}
+
+/// The boxed future of a user key function.
+pub type KeyFuture = Pin<Box<dyn Future<Output = Option<LimitKey>> + Send + 'static>>;
+
+type KeyFn = Arc<dyn Fn(&Parts) -> KeyFuture + Send + Sync>;
+
+/// Where the key of a request comes from.
+#[derive(Clone)]
+pub(crate) enum KeySource {
+    Ip,
+    Principal,
+    Header(HeaderName),
+    Route,
+    Global,
+    Custom(KeyFn),
+}
+
+impl fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ip => f.write_str("Ip"),
+            Self::Principal => f.write_str("Principal"),
+            Self::Header(h) => f.debug_tuple("Header").field(h).finish(),
+            Self::Route => f.write_str("Route"),
+            Self::Global => f.write_str("Global"),
+            Self::Custom(_) => f.write_str("Custom"),
+        }
+    }
+}
+
+impl KeySource {
+    pub(crate) fn custom<F, Fut>(f: F) -> Self
+    where
+        F: Fn(&Parts) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<LimitKey>> + Send + 'static,
+    {
+        Self::Custom(Arc::new(move |parts| Box::pin(f(parts))))
+    }
+
+    pub(crate) fn short_name(&self) -> &'static str {
+        match self {
+            Self::Ip => "ip",
+            Self::Principal => "principal",
+            Self::Header(_) => "header",
+            Self::Route => "route",
+            Self::Global => "global",
+            Self::Custom(_) => "custom",
+        }
+    }
+}
+
+/// The grouped client-IP key of a request: the address `Shield` resolved (trusted proxies
+/// only), cut to the resolver's IPv6 prefix. Headers are never read here.
+///
+/// # Errors
+///
+/// A `Misconfigured` rejection when the client address is unknown (no `Shield`, no
+/// `ConnectInfo`).
+pub fn client_ip_key(parts: &Parts) -> Result<LimitKey, Rejection> {
+    let ip = ClientIp::from_extensions(&parts.extensions)?.0;
+    Ok(LimitKey::Ip(
+        match parts.extensions.get::<ClientIpResolver>() {
+            Some(resolver) => resolver.key(ip),
+            None => ip_key(ip, 64),
+        },
+    ))
+}
+
+/// The key from a synchronous source, or `None` for a custom function (resolved async).
+/// Missing principals or headers fall back to the client IP, so a request without them can
+/// never escape into a shared or empty key.
+pub(crate) fn sync_key(source: &KeySource, parts: &Parts) -> Option<Result<LimitKey, Rejection>> {
+    Some(match source {
+        KeySource::Ip => client_ip_key(parts),
+        KeySource::Principal => match parts.extensions.get::<Principal>() {
+            Some(p) => Ok(LimitKey::Text(Arc::from(p.id()))),
+            None => client_ip_key(parts),
+        },
+        KeySource::Header(name) => match parts.headers.get(name).and_then(|v| v.to_str().ok()) {
+            Some(v) if !v.is_empty() && v.len() <= 256 => Ok(LimitKey::text(v)),
+            _ => client_ip_key(parts),
+        },
+        KeySource::Route => Ok(LimitKey::text(
+            parts
+                .extensions
+                .get::<MatchedPath>()
+                .map(|p| p.as_str())
+                .unwrap_or_else(|| parts.uri.path()),
+        )),
+        KeySource::Global => Ok(LimitKey::Global),
+        KeySource::Custom(_) => return None,
+    })
+}

@@ -1,0 +1,1309 @@
+//! [`RateLimit`] (builder and service) and [`RateLimitLayer`].
+
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use governor::clock::FakeRelativeClock;
+use http::request::Parts;
+use http::{HeaderName, Request};
+use ipnet::IpNet;
+use pin_project_lite::pin_project;
+use tokio::sync::Notify;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::headers::{
+    is_safe_name, limit_value, policy_names, policy_value, retry_after_value, RateLimitFields,
+    RATELIMIT, RATELIMIT_POLICY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
+};
+use super::key::{client_ip_key, sync_key, KeySource, LimitKey};
+use super::memory::{
+    spawn_evictor, Evict, KeyCapPolicy, LimiterClock, MemoryLimiter, DEFAULT_EVICTION_INTERVAL,
+    DEFAULT_MAX_KEYS,
+};
+use super::quota::{ceil_secs, IntoQuotas, Quota};
+use crate::audit::{SecurityEvent, SecurityEventKind};
+use crate::auth::Principal;
+use crate::client_ip::ClientIp;
+use crate::rejection::{Rejection, RejectionKind};
+use crate::ConfigError;
+
+/// A rate limit: build one with a key constructor, tune it, then call
+/// [`layer`](RateLimitBuilder::layer) (or hand it to
+/// [`ShieldBuilder::rate_limit`](crate::ShieldBuilder::rate_limit)). As a service it is the
+/// `RateLimit<S>` that [`RateLimitLayer`] wraps around your router or route.
+///
+/// ```
+/// use axum::{routing::{get, post}, Router};
+/// use axum_shield::rate_limit::RateLimit;
+///
+/// # fn main() -> Result<(), axum_shield::ConfigError> {
+/// let app: Router = Router::new()
+///     .route("/", get(|| async { "hi" }))
+///     .route("/login", post(|| async { "ok" })
+///         .route_layer(RateLimit::per_ip("5/minute; 100/day")?.layer()));
+/// # let _ = app;
+/// # Ok(())
+/// # }
+/// ```
+pub struct RateLimit<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: Clone> Clone for RateLimit<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("limit", &self.shared)
+            .finish()
+    }
+}
+
+impl RateLimit<()> {
+    /// Limits each client IP, as resolved by [`Shield`](crate::Shield) from trusted proxies
+    /// only (IPv4-mapped addresses normalised, IPv6 grouped by the resolver's prefix, /64 by
+    /// default).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] when the quota text does not parse.
+    pub fn per_ip(quotas: impl IntoQuotas) -> Result<RateLimitBuilder, ConfigError> {
+        RateLimitBuilder::new(KeySource::Ip, quotas)
+    }
+
+    /// Limits each authenticated principal ([`Principal::id`]: JWT `sub` or API key id).
+    /// Requests without a principal are counted by client IP.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] when the quota text does not parse.
+    pub fn per_principal(quotas: impl IntoQuotas) -> Result<RateLimitBuilder, ConfigError> {
+        RateLimitBuilder::new(KeySource::Principal, quotas)
+    }
+
+    /// Limits each value of header `name` (e.g. a tenant id set by a trusted gateway).
+    /// Requests without it (or with a value over 256 bytes) are counted by client IP.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for an invalid header name or quota.
+    pub fn per_header(
+        name: &str,
+        quotas: impl IntoQuotas,
+    ) -> Result<RateLimitBuilder, ConfigError> {
+        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            ConfigError::new(
+                "rate_limit.header",
+                format!("{name:?} is not a valid header name"),
+                "use a header name such as \"x-tenant-id\"",
+            )
+        })?;
+        RateLimitBuilder::new(KeySource::Header(header), quotas)
+    }
+
+    /// One bucket per route (the matched route pattern when used as a `route_layer`, else the
+    /// path), shared by every client.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] when the quota text does not parse.
+    pub fn per_route(quotas: impl IntoQuotas) -> Result<RateLimitBuilder, ConfigError> {
+        RateLimitBuilder::new(KeySource::Route, quotas)
+    }
+
+    /// One bucket for every request.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] when the quota text does not parse.
+    pub fn global(quotas: impl IntoQuotas) -> Result<RateLimitBuilder, ConfigError> {
+        RateLimitBuilder::new(KeySource::Global, quotas)
+    }
+
+    /// Keys requests with your own async function; `None` falls back to the client IP.
+    ///
+    /// ```
+    /// use axum_shield::rate_limit::{LimitKey, RateLimit};
+    ///
+    /// let limit = RateLimit::per_key("1000/hour", |parts: &http::request::Parts| {
+    ///     let tenant = parts.headers.get("x-tenant").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    ///     async move { tenant.map(LimitKey::from) }
+    /// })?;
+    /// # let _ = limit.layer();
+    /// # Ok::<(), axum_shield::ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] when the quota text does not parse.
+    pub fn per_key<F, Fut>(quotas: impl IntoQuotas, key: F) -> Result<RateLimitBuilder, ConfigError>
+    where
+        F: Fn(&Parts) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<LimitKey>> + Send + 'static,
+    {
+        RateLimitBuilder::new(KeySource::custom(key), quotas)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum TierMatch {
+    Keys(HashSet<LimitKey>),
+    Role(String),
+}
+
+/// Builder of a rate limit; every setter validates at once.
+#[derive(Clone)]
+pub struct RateLimitBuilder {
+    name: Option<String>,
+    source: KeySource,
+    quotas: Vec<Quota>,
+    tiers: Vec<(TierMatch, String, Vec<Quota>)>,
+    exempt_nets: Vec<IpNet>,
+    exempt_keys: HashSet<LimitKey>,
+    exempt_paths: Vec<String>,
+    cost: NonZeroU32,
+    headers_on_success: bool,
+    legacy_headers: bool,
+    dry_run: bool,
+    max_keys: usize,
+    when_full: KeyCapPolicy,
+    eviction_interval: Duration,
+    clock: Option<FakeRelativeClock>,
+    #[cfg(feature = "redis")]
+    redis: Option<super::redis::RedisBackendConfig>,
+}
+
+impl fmt::Debug for RateLimitBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitBuilder")
+            .field("name", &self.name)
+            .field("key", &self.source)
+            .field("quotas", &self.quotas)
+            .field("tiers", &self.tiers)
+            .field("cost", &self.cost)
+            .field("dry_run", &self.dry_run)
+            .field("max_keys", &self.max_keys)
+            .finish_non_exhaustive()
+    }
+}
+
+fn cost_error(cost: u32, quota: &Quota) -> ConfigError {
+    ConfigError::new(
+        "rate_limit.cost",
+        format!(
+            "a cost of {cost} exceeds the burst {} of quota {quota}",
+            quota.burst()
+        ),
+        "lower the cost or raise the quota's burst, or every request would be refused",
+    )
+}
+
+impl RateLimitBuilder {
+    fn new(source: KeySource, quotas: impl IntoQuotas) -> Result<Self, ConfigError> {
+        Ok(Self {
+            name: None,
+            source,
+            quotas: quotas.into_quotas()?,
+            tiers: Vec::new(),
+            exempt_nets: Vec::new(),
+            exempt_keys: HashSet::new(),
+            exempt_paths: Vec::new(),
+            cost: NonZeroU32::MIN,
+            headers_on_success: true,
+            legacy_headers: false,
+            dry_run: false,
+            max_keys: DEFAULT_MAX_KEYS,
+            when_full: KeyCapPolicy::default(),
+            eviction_interval: DEFAULT_EVICTION_INTERVAL,
+            clock: None,
+            #[cfg(feature = "redis")]
+            redis: None,
+        })
+    }
+
+    fn check_cost(&self, cost: u32, quotas: &[Quota]) -> Result<(), ConfigError> {
+        match quotas.iter().find(|q| q.burst() < cost) {
+            Some(q) => Err(cost_error(cost, q)),
+            None => Ok(()),
+        }
+    }
+
+    /// Names the limit in the `RateLimit-Policy` field, events and Redis keys (default: the
+    /// key kind, e.g. `ip`).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] unless the name is 1–64 characters of `A-Z a-z 0-9 - _ . :`.
+    pub fn name(mut self, name: &str) -> Result<Self, ConfigError> {
+        if !is_safe_name(name) {
+            return Err(ConfigError::new(
+                "rate_limit.name",
+                format!("{name:?} is not a usable limit name"),
+                "use 1-64 characters of letters, digits, '-', '_', '.' or ':'",
+            ));
+        }
+        self.name = Some(name.to_owned());
+        Ok(self)
+    }
+
+    /// Units each request spends (default 1), for expensive endpoints.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for 0, or a cost above the burst of any quota (it could never pass).
+    pub fn cost(mut self, cost: u32) -> Result<Self, ConfigError> {
+        let nz = NonZeroU32::new(cost).ok_or_else(|| {
+            ConfigError::new(
+                "rate_limit.cost",
+                "a cost of 0 would make the limit count nothing",
+                "use a cost of at least 1, or remove the limit",
+            )
+        })?;
+        self.check_cost(cost, &self.quotas)?;
+        for (_, _, quotas) in &self.tiers {
+            self.check_cost(cost, quotas)?;
+        }
+        self.cost = nz;
+        Ok(self)
+    }
+
+    /// Never limits clients whose IP is inside one of these CIDRs (e.g. health checkers).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first malformed entry.
+    pub fn exempt_ips<I, T>(mut self, cidrs: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
+    {
+        for cidr in cidrs {
+            let text = cidr.as_ref().trim();
+            let net = text
+                .parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    ConfigError::new(
+                        "rate_limit.exempt_ips",
+                        format!("{text:?} is not an address or CIDR"),
+                        "use CIDRs such as \"10.0.0.0/8\" or addresses such as \"192.0.2.1\"",
+                    )
+                })?;
+            self.exempt_nets.push(net);
+        }
+        Ok(self)
+    }
+
+    /// Never limits these keys (e.g. an internal principal id).
+    pub fn exempt_keys<I, K>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<LimitKey>,
+    {
+        self.exempt_keys.extend(keys.into_iter().map(Into::into));
+        self
+    }
+
+    /// Never limits these paths: exact paths, or prefixes ending in `*` (e.g. `/health`,
+    /// `/metrics/*`).
+    pub fn exempt_paths<I, T>(mut self, paths: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.exempt_paths.extend(paths.into_iter().map(Into::into));
+        self
+    }
+
+    /// Gives these keys other quotas (a tier, e.g. paying customers), checked before the
+    /// default quotas.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for a bad name or quota, or quotas too small for the cost.
+    pub fn tier<I, K>(
+        mut self,
+        name: &str,
+        quotas: impl IntoQuotas,
+        keys: I,
+    ) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<LimitKey>,
+    {
+        let quotas = self.tier_quotas(name, quotas)?;
+        let keys = keys.into_iter().map(Into::into).collect();
+        self.tiers
+            .push((TierMatch::Keys(keys), name.to_owned(), quotas));
+        Ok(self)
+    }
+
+    /// Gives principals with `role` other quotas (a tier), checked before the defaults.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for a bad name or quota, or quotas too small for the cost.
+    pub fn tier_for_role(
+        mut self,
+        role: &str,
+        quotas: impl IntoQuotas,
+    ) -> Result<Self, ConfigError> {
+        let quotas = self.tier_quotas(role, quotas)?;
+        self.tiers
+            .push((TierMatch::Role(role.to_owned()), role.to_owned(), quotas));
+        Ok(self)
+    }
+
+    fn tier_quotas(&self, name: &str, quotas: impl IntoQuotas) -> Result<Vec<Quota>, ConfigError> {
+        if !is_safe_name(name) {
+            return Err(ConfigError::new(
+                "rate_limit.tier",
+                format!("{name:?} is not a usable tier name"),
+                "use 1-64 characters of letters, digits, '-', '_', '.' or ':'",
+            ));
+        }
+        let quotas = quotas.into_quotas()?;
+        self.check_cost(self.cost.get(), &quotas)?;
+        Ok(quotas)
+    }
+
+    /// Whether allowed responses carry `RateLimit-Policy` and `RateLimit` too (default: yes;
+    /// refusals always do).
+    pub fn headers_on_success(mut self, enabled: bool) -> Self {
+        self.headers_on_success = enabled;
+        self
+    }
+
+    /// Also sends the legacy `X-RateLimit-Limit`, `-Remaining` and `-Reset` fields (default:
+    /// no).
+    pub fn legacy_headers(mut self, enabled: bool) -> Self {
+        self.legacy_headers = enabled;
+        self
+    }
+
+    /// Only reports: requests over the limit pass, with an `excess_rate_limit_exceeded` event
+    /// whose reason is `dry_run`. Use it to size a limit on real traffic.
+    pub fn dry_run(mut self, enabled: bool) -> Self {
+        self.dry_run = enabled;
+        self
+    }
+
+    /// The most keys each quota tracks in memory (default 100 000).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for 0.
+    pub fn max_keys(mut self, max: usize) -> Result<Self, ConfigError> {
+        if max == 0 {
+            return Err(ConfigError::new(
+                "rate_limit.max_keys",
+                "a key cap of 0 cannot track any client",
+                "use a cap such as 100000 (the default)",
+            ));
+        }
+        self.max_keys = max;
+        Ok(self)
+    }
+
+    /// What happens to new keys once `max_keys` are tracked (default: they share one
+    /// overflow bucket).
+    pub fn when_full(mut self, policy: KeyCapPolicy) -> Self {
+        self.when_full = policy;
+        self
+    }
+
+    /// How often the background task forgets idle keys (default 60 s).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] below one second.
+    pub fn evict_idle_every(mut self, interval: Duration) -> Result<Self, ConfigError> {
+        if interval < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "rate_limit.eviction_interval",
+                format!("{interval:?} would sweep the key map continuously"),
+                "use an interval of at least one second, such as 60 s",
+            ));
+        }
+        self.eviction_interval = interval;
+        Ok(self)
+    }
+
+    /// Drives the in-memory limiter from a manual clock instead of the monotonic clock — for
+    /// exact tests: advance it with `FakeRelativeClock::advance`.
+    pub fn clock(mut self, clock: FakeRelativeClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Shares the limit through Redis (see [`RedisStore`](super::RedisStore)); `on_failure`
+    /// decides what happens when Redis cannot answer.
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, store: super::RedisStore, on_failure: super::FailureMode) -> Self {
+        self.redis = Some(super::redis::RedisBackendConfig { store, on_failure });
+        self
+    }
+
+    /// Builds the layer. Its in-memory state and its one eviction task are shared by every
+    /// clone of the layer and end when the last clone is dropped.
+    pub fn layer(self) -> RateLimitLayer {
+        let name = self
+            .name
+            .clone()
+            .unwrap_or_else(|| self.source.short_name().to_owned());
+        let clock = match &self.clock {
+            Some(c) => LimiterClock::Manual(c.clone()),
+            None => LimiterClock::Monotonic(std::time::Instant::now()),
+        };
+        let wake = Arc::new(Notify::new());
+        let make_tier = |tier_name: String, quotas: Vec<Quota>| {
+            let names = policy_names(&tier_name, &quotas);
+            Tier {
+                policy: policy_value(&names, &quotas),
+                limiters: quotas
+                    .iter()
+                    .map(|q| {
+                        MemoryLimiter::new(
+                            *q,
+                            self.max_keys,
+                            self.when_full,
+                            clock.clone(),
+                            wake.clone(),
+                        )
+                    })
+                    .collect(),
+                names,
+                quotas,
+            }
+        };
+        let default = make_tier(name.clone(), self.quotas.clone());
+        let tiers = self
+            .tiers
+            .iter()
+            .map(|(m, tier, q)| (m.clone(), make_tier(format!("{name}.{tier}"), q.clone())))
+            .collect();
+        let stop = Arc::new(Notify::new());
+        let shared = Arc::new(Shared {
+            name: name.into(),
+            source: self.source,
+            default,
+            tiers,
+            exempt_nets: self.exempt_nets,
+            exempt_keys: self.exempt_keys,
+            exempt_paths: self.exempt_paths,
+            cost: self.cost,
+            headers_on_success: self.headers_on_success,
+            legacy_headers: self.legacy_headers,
+            dry_run: self.dry_run,
+            eviction_interval: self.eviction_interval,
+            evictor_started: AtomicBool::new(false),
+            wake,
+            stop,
+            #[cfg(feature = "redis")]
+            redis: self.redis,
+        });
+        shared.start_evictor();
+        RateLimitLayer { shared }
+    }
+}
+
+/// The tower layer of a [`RateLimit`].
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for RateLimitLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field("limit", &self.shared)
+            .finish()
+    }
+}
+
+impl From<RateLimitBuilder> for RateLimitLayer {
+    fn from(builder: RateLimitBuilder) -> Self {
+        builder.layer()
+    }
+}
+
+impl RateLimitLayer {
+    /// Number of keys the in-memory limiter tracks now, summed over its quotas and tiers.
+    pub fn tracked_keys(&self) -> usize {
+        self.shared.all_limiters().map(MemoryLimiter::len).sum()
+    }
+
+    /// Checks (and charges) `key` against the default quotas in memory, outside HTTP — for
+    /// example per WebSocket message. `Err` carries the time until it would be allowed.
+    ///
+    /// ```
+    /// use axum_shield::rate_limit::{LimitKey, RateLimit};
+    ///
+    /// let limit = RateLimit::global("2/second")?.layer();
+    /// assert!(limit.check(&LimitKey::Global).is_ok());
+    /// assert!(limit.check(&LimitKey::Global).is_ok());
+    /// assert!(limit.check(&LimitKey::Global).is_err());
+    /// # Ok::<(), axum_shield::ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The wait until the key would be allowed again.
+    #[inline]
+    pub fn check(&self, key: &LimitKey) -> Result<(), Duration> {
+        let d = self.shared.decide_memory(&self.shared.default, key);
+        if d.allowed {
+            Ok(())
+        } else {
+            Err(d.retry_after)
+        }
+    }
+
+    /// Forgets idle keys now (the background task does this on its own).
+    pub fn evict_idle(&self) {
+        self.shared.evict();
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+pub(crate) struct Tier {
+    pub(crate) quotas: Vec<Quota>,
+    pub(crate) names: Vec<String>,
+    pub(crate) policy: http::HeaderValue,
+    pub(crate) limiters: Vec<MemoryLimiter>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) name: Arc<str>,
+    source: KeySource,
+    default: Tier,
+    tiers: Vec<(TierMatch, Tier)>,
+    exempt_nets: Vec<IpNet>,
+    exempt_keys: HashSet<LimitKey>,
+    exempt_paths: Vec<String>,
+    pub(crate) cost: NonZeroU32,
+    headers_on_success: bool,
+    legacy_headers: bool,
+    dry_run: bool,
+    eviction_interval: Duration,
+    evictor_started: AtomicBool,
+    wake: Arc<Notify>,
+    stop: Arc<Notify>,
+    #[cfg(feature = "redis")]
+    redis: Option<super::redis::RedisBackendConfig>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("name", &self.name)
+            .field("key", &self.source)
+            .field("quotas", &self.default.quotas)
+            .field("tiers", &self.tiers.len())
+            .field("dry_run", &self.dry_run)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Ends the eviction task (a stored permit if it is not waiting right now).
+        self.stop.notify_one();
+    }
+}
+
+impl Evict for Shared {
+    fn evict(&self) {
+        let removed: usize = self.all_limiters().map(MemoryLimiter::evict_idle).sum();
+        tracing::trace!(target: "axum_shield::rate_limit", limit = %self.name, removed, "evicted idle keys");
+    }
+}
+
+/// The result of checking one request against the quotas of one tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Decision {
+    pub(crate) allowed: bool,
+    /// The quota reported: the first refusing one, else the one with the fewest units left.
+    pub(crate) index: usize,
+    pub(crate) remaining: u32,
+    pub(crate) reset: Duration,
+    pub(crate) retry_after: Duration,
+}
+
+pub(crate) enum Verdict {
+    Pass(Option<RateLimitFields>),
+    Refuse(Response),
+}
+
+impl Shared {
+    fn all_limiters(&self) -> impl Iterator<Item = &MemoryLimiter> {
+        self.default
+            .limiters
+            .iter()
+            .chain(self.tiers.iter().flat_map(|(_, t)| t.limiters.iter()))
+    }
+
+    fn start_evictor(self: &Arc<Self>) {
+        if self.evictor_started.load(Ordering::Relaxed) {
+            return;
+        }
+        // Only one caller wins the right to spawn.
+        if self
+            .evictor_started
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            let weak = Arc::downgrade(self);
+            let started = spawn_evictor(
+                weak,
+                self.eviction_interval,
+                self.wake.clone(),
+                self.stop.clone(),
+            );
+            if !started {
+                // No runtime yet (built before `#[tokio::main]`): try again on a request.
+                self.evictor_started.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    fn is_exempt_path(&self, path: &str) -> bool {
+        self.exempt_paths.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => path == p,
+        })
+    }
+
+    fn is_exempt_ip(&self, parts: &Parts) -> bool {
+        !self.exempt_nets.is_empty()
+            && ClientIp::from_extensions(&parts.extensions)
+                .map(|ip| self.exempt_nets.iter().any(|n| n.contains(&ip.0)))
+                .unwrap_or(false)
+    }
+
+    pub(crate) fn tier_for(&self, key: &LimitKey, parts: &Parts) -> &Tier {
+        for (m, tier) in &self.tiers {
+            let hit = match m {
+                TierMatch::Keys(keys) => keys.contains(key),
+                TierMatch::Role(role) => parts
+                    .extensions
+                    .get::<Principal>()
+                    .is_some_and(|p| p.has_role(role)),
+            };
+            if hit {
+                return tier;
+            }
+        }
+        &self.default
+    }
+
+    /// First refusal wins (later quotas are not charged); otherwise the quota with the fewest
+    /// units left is reported.
+    pub(crate) fn decide_memory(&self, tier: &Tier, key: &LimitKey) -> Decision {
+        let mut best: Option<Decision> = None;
+        for (index, limiter) in tier.limiters.iter().enumerate() {
+            let o = limiter.check(key, self.cost);
+            let d = Decision {
+                allowed: o.allowed,
+                index,
+                remaining: o.remaining,
+                reset: o.reset,
+                retry_after: o.retry_after,
+            };
+            if !o.allowed {
+                return d;
+            }
+            if best.is_none_or(|b| d.remaining < b.remaining) {
+                best = Some(d);
+            }
+        }
+        best.unwrap_or(Decision {
+            allowed: true,
+            index: 0,
+            remaining: 0,
+            reset: Duration::ZERO,
+            retry_after: Duration::ZERO,
+        })
+    }
+
+    fn fields(&self, tier: &Tier, d: &Decision) -> RateLimitFields {
+        let quota = tier.quotas[d.index];
+        RateLimitFields {
+            policy: tier.policy.clone(),
+            limit: limit_value(&tier.names[d.index], d.remaining, d.reset),
+            legacy: self
+                .legacy_headers
+                .then(|| (quota.count(), d.remaining, ceil_secs(d.reset))),
+        }
+    }
+
+    /// Turns a decision into what the service does.
+    pub(crate) fn verdict(&self, parts: &Parts, tier: &Tier, d: Decision) -> Verdict {
+        if d.allowed {
+            return Verdict::Pass(self.headers_on_success.then(|| self.fields(tier, &d)));
+        }
+        SecurityEvent::for_parts(SecurityEventKind::ExcessRateLimitExceeded, parts)
+            .reason(if self.dry_run {
+                "dry_run"
+            } else {
+                "quota_exhausted"
+            })
+            .field("limit", self.name.to_string())
+            .field("policy", tier.names[d.index].clone())
+            .emit();
+        if self.dry_run {
+            return Verdict::Pass(None);
+        }
+        let fields = self.fields(tier, &d);
+        let (retry_name, retry_value) = retry_after_value(d.retry_after);
+        let mut rejection = Rejection::new(RejectionKind::RateLimited)
+            .with_header(retry_name, retry_value)
+            .with_header(RATELIMIT_POLICY.clone(), fields.policy)
+            .with_header(RATELIMIT.clone(), fields.limit);
+        if let Some((limit, remaining, reset)) = fields.legacy {
+            rejection = rejection
+                .with_header(X_RATELIMIT_LIMIT.clone(), limit.into())
+                .with_header(X_RATELIMIT_REMAINING.clone(), remaining.into())
+                .with_header(X_RATELIMIT_RESET.clone(), reset.into());
+        }
+        Verdict::Refuse(rejection.into_response())
+    }
+
+    /// Exemptions, then the key; `None` = exempt.
+    fn precheck(&self, parts: &Parts) -> Option<()> {
+        if self.is_exempt_path(parts.uri.path()) || self.is_exempt_ip(parts) {
+            None
+        } else {
+            Some(())
+        }
+    }
+
+    fn decide_sync(&self, parts: &Parts, key: Result<LimitKey, Rejection>) -> Verdict {
+        let key = match key {
+            Ok(key) => key,
+            Err(rejection) => return Verdict::Refuse(rejection.into_response()),
+        };
+        if self.exempt_keys.contains(&key) {
+            return Verdict::Pass(None);
+        }
+        let tier = self.tier_for(&key, parts);
+        let d = self.decide_memory(tier, &key);
+        self.verdict(parts, tier, d)
+    }
+
+    async fn decide_async(self: Arc<Self>, parts: &Parts) -> Verdict {
+        let key = match &self.source {
+            KeySource::Custom(f) => match f(parts).await {
+                Some(key) => Ok(key),
+                None => client_ip_key(parts),
+            },
+            other => sync_key(other, parts).unwrap_or_else(|| client_ip_key(parts)),
+        };
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.redis {
+            let key = match key {
+                Ok(key) => key,
+                Err(rejection) => return Verdict::Refuse(rejection.into_response()),
+            };
+            if self.exempt_keys.contains(&key) {
+                return Verdict::Pass(None);
+            }
+            let tier = self.tier_for(&key, parts);
+            return super::redis::decide(&self, redis, parts, tier, &key).await;
+        }
+        self.decide_sync(parts, key)
+    }
+
+    fn needs_async(&self) -> bool {
+        #[cfg(feature = "redis")]
+        if self.redis.is_some() {
+            return true;
+        }
+        matches!(self.source, KeySource::Custom(_))
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for RateLimit<S>
+where
+    S: Service<Request<B>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, S::Error>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let shared = &self.shared;
+        if !shared.evictor_started.load(Ordering::Relaxed) {
+            shared.start_evictor();
+        }
+        let (parts, body) = req.into_parts();
+        if shared.precheck(&parts).is_none() {
+            return ResponseFuture::inner(self.inner.call(Request::from_parts(parts, body)), None);
+        }
+        if shared.needs_async() {
+            let shared = shared.clone();
+            let clone = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, clone);
+            return ResponseFuture {
+                state: State::Boxed {
+                    future: Box::pin(async move {
+                        match shared.decide_async(&parts).await {
+                            Verdict::Refuse(response) => Ok(response),
+                            Verdict::Pass(fields) => {
+                                let mut response = inner
+                                    .call(Request::from_parts(parts, body))
+                                    .await?
+                                    .map(Body::new);
+                                if let Some(fields) = fields {
+                                    fields.apply(response.headers_mut());
+                                }
+                                Ok(response)
+                            }
+                        }
+                    }),
+                },
+            };
+        }
+        let key = sync_key(&shared.source, &parts).unwrap_or_else(|| client_ip_key(&parts));
+        match shared.decide_sync(&parts, key) {
+            Verdict::Refuse(response) => ResponseFuture {
+                state: State::Ready {
+                    response: Some(response),
+                },
+            },
+            Verdict::Pass(fields) => {
+                ResponseFuture::inner(self.inner.call(Request::from_parts(parts, body)), fields)
+            }
+        }
+    }
+}
+
+type BoxedResponse<E> = Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>;
+
+pin_project! {
+    /// Response future of [`RateLimit`].
+    pub struct ResponseFuture<F, E> {
+        #[pin]
+        state: State<F, E>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, E> {
+        Inner {
+            #[pin]
+            future: F,
+            fields: Option<RateLimitFields>,
+        },
+        Ready {
+            response: Option<Response>,
+        },
+        Boxed {
+            future: BoxedResponse<E>,
+        },
+    }
+}
+
+impl<F, E> ResponseFuture<F, E> {
+    fn inner(future: F, fields: Option<RateLimitFields>) -> Self {
+        Self {
+            state: State::Inner { future, fields },
+        }
+    }
+}
+
+impl<F, E> fmt::Debug for ResponseFuture<F, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, E, ResBody> Future for ResponseFuture<F, E>
+where
+    F: Future<Output = Result<http::Response<ResBody>, E>>,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Inner { future, fields } => {
+                let mut response = ready!(future.poll(cx))?.map(Body::new);
+                if let Some(fields) = fields.take() {
+                    fields.apply(response.headers_mut());
+                }
+                Poll::Ready(Ok(response))
+            }
+            StateProj::Ready { response } => Poll::Ready(Ok(response
+                .take()
+                .unwrap_or_else(|| Rejection::new(RejectionKind::Internal).into_response()))),
+            StateProj::Boxed { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::SecurityEvent;
+    use crate::Shield;
+    use axum::extract::ConnectInfo;
+    use axum::routing::get;
+    use axum::Router;
+    use std::net::SocketAddr;
+    use std::sync::Mutex;
+    use tower::ServiceExt;
+
+    fn request(peer: &str, headers: &[(&str, &str)]) -> Request<Body> {
+        let mut req = Request::builder().uri("/");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut req = req.body(Body::empty()).unwrap();
+        let addr: SocketAddr = if peer.contains(':') {
+            format!("[{peer}]:4000").parse().unwrap()
+        } else {
+            format!("{peer}:4000").parse().unwrap()
+        };
+        req.extensions_mut().insert(ConnectInfo(addr));
+        req
+    }
+
+    fn app(limit: RateLimitBuilder, trusted: &[&str]) -> Router {
+        let shield = Shield::api()
+            .trusted_proxies(trusted)
+            .unwrap()
+            .rate_limit(limit)
+            .build()
+            .unwrap();
+        Router::new()
+            .route("/", get(|| async { "ok" }))
+            .route("/health", get(|| async { "ok" }))
+            .layer(shield)
+    }
+
+    async fn status(app: &Router, req: Request<Body>) -> u16 {
+        app.clone().oneshot(req).await.unwrap().status().as_u16()
+    }
+
+    fn manual(q: &str) -> (RateLimitBuilder, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        (RateLimit::per_ip(q).unwrap().clock(clock.clone()), clock)
+    }
+
+    #[tokio::test]
+    async fn spoofed_x_forwarded_for_from_untrusted_peer_keeps_the_key() {
+        let (limit, _) = manual("2/minute");
+        let app = app(limit, &["10.0.0.0/8"]);
+        for i in 0..2 {
+            let spoof = format!("1.2.3.{i}");
+            let req = request("203.0.113.9", &[("x-forwarded-for", &spoof)]);
+            assert_eq!(status(&app, req).await, 200);
+        }
+        let req = request("203.0.113.9", &[("x-forwarded-for", "9.9.9.9")]);
+        assert_eq!(
+            status(&app, req).await,
+            429,
+            "rotating XFF must not open a new bucket"
+        );
+    }
+
+    #[tokio::test]
+    async fn trusted_proxy_clients_get_their_own_buckets() {
+        let (limit, _) = manual("1/minute");
+        let app = app(limit, &["10.0.0.0/8"]);
+        for client in ["198.51.100.1", "198.51.100.2"] {
+            let req = request("10.0.0.1", &[("x-forwarded-for", client)]);
+            assert_eq!(status(&app, req).await, 200);
+        }
+        let req = request("10.0.0.1", &[("x-forwarded-for", "198.51.100.1")]);
+        assert_eq!(status(&app, req).await, 429);
+    }
+
+    #[tokio::test]
+    async fn rotating_ipv6_inside_one_64_shares_a_bucket() {
+        let (limit, _) = manual("3/minute");
+        let app = app(limit, &[]);
+        for host in [
+            "2001:db8:1:2::1",
+            "2001:db8:1:2:ffff::9",
+            "2001:db8:1:2:abcd:1:2:3",
+        ] {
+            assert_eq!(status(&app, request(host, &[])).await, 200);
+        }
+        assert_eq!(
+            status(&app, request("2001:db8:1:2:dead:beef::1", &[])).await,
+            429
+        );
+        assert_eq!(status(&app, request("2001:db8:1:3::1", &[])).await, 200);
+    }
+
+    #[tokio::test]
+    async fn ipv4_mapped_and_plain_ipv4_share_a_bucket() {
+        let (limit, _) = manual("1/minute");
+        let app = app(limit, &[]);
+        assert_eq!(status(&app, request("192.0.2.1", &[])).await, 200);
+        assert_eq!(status(&app, request("::ffff:192.0.2.1", &[])).await, 429);
+    }
+
+    #[tokio::test]
+    async fn refusal_is_problem_json_with_draft_fields_and_retry_after_never_zero() {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = {
+            let events = events.clone();
+            move |e: &SecurityEvent| events.lock().unwrap().push(e.kind().name().to_owned())
+        };
+        let clock = FakeRelativeClock::default();
+        let limit = RateLimit::per_ip("2/second; 100/day")
+            .unwrap()
+            .legacy_headers(true)
+            .clock(clock.clone());
+        let shield = Shield::api()
+            .rate_limit(limit)
+            .event_sink(sink)
+            .build()
+            .unwrap();
+        let app = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .layer(shield);
+        let ok = app
+            .clone()
+            .oneshot(request("192.0.2.1", &[]))
+            .await
+            .unwrap();
+        assert_eq!(
+            ok.headers()["ratelimit-policy"],
+            "\"ip-1s\";q=2;w=1, \"ip-86400s\";q=100;w=86400"
+        );
+        assert_eq!(ok.headers()["ratelimit"], "\"ip-1s\";r=1;t=1");
+        assert_eq!(ok.headers()["x-ratelimit-limit"], "2");
+        app.clone()
+            .oneshot(request("192.0.2.1", &[]))
+            .await
+            .unwrap();
+        // 0.5 s per unit: waiting 499 ms leaves 1 ms, which must still say 1 second.
+        clock.advance(Duration::from_millis(499));
+        let refused = app
+            .clone()
+            .oneshot(request("192.0.2.1", &[]))
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 429);
+        assert_eq!(refused.headers()["retry-after"], "1");
+        assert_eq!(
+            refused.headers()["content-type"],
+            "application/problem+json"
+        );
+        assert!(refused.headers()["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"ip-1s\";r=0;t="));
+        assert!(refused.headers().contains_key("x-request-id"));
+        let body = axum::body::to_bytes(refused.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["status"], 429);
+        assert_eq!(body["code"], "rate_limited");
+        assert!(body["request_id"].is_string());
+        assert_eq!(*events.lock().unwrap(), ["excess_rate_limit_exceeded"]);
+    }
+
+    #[tokio::test]
+    async fn quota_is_exact_under_concurrent_requests() {
+        let (limit, _) = manual("25/minute");
+        let app = app(limit, &[]);
+        let mut handles = Vec::new();
+        for _ in 0..100 {
+            let app = app.clone();
+            handles.push(tokio::spawn(async move {
+                app.oneshot(request("192.0.2.77", &[]))
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }));
+        }
+        let mut ok = 0;
+        for h in handles {
+            if h.await.unwrap() == 200 {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 25);
+    }
+
+    #[tokio::test]
+    async fn dry_run_reports_but_lets_requests_pass() {
+        let (limit, _) = manual("1/minute");
+        let app = app(limit.dry_run(true), &[]);
+        for _ in 0..3 {
+            assert_eq!(status(&app, request("192.0.2.1", &[])).await, 200);
+        }
+    }
+
+    #[tokio::test]
+    async fn exemptions_and_tiers() {
+        let (limit, _) = manual("1/minute");
+        let limit = limit
+            .exempt_paths(["/health"])
+            .exempt_ips(["192.0.2.100"])
+            .unwrap()
+            .tier(
+                "gold",
+                "3/minute",
+                ["198.51.100.7".parse::<std::net::IpAddr>().unwrap()],
+            )
+            .unwrap();
+        let app = app(limit, &[]);
+        for _ in 0..5 {
+            let mut req = request("192.0.2.1", &[]);
+            *req.uri_mut() = "/health".parse().unwrap();
+            assert_eq!(status(&app, req).await, 200);
+            assert_eq!(status(&app, request("192.0.2.100", &[])).await, 200);
+        }
+        for expected in [200, 200, 200, 429] {
+            assert_eq!(status(&app, request("198.51.100.7", &[])).await, expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn principal_keys_and_custom_keys() {
+        let clock = FakeRelativeClock::default();
+        let limit = RateLimit::per_principal("1/minute")
+            .unwrap()
+            .clock(clock.clone())
+            .layer();
+        let svc = tower::ServiceBuilder::new()
+            .layer(limit)
+            .service(Router::new().route("/", get(|| async { "ok" })));
+        for (who, expected) in [("alice", 200), ("bob", 200), ("alice", 429)] {
+            let mut req = request("192.0.2.1", &[]);
+            req.extensions_mut()
+                .insert(Principal::new(crate::auth::PrincipalKind::Jwt, who));
+            assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), expected);
+        }
+        let custom = RateLimit::per_key("1/minute", |parts: &Parts| {
+            let t = parts
+                .headers
+                .get("x-tenant")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            async move { t.map(LimitKey::from) }
+        })
+        .unwrap()
+        .clock(clock)
+        .layer();
+        let svc = tower::ServiceBuilder::new()
+            .layer(custom)
+            .service(Router::new().route("/", get(|| async { "ok" })));
+        for (tenant, expected) in [("a", 200), ("b", 200), ("a", 429)] {
+            let req = request("192.0.2.1", &[("x-tenant", tenant)]);
+            assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_client_address_is_a_clear_500_not_a_shared_bucket() {
+        let limit = RateLimit::per_ip("1/minute").unwrap().layer();
+        let svc = tower::ServiceBuilder::new()
+            .layer(limit)
+            .service(Router::new().route("/", get(|| async { "ok" })));
+        let req = Request::builder().uri("/").body(Body::empty()).unwrap();
+        assert_eq!(svc.oneshot(req).await.unwrap().status(), 500);
+    }
+
+    #[test]
+    fn bad_settings_are_config_errors() {
+        assert!(RateLimit::per_ip("5 per fortnight").is_err());
+        assert!(RateLimit::per_ip("5/minute").unwrap().cost(6).is_err());
+        assert!(RateLimit::per_ip("5/minute").unwrap().cost(0).is_err());
+        assert!(RateLimit::per_ip("5/minute").unwrap().max_keys(0).is_err());
+        assert!(RateLimit::per_ip("5/minute").unwrap().name("a b").is_err());
+        assert!(RateLimit::per_ip("5/minute")
+            .unwrap()
+            .exempt_ips(["nope"])
+            .is_err());
+        assert!(RateLimit::per_header("bad header", "5/minute").is_err());
+        let b = RateLimit::per_ip("5/minute").unwrap().cost(5).unwrap();
+        assert!(b.tier("t", "2/minute", ["x"]).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_keys_are_evicted_by_the_background_task_which_ends_with_the_layer() {
+        let clock = FakeRelativeClock::default();
+        let layer = RateLimit::per_ip("6/minute")
+            .unwrap()
+            .clock(clock.clone())
+            .evict_idle_every(Duration::from_secs(5))
+            .unwrap()
+            .layer();
+        let svc = tower::ServiceBuilder::new()
+            .layer(layer.clone())
+            .service(Router::new().route("/", get(|| async { "ok" })));
+        for i in 0..20 {
+            let req = request(&format!("192.0.2.{i}"), &[]);
+            svc.clone().oneshot(req).await.unwrap();
+        }
+        assert_eq!(layer.tracked_keys(), 20);
+        let metrics = tokio::runtime::Handle::current().metrics();
+        assert_eq!(metrics.num_alive_tasks(), 1, "one eviction task");
+        clock.advance(Duration::from_secs(11));
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(
+            layer.tracked_keys(),
+            0,
+            "idle keys evicted without user action"
+        );
+        drop(svc);
+        drop(layer);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            metrics.num_alive_tasks(),
+            0,
+            "the task ended with the layer"
+        );
+    }
+}

@@ -1,0 +1,435 @@
+//! Redis: one limit shared by every instance, the login guard's counters, and a JWT
+//! revocation list.
+//!
+//! Rate limits run GCRA in one Lua script per request (one round trip; `EVALSHA`, loaded on
+//! first use) that reads the **Redis server's clock** (`TIME`), so instances with skewed clocks
+//! agree. Every quota of a limit is checked in the same script and charged only if all allow.
+//! Keys expire (`PX`) when their quota has fully come back, so idle keys cost nothing.
+//! Connections go through the redis crate's `ConnectionManager`, which reconnects on its own.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::IntoResponse;
+use http::header::RETRY_AFTER;
+use http::request::Parts;
+use http::HeaderValue;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Script;
+use serde::Deserialize;
+
+use super::key::LimitKey;
+use super::layer::{Decision, Shared, Tier, Verdict};
+use super::login_guard::Backoff;
+use crate::audit::{SecurityEvent, SecurityEventKind};
+use crate::rejection::{Rejection, RejectionKind};
+use crate::ConfigError;
+
+/// What a Redis-backed limit does when Redis cannot answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FailureMode {
+    /// Refuse with 503 problem+json (`Retry-After: 1`): the limit is never bypassed.
+    Closed,
+    /// Allow the request and emit a `sys_dependency_fail` event: availability first.
+    Open,
+    /// Fall back to this instance's in-memory limiter (default): limits stay per instance
+    /// until Redis is back.
+    #[default]
+    Local,
+}
+
+/// A connection to Redis shared by rate limits, login guards and revocation lists.
+///
+/// ```no_run
+/// use axum_shield::rate_limit::{FailureMode, RateLimit, RedisStore};
+///
+/// # async fn run() -> Result<(), axum_shield::ConfigError> {
+/// let redis = RedisStore::connect("redis://127.0.0.1:6379/").await?;
+/// let limit = RateLimit::per_ip("100/hour")?.redis(redis, FailureMode::Local).layer();
+/// # let _ = limit;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Prepares a connection to `url` (`redis://host:port/db`, `rediss://` for TLS if the redis
+    /// crate has it). The connection is made on first use and remade after failures, so the
+    /// application starts even while Redis is down.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] when the URL is malformed.
+    pub async fn connect(url: &str) -> Result<Self, ConfigError> {
+        let bad = || {
+            ConfigError::new(
+                "redis.url",
+                "the Redis URL is malformed",
+                "use a URL such as redis://127.0.0.1:6379/",
+            )
+        };
+        let client = redis::Client::open(url).map_err(|_| bad())?;
+        let timeout = Duration::from_millis(250);
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|_| bad())?;
+        Ok(Self {
+            conn,
+            prefix: Arc::from("axum-shield"),
+            timeout,
+        })
+    }
+
+    /// Prefix of every key this crate writes (default `axum-shield`).
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = Arc::from(prefix);
+        self
+    }
+
+    /// How long to wait for Redis before applying the failure mode (default 250 ms).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, ()> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await {
+            Ok(Ok(value)) => Ok(value),
+            _ => Err(()),
+        }
+    }
+
+    async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, ()> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, cmd.query_async(&mut conn)).await {
+            Ok(Ok(value)) => Ok(value),
+            _ => Err(()),
+        }
+    }
+}
+
+/// GCRA over every quota of a limit, in microseconds of the server clock.
+/// KEYS: one per quota. ARGV[1]: cost; then per quota: emission interval (µs), burst.
+/// Returns {allowed, quota index, remaining, retry after µs, reset µs}.
+const GCRA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local cost = tonumber(ARGV[1])
+local tats = {}
+local best_i, best_rem, best_reset = 1, -1, 0
+for i = 1, #KEYS do
+  local T = tonumber(ARGV[2 * i])
+  local tau = T * tonumber(ARGV[2 * i + 1])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then tat = now end
+  local new_tat = tat + T * cost
+  local allow_at = new_tat - tau
+  if allow_at > now then
+    return {0, i - 1, 0, allow_at - now, tat - now}
+  end
+  tats[i] = new_tat
+  local rem = math.floor((now + tau - new_tat) / T)
+  if best_rem < 0 or rem < best_rem then
+    best_i, best_rem, best_reset = i, rem, new_tat - now
+  end
+end
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], string.format('%.0f', tats[i]), 'PX',
+    math.floor((tats[i] - now) / 1000) + 1)
+end
+return {1, best_i - 1, best_rem, 0, best_reset}
+"#;
+
+#[derive(Clone)]
+pub(crate) struct RedisBackendConfig {
+    pub(crate) store: RedisStore,
+    pub(crate) on_failure: FailureMode,
+}
+
+fn script() -> &'static Script {
+    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(GCRA))
+}
+
+fn limit_key(prefix: &str, limit: &str, key: &LimitKey) -> String {
+    // One hash tag per client so every quota of a check lives in one cluster slot.
+    format!("{prefix}:rl:{{{limit}|{key}}}")
+}
+
+pub(crate) async fn decide(
+    shared: &Shared,
+    cfg: &RedisBackendConfig,
+    parts: &Parts,
+    tier: &Tier,
+    key: &LimitKey,
+) -> Verdict {
+    let base = limit_key(&cfg.store.prefix, &shared.name, key);
+    let mut invocation = script().prepare_invoke();
+    invocation.arg(shared.cost.get());
+    for (name, quota) in tier.names.iter().zip(&tier.quotas) {
+        invocation.key(format!("{base}:{name}"));
+        invocation.arg(quota.emission_interval().as_micros().max(1) as u64);
+        invocation.arg(quota.burst());
+    }
+    match cfg
+        .store
+        .run::<(i64, i64, i64, i64, i64)>(&invocation)
+        .await
+    {
+        Ok((allowed, index, remaining, retry, reset)) => {
+            let index = usize::try_from(index)
+                .unwrap_or(0)
+                .min(tier.quotas.len() - 1);
+            let d = Decision {
+                allowed: allowed == 1,
+                index,
+                remaining: u32::try_from(remaining.max(0)).unwrap_or(u32::MAX),
+                reset: Duration::from_micros(reset.max(0) as u64),
+                retry_after: Duration::from_micros(retry.max(0) as u64),
+            };
+            shared.verdict(parts, tier, d)
+        }
+        Err(()) => {
+            SecurityEvent::for_parts(SecurityEventKind::SysDependencyFail, parts)
+                .reason("redis_unavailable")
+                .field("limit", shared.name.to_string())
+                .field(
+                    "failure_mode",
+                    format!("{:?}", cfg.on_failure).to_lowercase(),
+                )
+                .emit();
+            match cfg.on_failure {
+                FailureMode::Closed => Verdict::Refuse(
+                    Rejection::new(RejectionKind::ServiceUnavailable)
+                        .with_header(RETRY_AFTER, HeaderValue::from_static("1"))
+                        .into_response(),
+                ),
+                FailureMode::Open => Verdict::Pass(None),
+                FailureMode::Local => {
+                    let d = shared.decide_memory(tier, key);
+                    shared.verdict(parts, tier, d)
+                }
+            }
+        }
+    }
+}
+
+/// Failure counting for the login guard. KEYS: count and lock keys of the account, then of
+/// the IP. ARGV per scope: free failures, base ms, max ms, window ms. Returns both locks (ms).
+const LOGIN_FAIL: &str = r#"
+local out = {}
+for s = 0, 1 do
+  local count_key, lock_key = KEYS[2 * s + 1], KEYS[2 * s + 2]
+  local free = tonumber(ARGV[4 * s + 1])
+  local base = tonumber(ARGV[4 * s + 2])
+  local max = tonumber(ARGV[4 * s + 3])
+  local window = tonumber(ARGV[4 * s + 4])
+  local n = redis.call('INCR', count_key)
+  local lock = 0
+  if n > free then
+    lock = math.min(base * 2 ^ math.min(n - free - 1, 30), max)
+    redis.call('SET', lock_key, '1', 'PX', math.floor(lock))
+  end
+  redis.call('PEXPIRE', count_key, math.max(window, lock))
+  out[s + 1] = math.floor(lock)
+end
+return out
+"#;
+
+fn login_script() -> &'static Script {
+    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(LOGIN_FAIL))
+}
+
+/// The login guard's state in Redis; on failure the guard falls back to memory.
+#[derive(Clone)]
+pub(crate) struct RedisGuard {
+    store: RedisStore,
+    account: Backoff,
+    ip: Backoff,
+}
+
+impl RedisGuard {
+    pub(crate) fn new(store: RedisStore, account: Backoff, ip: Backoff) -> Self {
+        Self { store, account, ip }
+    }
+
+    fn keys(&self, key: &LimitKey, account: bool) -> (String, String) {
+        let scope = if account { "a" } else { "i" };
+        let base = format!("{}:lg:{{{scope}|{key}}}", self.store.prefix);
+        (format!("{base}:n"), format!("{base}:lock"))
+    }
+
+    fn failed(&self, event: &SecurityEvent) {
+        event
+            .clone()
+            .reason("redis_unavailable")
+            .field("use", "login_guard")
+            .emit();
+    }
+
+    /// `None` when Redis failed (use memory), else the remaining lock.
+    pub(crate) async fn locked(
+        &self,
+        key: &LimitKey,
+        account: bool,
+        event: &SecurityEvent,
+    ) -> Option<Option<Duration>> {
+        let (_, lock) = self.keys(key, account);
+        match self.store.cmd::<i64>(redis::cmd("PTTL").arg(lock)).await {
+            Ok(ms) if ms > 0 => Some(Some(Duration::from_millis(ms as u64))),
+            Ok(_) => Some(None),
+            Err(()) => {
+                self.failed(event);
+                None
+            }
+        }
+    }
+
+    pub(crate) async fn fail(
+        &self,
+        account: &LimitKey,
+        ip: &LimitKey,
+        event: &SecurityEvent,
+    ) -> Option<(Duration, Duration)> {
+        let (an, al) = self.keys(account, true);
+        let (inn, il) = self.keys(ip, false);
+        let mut inv = login_script().prepare_invoke();
+        inv.key(an).key(al).key(inn).key(il);
+        for b in [self.account, self.ip] {
+            inv.arg(b.free_failures)
+                .arg(b.base.as_millis() as u64)
+                .arg(b.max.as_millis() as u64)
+                .arg(b.window.as_millis() as u64);
+        }
+        match self.store.run::<(u64, u64)>(&inv).await {
+            Ok((a, i)) => Some((Duration::from_millis(a), Duration::from_millis(i))),
+            Err(()) => {
+                self.failed(event);
+                None
+            }
+        }
+    }
+
+    pub(crate) async fn clear(&self, account: &LimitKey, event: &SecurityEvent) {
+        let (n, l) = self.keys(account, true);
+        if self
+            .store
+            .cmd::<i64>(redis::cmd("DEL").arg(n).arg(l))
+            .await
+            .is_err()
+        {
+            self.failed(event);
+        }
+    }
+}
+
+/// A JWT revocation list (denylist) in Redis: `revoke` a token's `jti` until it would have
+/// expired anyway, and ask `is_revoked` while verifying.
+///
+/// Entries expire on their own (`PX` = the token's remaining lifetime), so the list never
+/// outgrows the set of live revoked tokens. Keys are `{prefix}:revoked:{len(iss)}:{iss}:{jti}`,
+/// so two issuers cannot collide.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use axum_shield::rate_limit::{RedisRevocationList, RedisStore};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let list = RedisRevocationList::new(RedisStore::connect("redis://127.0.0.1/").await?);
+/// list.revoke("https://id.example", "8f14e45f", Duration::from_secs(900)).await?;
+/// assert!(list.is_revoked("https://id.example", "8f14e45f").await?);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RedisRevocationList {
+    store: RedisStore,
+}
+
+impl RedisRevocationList {
+    /// A revocation list on `store`.
+    pub fn new(store: RedisStore) -> Self {
+        Self { store }
+    }
+
+    fn key(&self, iss: &str, jti: &str) -> String {
+        format!("{}:revoked:{}:{iss}:{jti}", self.store.prefix, iss.len())
+    }
+
+    /// Revokes the token `jti` of issuer `iss` for `ttl` (its remaining lifetime; at least
+    /// one millisecond is kept).
+    ///
+    /// # Errors
+    ///
+    /// A [`redis::RedisError`] when Redis cannot store it in time.
+    pub async fn revoke(
+        &self,
+        iss: &str,
+        jti: &str,
+        ttl: Duration,
+    ) -> Result<(), redis::RedisError> {
+        let ms = ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+        let mut conn = self.store.conn.clone();
+        tokio::time::timeout(
+            self.store.timeout,
+            redis::cmd("SET")
+                .arg(self.key(iss, jti))
+                .arg("1")
+                .arg("PX")
+                .arg(ms)
+                .query_async::<()>(&mut conn),
+        )
+        .await
+        .map_err(|_| timeout_error())?
+    }
+
+    /// Whether `jti` of `iss` is revoked.
+    ///
+    /// # Errors
+    ///
+    /// A [`redis::RedisError`] when Redis cannot answer in time — verifiers should then refuse
+    /// the token (fail closed).
+    pub async fn is_revoked(&self, iss: &str, jti: &str) -> Result<bool, redis::RedisError> {
+        let mut conn = self.store.conn.clone();
+        tokio::time::timeout(
+            self.store.timeout,
+            redis::cmd("EXISTS")
+                .arg(self.key(iss, jti))
+                .query_async::<bool>(&mut conn),
+        )
+        .await
+        .map_err(|_| timeout_error())?
+    }
+}
+
+fn timeout_error() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "redis did not answer in time",
+    ))
+}

@@ -1,0 +1,112 @@
+//! Rate limiting and the login guard over real sockets on 127.0.0.1.
+
+use std::net::SocketAddr;
+
+use axum::{
+    routing::{get, post},
+    Json, Router,
+};
+use axum_shield::rate_limit::{LoginAttempt, LoginGuard, RateLimit};
+use axum_shield::{Rejection, Shield};
+use serde::Deserialize;
+
+async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    addr
+}
+
+#[tokio::test]
+async fn spoofed_x_forwarded_for_over_a_real_socket_keeps_the_key() {
+    let shield = Shield::api()
+        .trusted_proxies(["10.0.0.0/8"])
+        .unwrap()
+        .rate_limit(RateLimit::per_ip("3/minute").unwrap())
+        .build()
+        .unwrap();
+    let addr = serve(
+        Router::new()
+            .route("/", get(|| async { "ok" }))
+            .layer(shield),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let res = client
+            .get(format!("http://{addr}/"))
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+            .header("forwarded", format!("for=198.51.100.{i}"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+async fn login(
+    attempt: LoginAttempt,
+    Json(c): Json<Credentials>,
+) -> Result<&'static str, Rejection> {
+    attempt
+        .verify(&c.username, || async {
+            (c.username == "alice" && c.password == "correct horse").then_some("welcome")
+        })
+        .await
+}
+
+#[tokio::test]
+async fn login_brute_force_is_refused_identically_for_known_and_unknown_accounts() {
+    let guard = LoginGuard::builder()
+        .account_free_failures(3)
+        .build()
+        .unwrap();
+    let shield = Shield::api().build().unwrap();
+    let app = Router::new()
+        .route("/login", post(login).route_layer(guard.layer()))
+        .layer(shield);
+    let addr = serve(app).await;
+    let client = reqwest::Client::new();
+    let post = |user: &'static str, password: &'static str| {
+        client
+            .post(format!("http://{addr}/login"))
+            .json(&serde_json::json!({ "username": user, "password": password }))
+            .send()
+    };
+    for user in ["alice", "mallory-does-not-exist"] {
+        for _ in 0..4 {
+            let res = post(user, "guess").await.unwrap();
+            assert_eq!(res.status(), 401);
+            let body: serde_json::Value = res.json().await.unwrap();
+            assert_eq!(body["code"], "invalid_credentials");
+        }
+    }
+    let a = post("alice", "correct horse").await.unwrap();
+    let b = post("mallory-does-not-exist", "guess").await.unwrap();
+    assert_eq!(
+        a.status(),
+        429,
+        "even the right password waits out the backoff"
+    );
+    assert_eq!(b.status(), 429);
+    assert_eq!(a.headers()["retry-after"], b.headers()["retry-after"]);
+    let (a, b): (serde_json::Value, serde_json::Value) =
+        (a.json().await.unwrap(), b.json().await.unwrap());
+    assert_eq!(a["detail"], b["detail"]);
+    assert_eq!(a["code"], b["code"]);
+}

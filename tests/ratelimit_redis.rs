@@ -1,0 +1,216 @@
+//! Redis-backed rate limits, login guard and revocation list against a real `redis-server`
+//! started by the test on a free loopback port.
+#![cfg(feature = "redis")]
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use axum::{routing::get, Router};
+use axum_shield::rate_limit::{
+    FailureMode, LimitKey, LoginGuard, RateLimit, RedisRevocationList, RedisStore,
+};
+use axum_shield::Shield;
+
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start_on(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, port }
+    }
+
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_on(port)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One application instance on its own port, limited through Redis.
+async fn instance(url: &str, quota: &str, mode: FailureMode) -> SocketAddr {
+    let store = RedisStore::connect(url).await.unwrap();
+    let limit = RateLimit::per_ip(quota).unwrap().redis(store, mode);
+    let shield = Shield::api().rate_limit(limit).build().unwrap();
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(shield);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    addr
+}
+
+async fn get_status(client: &reqwest::Client, addr: SocketAddr) -> u16 {
+    client
+        .get(format!("http://{addr}/"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_sharing_a_quota_allow_exactly_the_quota_in_total() {
+    let redis = RedisServer::start();
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        instances.push(instance(&redis.url(), "10/minute", FailureMode::Closed).await);
+    }
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let client = client.clone();
+        let addr = instances[i % 3];
+        tasks.push(tokio::spawn(async move { get_status(&client, addr).await }));
+    }
+    let mut allowed = 0;
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            200 => allowed += 1,
+            429 => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((allowed, refused), (10, 20));
+    let refused = client
+        .get(format!("http://{}/", instances[0]))
+        .send()
+        .await
+        .unwrap();
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=6).contains(&retry), "retry-after {retry}");
+    assert!(refused.headers()["ratelimit"]
+        .to_str()
+        .unwrap()
+        .contains(";r=0;"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_redis_applies_the_failure_mode_and_recovers_after_restart() {
+    let mut redis = RedisServer::start();
+    let closed = instance(&redis.url(), "3/minute", FailureMode::Closed).await;
+    let open = instance(&redis.url(), "3/minute", FailureMode::Open).await;
+    let local = instance(&redis.url(), "3/minute", FailureMode::Local).await;
+    let client = reqwest::Client::new();
+    assert_eq!(get_status(&client, closed).await, 200);
+
+    redis.kill();
+    assert_eq!(get_status(&client, closed).await, 503, "closed refuses");
+    for _ in 0..5 {
+        assert_eq!(get_status(&client, open).await, 200, "open allows");
+    }
+    let local_statuses: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(get_status(&client, local).await);
+        }
+        v
+    };
+    assert_eq!(
+        local_statuses,
+        [200, 200, 200, 429],
+        "local falls back to memory"
+    );
+
+    let port = redis.port;
+    let _restarted = RedisServer::start_on(port);
+    let mut recovered = false;
+    for _ in 0..50 {
+        if get_status(&client, closed).await != 503 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        recovered,
+        "the connection manager reconnects after a restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_guard_and_revocations_are_shared_through_redis() {
+    let redis = RedisServer::start();
+    let guard = |store| {
+        LoginGuard::builder()
+            .account_free_failures(2)
+            .redis(store)
+            .build()
+            .unwrap()
+    };
+    let a = guard(RedisStore::connect(&redis.url()).await.unwrap());
+    let b = guard(RedisStore::connect(&redis.url()).await.unwrap());
+    let ip = |s: &str| LimitKey::Ip(s.parse().unwrap());
+    for g in [&a, &b, &a] {
+        let attempt = g.attempt(ip("192.0.2.1")).await.unwrap();
+        let _ = attempt.account("Alice").await.unwrap().failed().await;
+    }
+    // The third failure (on two instances) started a backoff seen by both.
+    let refused = b
+        .attempt(ip("192.0.2.9"))
+        .await
+        .unwrap()
+        .account("alice")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+
+    let list = RedisRevocationList::new(RedisStore::connect(&redis.url()).await.unwrap());
+    assert!(!list.is_revoked("https://id.example", "abc").await.unwrap());
+    list.revoke("https://id.example", "abc", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(list.is_revoked("https://id.example", "abc").await.unwrap());
+    assert!(!list
+        .is_revoked("https://other.example", "abc")
+        .await
+        .unwrap());
+}
