@@ -5,7 +5,9 @@
 //! 1. request id (a client's `x-request-id` kept only if short and safe), client IP
 //!    resolution, and rendering of every rejection as problem+json with the request id;
 //! 2. security headers, and removal of `Server`, `X-Powered-By` and other leaking headers;
-//! 3. the security log span (request id, client IP, method, path; status and latency);
+//! 3. the security log span (request id, client IP, method, matched route; principal, status
+//!    and latency), with `Authorization`, `Cookie`, `Set-Cookie`, API-key and proxy-auth
+//!    headers marked sensitive on the request before it and on the response inside it;
 //! 4. panic catching: a 500 problem+json that reveals nothing, and the server keeps serving;
 //! 5. request timeout (503 problem+json by default);
 //! 6. request body limit (413 problem+json; 1 MiB by default).
@@ -13,7 +15,6 @@
 //! Layers outside others see their responses: a 401 from a route layer, a 413 or a 500 from a
 //! panic all get the security headers, a log line and the request id.
 
-use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,13 +33,18 @@ use serde::Deserialize;
 use tower_http::catch_panic::{CatchPanic, CatchPanicLayer};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::limit::{RequestBodyLimit, RequestBodyLimitLayer};
+use tower_http::sensitive_headers::{
+    SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeaders,
+    SetSensitiveResponseHeadersLayer,
+};
 use tower_http::timeout::{Timeout, TimeoutLayer};
 use tower_http::trace::{DefaultOnBodyChunk, DefaultOnEos, DefaultOnFailure, Trace, TraceLayer};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::audit::{
-    EventSinks, MakeRequestSpan, OnRequestEnd, SecurityEvent, SecurityEventKind, SecurityEventSink,
+    EventSinks, LogSettings, MakeRequestSpan, OnRequestEnd, PanicResponse, Pseudonymizer,
+    RequestAudit, RequestAuditLayer, SecurityEventSink, DEFAULT_SENSITIVE_HEADERS,
 };
 use crate::client_ip::{
     missing_connect_info, ClientIp, ClientIpConfig, ClientIpResolver, ForwardedHeader,
@@ -86,6 +92,12 @@ pub struct ShieldConfig {
     pub body_limit: usize,
     /// Whether to write one INFO access line per request. Default: true.
     pub access_log: bool,
+    /// Whether to record the query string in the request span. Default: false (query
+    /// strings often carry tokens and personal data).
+    pub log_query: bool,
+    /// Extra headers to mark sensitive (never logged), e.g. your API-key header; added to
+    /// `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie` and `X-Api-Key`.
+    pub sensitive_headers: Vec<String>,
 }
 
 impl Default for ShieldConfig {
@@ -97,6 +109,8 @@ impl Default for ShieldConfig {
             timeout_ms: DEFAULT_TIMEOUT.as_millis() as u64,
             body_limit: DEFAULT_BODY_LIMIT,
             access_log: true,
+            log_query: false,
+            sensitive_headers: Vec::new(),
         }
     }
 }
@@ -126,7 +140,7 @@ pub struct Shield {
     timeout: Duration,
     timeout_status: StatusCode,
     body_limit: usize,
-    access_log: bool,
+    log: LogSettings,
 }
 
 impl fmt::Debug for Shield {
@@ -137,7 +151,7 @@ impl fmt::Debug for Shield {
             .field("timeout", &self.timeout)
             .field("timeout_status", &self.timeout_status)
             .field("body_limit", &self.body_limit)
-            .field("access_log", &self.access_log)
+            .field("log", &self.log)
             .finish_non_exhaustive()
     }
 }
@@ -152,6 +166,7 @@ impl Shield {
             timeout_status: StatusCode::SERVICE_UNAVAILABLE,
             render: None,
             sinks: Vec::new(),
+            pseudonymizer: None,
         }
     }
 
@@ -176,6 +191,7 @@ pub struct ShieldBuilder {
     timeout_status: StatusCode,
     render: Option<RenderRejection>,
     sinks: Vec<Arc<dyn SecurityEventSink>>,
+    pseudonymizer: Option<Pseudonymizer>,
 }
 
 impl fmt::Debug for ShieldBuilder {
@@ -186,6 +202,7 @@ impl fmt::Debug for ShieldBuilder {
             .field("timeout_status", &self.timeout_status)
             .field("render", &self.render)
             .field("sinks", &self.sinks.len())
+            .field("pseudonymizer", &self.pseudonymizer)
             .finish()
     }
 }
@@ -251,6 +268,37 @@ impl ShieldBuilder {
         self
     }
 
+    /// Records the query string in the request span (off by default: query strings often
+    /// carry tokens, reset codes and personal data). It is escaped when recorded.
+    pub fn log_query(mut self, enabled: bool) -> Self {
+        self.config.log_query = enabled;
+        self
+    }
+
+    /// Marks one more request and response header sensitive, e.g. your API-key header, so
+    /// that it is never logged (in addition to [`DEFAULT_SENSITIVE_HEADERS`]).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] when `name` is not a valid header name.
+    pub fn sensitive_header(mut self, name: &str) -> Result<Self, ConfigError> {
+        parse_sensitive_header(name)?;
+        self.config.sensitive_headers.push(name.to_owned());
+        Ok(self)
+    }
+
+    /// Replaces client IPs, principals and user names in the request span and in security
+    /// events with keyed pseudonyms (HMAC-SHA256, see [`Pseudonymizer`]). Read `key` from
+    /// your secret store.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] when the key is shorter than 32 bytes.
+    pub fn pseudonymize(mut self, key: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
+        self.pseudonymizer = Some(Pseudonymizer::new(key)?);
+        Ok(self)
+    }
+
     /// Renders every rejection with your own function instead of problem+json.
     pub fn render_rejections_with(mut self, render: RenderRejection) -> Self {
         self.render = Some(render);
@@ -268,7 +316,7 @@ impl ShieldBuilder {
     /// # Errors
     ///
     /// A [`ConfigError`] for a malformed proxy, an IPv6 prefix outside 1–128, a zero timeout
-    /// or body limit, or a timeout status other than 408 or 503.
+    /// or body limit, a timeout status other than 408 or 503, or an invalid sensitive header.
     pub fn build(self) -> Result<Shield, ConfigError> {
         let resolver = ClientIpConfig::new()
             .trusted_proxies(self.config.trusted_proxies.iter())?
@@ -298,6 +346,13 @@ impl ShieldBuilder {
                 "use 503 (Service Unavailable) or 408 (Request Timeout)",
             ));
         }
+        let mut sensitive_headers = DEFAULT_SENSITIVE_HEADERS.to_vec();
+        for name in &self.config.sensitive_headers {
+            let name = parse_sensitive_header(name)?;
+            if !sensitive_headers.contains(&name) {
+                sensitive_headers.push(name);
+            }
+        }
         Ok(Shield {
             core: Arc::new(CoreShared {
                 resolver,
@@ -308,22 +363,40 @@ impl ShieldBuilder {
             timeout: Duration::from_millis(self.config.timeout_ms),
             timeout_status: self.timeout_status,
             body_limit: self.config.body_limit,
-            access_log: self.config.access_log,
+            log: LogSettings {
+                access_log: self.config.access_log,
+                record_query: self.config.log_query,
+                sensitive_headers: sensitive_headers.into(),
+                pseudonymizer: self.pseudonymizer,
+            },
         })
     }
 }
 
-type PanicHandler = fn(Box<dyn Any + Send + 'static>) -> Response<Body>;
+fn parse_sensitive_header(name: &str) -> Result<http::HeaderName, ConfigError> {
+    http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        ConfigError::new(
+            "sensitive_headers",
+            format!("{name:?} is not a valid header name"),
+            "use a header name such as x-api-key",
+        )
+    })
+}
 
-type TraceStack<S> = Trace<
-    S,
-    SharedClassifier<ServerErrorsAsFailures>,
-    MakeRequestSpan,
-    (),
-    OnRequestEnd,
-    DefaultOnBodyChunk,
-    DefaultOnEos,
-    DefaultOnFailure,
+/// Sensitive request headers marked before the trace layer sees the request; sensitive
+/// response headers marked inside it, before it sees the response (tower-http's documented
+/// placement).
+type TraceStack<S> = SetSensitiveRequestHeaders<
+    Trace<
+        SetSensitiveResponseHeaders<RequestAudit<S>>,
+        SharedClassifier<ServerErrorsAsFailures>,
+        MakeRequestSpan,
+        (),
+        OnRequestEnd,
+        DefaultOnBodyChunk,
+        DefaultOnEos,
+        DefaultOnFailure,
+    >,
 >;
 
 type Stack<S> = ShieldCore<
@@ -331,7 +404,7 @@ type Stack<S> = ShieldCore<
         TraceStack<
             CatchPanic<
                 Timeout<RequestBodyLimit<<DefaultBodyLimit as Layer<S>>::Service>>,
-                PanicHandler,
+                PanicResponse,
             >,
         >,
     >,
@@ -344,14 +417,19 @@ impl<S> Layer<S> for Shield {
         let inner = DefaultBodyLimit::max(self.body_limit).layer(inner);
         let inner = RequestBodyLimitLayer::new(self.body_limit).layer(inner);
         let inner = TimeoutLayer::with_status_code(self.timeout_status, self.timeout).layer(inner);
-        let inner = CatchPanicLayer::custom(panic_response as PanicHandler).layer(inner);
+        let inner = CatchPanicLayer::custom(PanicResponse).layer(inner);
+        let inner = RequestAuditLayer::new(self.log.pseudonymizer.clone()).layer(inner);
+        let inner =
+            SetSensitiveResponseHeadersLayer::from_shared(self.log.sensitive_headers.clone())
+                .layer(inner);
         let inner = TraceLayer::new_for_http()
-            .make_span_with(MakeRequestSpan)
+            .make_span_with(self.log.make_span())
             .on_request(())
-            .on_response(OnRequestEnd {
-                access_log: self.access_log,
-            })
+            .on_response(OnRequestEnd::new(self.log.access_log))
             .layer(inner);
+        let inner =
+            SetSensitiveRequestHeadersLayer::from_shared(self.log.sensitive_headers.clone())
+                .layer(inner);
         let inner = self.headers.layer(inner);
         ShieldService {
             inner: ShieldCore {
@@ -360,20 +438,6 @@ impl<S> Layer<S> for Shield {
             },
         }
     }
-}
-
-fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
-    let message: String = message.chars().take(200).collect();
-    SecurityEvent::new(SecurityEventKind::SysCrash)
-        .reason("panic")
-        .field("panic", message)
-        .emit();
-    Rejection::new(RejectionKind::Internal).to_response(None)
 }
 
 /// The service produced by [`Shield`].
