@@ -463,7 +463,8 @@ impl SecurityEvent {
         &self.fields
     }
 
-    /// Sends the event to `tracing` (target [`SECURITY_TARGET`]), to the `metrics` counter
+    /// Sends the event to `tracing` (target [`SECURITY_TARGET`]; every string field is
+    /// recorded with `Display`, which is safe because it was escaped on entry), to the `metrics` counter
     /// `axum_shield_security_events_total{event, route}` (with the `metrics` feature) and to
     /// every sink.
     pub fn emit(self) {
@@ -475,16 +476,16 @@ impl SecurityEvent {
                     target: SECURITY_TARGET,
                     $level,
                     event = self.kind.name(),
-                    reason = (!self.reason.is_empty()).then_some(&*self.reason),
-                    request_id = self.request_id.as_deref(),
-                    client_ip = client_ip.as_ref().map(tracing::field::display),
-                    principal = self.principal.as_deref(),
-                    username = self.username.as_deref(),
-                    method = self.method.as_ref().map(Method::as_str),
-                    route = self.route.as_deref(),
-                    action = self.action.as_deref(),
-                    outcome = self.outcome.map(ActionOutcome::as_str),
-                    fields = fields.as_ref().map(tracing::field::display),
+                    reason = (!self.reason.is_empty()).then_some(display(&*self.reason)),
+                    request_id = self.request_id.as_deref().map(display),
+                    client_ip = client_ip.as_ref().map(display),
+                    principal = self.principal.as_deref().map(display),
+                    username = self.username.as_deref().map(display),
+                    method = self.method.as_ref().map(|m| display(m.as_str())),
+                    route = self.route.as_deref().map(display),
+                    action = self.action.as_deref().map(display),
+                    outcome = self.outcome.map(|o| display(o.as_str())),
+                    fields = fields.as_ref().map(display),
                     "security event"
                 )
             };

@@ -92,13 +92,13 @@ impl<B> MakeSpan<B> for MakeRequestSpan {
         tracing::info_span!(
             target: REQUEST_TARGET,
             "request",
-            request_id = request_id::of(request.extensions()),
+            request_id = request_id::of(request.extensions()).map(display),
             client_ip = request
                 .extensions()
                 .get::<ClientIp>()
                 .map(|ip| display(self.client(ip.0))),
-            method = request.method().as_str(),
-            route = &*route_of(request),
+            method = display(request.method().as_str()),
+            route = display(route_of(request)),
             query = if self.record_query {
                 request.uri().query().map(|q| display(escape(q)))
             } else {
