@@ -475,7 +475,7 @@ impl SecurityEvent {
                 tracing::event!(
                     target: SECURITY_TARGET,
                     $level,
-                    event = self.kind.name(),
+                    event = display(self.kind.name()),
                     reason = (!self.reason.is_empty()).then_some(display(&*self.reason)),
                     request_id = self.request_id.as_deref().map(display),
                     client_ip = client_ip.as_ref().map(display),

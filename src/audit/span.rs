@@ -163,7 +163,8 @@ impl<B> OnResponse<B> for OnRequestEnd {
             return;
         }
         let status = response.status().as_u16();
-        let latency_ms = latency.as_secs_f64() * 1000.0;
+        // Whole microseconds, so the value prints as e.g. `0.341`, not `0.34140800000000004`.
+        let latency_ms = latency.as_micros() as f64 / 1000.0;
         span.record("status", status);
         span.record("latency_ms", latency_ms);
         if self.access_log {
