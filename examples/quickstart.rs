@@ -1,22 +1,29 @@
 //! The quickstart: a small, realistic API secured with axum-shield.
 //!
 //! ```text
-//! cargo run --example quickstart        # listens on 127.0.0.1:3000 (PORT overrides)
+//! cargo run --example quickstart                  # human-readable logs, 127.0.0.1:3000
+//! LOG_FORMAT=json cargo run --example quickstart  # JSON lines, for a log pipeline
 //! curl -i http://127.0.0.1:3000/health
 //! curl -i -X POST http://127.0.0.1:3000/login -H 'content-type: application/json' \
 //!      -d '{"username":"demo","password":"wrong"}'
+//! curl -i -X POST http://127.0.0.1:3000/sensitive-action
 //! ```
 //!
 //! Every response carries a request id and the API security headers; every refusal is an
 //! RFC 9457 problem+json document. Every route is limited to 100 requests per hour per client
-//! IP; `POST /login` to 5 per minute, and failed logins back off per account and per IP.
+//! IP; `POST /login` to 5 per minute, and failed logins back off per account and per IP. Every
+//! request is one log span with its access line, and every refusal or high-risk action is one
+//! `axum_shield::security` event.
 
 use std::net::SocketAddr;
 
 use axum::{
+    http::StatusCode,
     routing::{get, post},
-    Json, Router,
+    Extension, Json, Router,
 };
+use axum_shield::audit::Audit;
+use axum_shield::auth::Principal;
 use axum_shield::rate_limit::{LoginAttempt, LoginGuard, RateLimit};
 use axum_shield::{Rejection, Shield};
 use serde::Deserialize;
@@ -37,6 +44,8 @@ fn app() -> Result<Router, axum_shield::ConfigError> {
                 .route_layer(RateLimit::per_ip("5/minute")?.name("login")?.layer())
                 .route_layer(login_guard.layer()),
         )
+        // High-risk: put the authentication `route_layer` in front of it.
+        .route("/sensitive-action", post(sensitive_action))
         .layer(shield))
 }
 
@@ -72,13 +81,56 @@ async fn check_credentials(username: &str, password: &str) -> Option<String> {
     ok.then(|| username.to_owned())
 }
 
+/// The guide's `sensitive_action`, done right: no user data formatted into a line; one
+/// `sensitive_action` event when attempted and one when completed or failed, each with the
+/// principal (once authentication is in front of the route), request id and client IP.
+async fn sensitive_action(
+    audit: Audit,
+    principal: Option<Extension<Principal>>,
+) -> (StatusCode, Json<Value>) {
+    let action = audit.attempt("sensitive_action");
+    match perform_sensitive_action().await {
+        Ok(()) => {
+            action.completed();
+            let by = principal.map(|Extension(p)| p.id().to_owned());
+            (StatusCode::OK, Json(json!({ "status": "done", "by": by })))
+        }
+        Err(reason) => {
+            action.failed(reason);
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "failed" })),
+            )
+        }
+    }
+}
+
+async fn perform_sensitive_action() -> Result<(), &'static str> {
+    Ok(())
+}
+
+/// Human-readable logs by default; JSON lines (one object per event, with the request span's
+/// fields) with `LOG_FORMAT=json`. `RUST_LOG` filters as usual, e.g.
+/// `RUST_LOG=axum_shield::security=info` for security events only.
+fn init_logging() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    init_logging();
 
     let port: u16 = std::env::var("PORT")
         .ok()

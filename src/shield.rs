@@ -5,7 +5,9 @@
 //! 1. request id (a client's `x-request-id` kept only if short and safe), client IP
 //!    resolution, and rendering of every rejection as problem+json with the request id;
 //! 2. security headers, and removal of `Server`, `X-Powered-By` and other leaking headers;
-//! 3. the security log span (request id, client IP, method, path; status and latency);
+//! 3. the security log span (request id, client IP, method, matched route; principal, status
+//!    and latency), with `Authorization`, `Cookie`, `Set-Cookie`, API-key and proxy-auth
+//!    headers marked sensitive on the request before it and on the response inside it;
 //! 4. panic catching: a 500 problem+json that reveals nothing, and the server keeps serving;
 //! 5. HTTPS redirect (only if configured): 308 to the canonical origin, before any work;
 //! 6. CORS (only if configured): preflights answered before authentication;
@@ -38,11 +40,18 @@ use tower::util::{option_layer, Either};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::cors::{Cors as CorsService, CorsLayer};
 use tower_http::limit::{RequestBodyLimit, RequestBodyLimitLayer};
+use tower_http::sensitive_headers::{
+    SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeaders,
+    SetSensitiveResponseHeadersLayer,
+};
 use tower_http::trace::{DefaultOnBodyChunk, DefaultOnEos, DefaultOnFailure, Trace, TraceLayer};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::audit::{EventSinks, MakeRequestSpan, OnRequestEnd, SecurityEventSink};
+use crate::audit::{
+    EventSinks, LogSettings, MakeRequestSpan, OnRequestEnd, Pseudonymizer, RequestAudit,
+    RequestAuditLayer, SecurityEventSink, DEFAULT_SENSITIVE_HEADERS,
+};
 use crate::client_ip::{
     missing_connect_info, ClientIp, ClientIpConfig, ClientIpResolver, ForwardedHeader,
     ForwardedProto,
@@ -99,6 +108,12 @@ pub struct ShieldConfig {
     pub body_limit: usize,
     /// Whether to write one INFO access line per request. Default: true.
     pub access_log: bool,
+    /// Whether to record the query string in the request span. Default: false (query
+    /// strings often carry tokens and personal data).
+    pub log_query: bool,
+    /// Extra headers to mark sensitive (never logged), e.g. your API-key header; added to
+    /// `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie` and `X-Api-Key`.
+    pub sensitive_headers: Vec<String>,
 }
 
 impl Default for ShieldConfig {
@@ -110,6 +125,8 @@ impl Default for ShieldConfig {
             timeout_ms: DEFAULT_TIMEOUT.as_millis() as u64,
             body_limit: DEFAULT_BODY_LIMIT,
             access_log: true,
+            log_query: false,
+            sensitive_headers: Vec::new(),
         }
     }
 }
@@ -141,8 +158,8 @@ pub struct Shield {
     timeout: Duration,
     timeout_status: StatusCode,
     body_limit: usize,
-    access_log: bool,
     rate_limit: Option<RateLimitLayer>,
+    log: LogSettings,
 }
 
 impl fmt::Debug for Shield {
@@ -155,8 +172,8 @@ impl fmt::Debug for Shield {
             .field("timeout", &self.timeout)
             .field("timeout_status", &self.timeout_status)
             .field("body_limit", &self.body_limit)
-            .field("access_log", &self.access_log)
             .field("rate_limit", &self.rate_limit)
+            .field("log", &self.log)
             .finish_non_exhaustive()
     }
 }
@@ -174,6 +191,7 @@ impl Shield {
             render: None,
             sinks: Vec::new(),
             rate_limit: None,
+            pseudonymizer: None,
         }
     }
 
@@ -201,6 +219,7 @@ pub struct ShieldBuilder {
     render: Option<RenderRejection>,
     sinks: Vec<Arc<dyn SecurityEventSink>>,
     rate_limit: Option<RateLimitLayer>,
+    pseudonymizer: Option<Pseudonymizer>,
 }
 
 impl fmt::Debug for ShieldBuilder {
@@ -214,6 +233,7 @@ impl fmt::Debug for ShieldBuilder {
             .field("render", &self.render)
             .field("sinks", &self.sinks.len())
             .field("rate_limit", &self.rate_limit)
+            .field("pseudonymizer", &self.pseudonymizer)
             .finish()
     }
 }
@@ -300,6 +320,37 @@ impl ShieldBuilder {
         self
     }
 
+    /// Records the query string in the request span (off by default: query strings often
+    /// carry tokens, reset codes and personal data). It is escaped when recorded.
+    pub fn log_query(mut self, enabled: bool) -> Self {
+        self.config.log_query = enabled;
+        self
+    }
+
+    /// Marks one more request and response header sensitive, e.g. your API-key header, so
+    /// that it is never logged (in addition to [`DEFAULT_SENSITIVE_HEADERS`]).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] when `name` is not a valid header name.
+    pub fn sensitive_header(mut self, name: &str) -> Result<Self, ConfigError> {
+        parse_sensitive_header(name)?;
+        self.config.sensitive_headers.push(name.to_owned());
+        Ok(self)
+    }
+
+    /// Replaces client IPs, principals and user names in the request span and in security
+    /// events with keyed pseudonyms (HMAC-SHA256, see [`Pseudonymizer`]). Read `key` from
+    /// your secret store.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] when the key is shorter than 32 bytes.
+    pub fn pseudonymize(mut self, key: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
+        self.pseudonymizer = Some(Pseudonymizer::new(key)?);
+        Ok(self)
+    }
+
     /// Renders every rejection with your own function instead of problem+json.
     pub fn render_rejections_with(mut self, render: RenderRejection) -> Self {
         self.render = Some(render);
@@ -326,7 +377,8 @@ impl ShieldBuilder {
     ///
     /// A [`ConfigError`] for a malformed proxy, an IPv6 prefix outside 1–128, a zero timeout
     /// or body limit, a timeout status other than 408 or 503, a security header that cannot
-    /// be prepared, or an unsafe CORS configuration (credentials with any origin).
+    /// be prepared, an unsafe CORS configuration (credentials with any origin), or an invalid
+    /// sensitive header.
     pub fn build(self) -> Result<Shield, ConfigError> {
         let resolver = ClientIpConfig::new()
             .trusted_proxies(self.config.trusted_proxies.iter())?
@@ -356,6 +408,13 @@ impl ShieldBuilder {
                 "use 503 (Service Unavailable) or 408 (Request Timeout)",
             ));
         }
+        let mut sensitive_headers = DEFAULT_SENSITIVE_HEADERS.to_vec();
+        for name in &self.config.sensitive_headers {
+            let name = parse_sensitive_header(name)?;
+            if !sensitive_headers.contains(&name) {
+                sensitive_headers.push(name);
+            }
+        }
         Ok(Shield {
             core: Arc::new(CoreShared {
                 resolver,
@@ -368,26 +427,45 @@ impl ShieldBuilder {
             timeout: Duration::from_millis(self.config.timeout_ms),
             timeout_status: self.timeout_status,
             body_limit: self.config.body_limit,
-            access_log: self.config.access_log,
             rate_limit: self.rate_limit,
+            log: LogSettings {
+                access_log: self.config.access_log,
+                record_query: self.config.log_query,
+                sensitive_headers: sensitive_headers.into(),
+                pseudonymizer: self.pseudonymizer,
+            },
         })
     }
 }
 
-type TraceStack<S> = Trace<
-    S,
-    SharedClassifier<ServerErrorsAsFailures>,
-    MakeRequestSpan,
-    (),
-    OnRequestEnd,
-    DefaultOnBodyChunk,
-    DefaultOnEos,
-    DefaultOnFailure,
+fn parse_sensitive_header(name: &str) -> Result<http::HeaderName, ConfigError> {
+    http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        ConfigError::new(
+            "sensitive_headers",
+            format!("{name:?} is not a valid header name"),
+            "use a header name such as x-api-key",
+        )
+    })
+}
+
+/// Sensitive request headers marked before the trace layer sees the request; sensitive
+/// response headers marked inside it, before it sees the response (tower-http's documented
+/// placement).
+type TraceStack<S> = SetSensitiveRequestHeaders<
+    Trace<
+        SetSensitiveResponseHeaders<RequestAudit<S>>,
+        SharedClassifier<ServerErrorsAsFailures>,
+        MakeRequestSpan,
+        (),
+        OnRequestEnd,
+        DefaultOnBodyChunk,
+        DefaultOnEos,
+        DefaultOnFailure,
+    >,
 >;
 
-type Limits<S> = RequestTimeout<
-    RequestBodyLimit<<DefaultBodyLimit as Layer<Either<RateLimit<S>, S>>>::Service>,
->;
+type Limits<S> =
+    RequestTimeout<RequestBodyLimit<<DefaultBodyLimit as Layer<Either<RateLimit<S>, S>>>::Service>>;
 type WithCors<S> = Either<CorsService<Limits<S>>, Limits<S>>;
 type WithRedirect<S> = Either<HttpsRedirectService<WithCors<S>>, WithCors<S>>;
 
@@ -411,13 +489,18 @@ impl<S> Layer<S> for Shield {
         let inner = option_layer(self.cors.clone()).layer(inner);
         let inner = option_layer(self.https_redirect.clone()).layer(inner);
         let inner = CatchPanic { inner };
+        let inner = RequestAuditLayer::new(self.log.pseudonymizer.clone()).layer(inner);
+        let inner =
+            SetSensitiveResponseHeadersLayer::from_shared(self.log.sensitive_headers.clone())
+                .layer(inner);
         let inner = TraceLayer::new_for_http()
-            .make_span_with(MakeRequestSpan)
+            .make_span_with(self.log.make_span())
             .on_request(())
-            .on_response(OnRequestEnd {
-                access_log: self.access_log,
-            })
+            .on_response(OnRequestEnd::new(self.log.access_log))
             .layer(inner);
+        let inner =
+            SetSensitiveRequestHeadersLayer::from_shared(self.log.sensitive_headers.clone())
+                .layer(inner);
         let inner = self.headers.layer(inner);
         ShieldService {
             inner: ShieldCore {

@@ -4,9 +4,14 @@ use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::extract::MatchedPath;
 use http::Method;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 
+use super::escape::{escape, escape_owned};
+use super::pseudonym::{Pseudonym, Pseudonymizer};
 use crate::auth::Principal;
 use crate::client_ip::ClientIp;
 
@@ -106,7 +111,10 @@ impl fmt::Display for SecurityEventKind {
 /// Receives every security event, for example to forward it to a SIEM.
 ///
 /// Install sinks with [`Shield`](crate::Shield)'s builder; they are called synchronously on the
-/// request path, so a sink that does I/O should hand the event to a channel.
+/// request path, so a sink that does I/O should hand the event to a channel:
+/// [`ChannelSink`](super::ChannelSink) does that without ever blocking. Events reach the sinks
+/// already escaped and, when configured, pseudonymized; [`SecurityEvent`] serializes to the
+/// documented JSON schema.
 pub trait SecurityEventSink: Send + Sync + 'static {
     /// Records one event.
     fn record(&self, event: &SecurityEvent);
@@ -144,54 +152,125 @@ impl fmt::Debug for EventSinks {
     }
 }
 
+/// Whether a high-risk action (a [`SecurityEventKind::SensitiveAction`] event) was attempted,
+/// completed or failed. See [`Audit`](super::Audit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ActionOutcome {
+    /// `attempted`: the handler is about to perform the action.
+    Attempted,
+    /// `completed`: the action succeeded.
+    Completed,
+    /// `failed`: the action failed or was abandoned.
+    Failed,
+}
+
+impl ActionOutcome {
+    /// `attempted`, `completed` or `failed`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Attempted => "attempted",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for ActionOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One security event: what happened, to which request, and why.
 ///
 /// Build it with [`SecurityEvent::new`] or, inside a layer or handler,
-/// [`SecurityEvent::for_request`] (which captures request id, client IP, principal, method,
-/// path without query string and the sinks), add a `reason`, then [`emit`](Self::emit) it.
+/// [`SecurityEvent::for_request`] / [`for_parts`](Self::for_parts) (which capture request id,
+/// client IP, principal, method, matched route and the sinks of the [`Shield`](crate::Shield)),
+/// add a `reason`, then [`emit`](Self::emit) it.
 ///
-/// Fields are values, never formatted into the message, and user-controlled text is
-/// escaped when logged, so CR/LF or ANSI sequences cannot forge or hide log lines. Never put
+/// Fields are values, never formatted into the message. Every user-controlled string
+/// (principal, user name, route, reason when not static, extra fields) is
+/// [escaped](super::escape) when it enters the event, so CR/LF or ANSI sequences cannot forge
+/// or hide log lines in any format or sink; when the [`Shield`](crate::Shield) pseudonymizes,
+/// the client IP, principal and user name are replaced by keyed pseudonyms here too. Never put
 /// tokens, passwords, cookies or API keys into an event.
+///
+/// The field schema is stable and documented in the [module docs](super#security-events).
 ///
 /// ```
 /// use axum_shield::audit::{SecurityEvent, SecurityEventKind};
 ///
 /// SecurityEvent::new(SecurityEventKind::AuthnLoginFail)
 ///     .reason("bad_password")
-///     .field("username", "alice")
+///     .username("alice")
 ///     .emit();
+/// ```
+///
+/// Inside a layer, from the request (this is how the authentication layers report):
+///
+/// ```
+/// use axum_shield::audit::{SecurityEvent, SecurityEventKind};
+///
+/// fn refuse(parts: &http::request::Parts) {
+///     SecurityEvent::for_parts(SecurityEventKind::AuthnTokenInvalid, parts)
+///         .reason("expired")
+///         .emit();
+/// }
+/// # let (parts, _) = http::Request::new(()).into_parts();
+/// # refuse(&parts);
 /// ```
 #[derive(Debug, Clone)]
 pub struct SecurityEvent {
     kind: SecurityEventKind,
+    level: tracing::Level,
     reason: Cow<'static, str>,
+    timestamp: SystemTime,
     request_id: Option<Arc<str>>,
     client_ip: Option<IpAddr>,
+    client_pseudonym: Option<Pseudonym>,
     principal: Option<Arc<str>>,
     method: Option<Method>,
-    path: Option<Arc<str>>,
+    route: Option<Arc<str>>,
+    route_matched: bool,
+    username: Option<Arc<str>>,
+    action: Option<Cow<'static, str>>,
+    outcome: Option<ActionOutcome>,
     fields: Vec<(&'static str, String)>,
     sinks: EventSinks,
+    pseudonymizer: Option<Pseudonymizer>,
 }
 
 impl SecurityEvent {
-    /// An event of `kind` with no request context.
+    /// An event of `kind` with no request context, at the kind's default level.
     pub fn new(kind: SecurityEventKind) -> Self {
         Self {
             kind,
+            level: kind.level(),
             reason: Cow::Borrowed(""),
+            timestamp: SystemTime::now(),
             request_id: None,
             client_ip: None,
+            client_pseudonym: None,
             principal: None,
             method: None,
-            path: None,
+            route: None,
+            route_matched: false,
+            username: None,
+            action: None,
+            outcome: None,
             fields: Vec::new(),
             sinks: EventSinks::default(),
+            pseudonymizer: None,
         }
     }
 
     /// An event of `kind` about the request described by `method`, `uri` and `extensions`.
+    ///
+    /// It captures the request id, the client IP (as resolved by [`Shield`](crate::Shield)),
+    /// the [`Principal`] if one is authenticated, the method, the matched route template
+    /// ([`MatchedPath`]; the path without query string when no route matched), and the
+    /// Shield's sinks and pseudonymization key. The query string is never captured.
     pub fn for_request(
         kind: SecurityEventKind,
         method: &Method,
@@ -199,11 +278,22 @@ impl SecurityEvent {
         extensions: &http::Extensions,
     ) -> Self {
         let mut event = Self::new(kind);
-        event.request_id = crate::request_id::of(extensions).map(Arc::from);
-        event.client_ip = extensions.get::<ClientIp>().map(|ip| ip.0);
-        event.principal = extensions.get::<Principal>().map(|p| Arc::from(p.id()));
+        event.pseudonymizer = extensions.get::<Pseudonymizer>().cloned();
+        event.request_id = crate::request_id::of(extensions).map(|id| Arc::from(escape(id)));
+        if let Some(ClientIp(ip)) = extensions.get::<ClientIp>() {
+            event = event.with_client_ip(*ip);
+        }
+        if let Some(principal) = extensions.get::<Principal>() {
+            event = event.principal(principal.id());
+        }
         event.method = Some(method.clone());
-        event.path = Some(Arc::from(uri.path()));
+        match extensions.get::<MatchedPath>() {
+            Some(matched) => {
+                event.route = Some(Arc::from(escape(matched.as_str())));
+                event.route_matched = true;
+            }
+            None => event.route = Some(Arc::from(escape(uri.path()))),
+        }
         if let Some(sinks) = extensions.get::<EventSinks>() {
             event.sinks = sinks.clone();
         }
@@ -215,27 +305,93 @@ impl SecurityEvent {
         Self::for_request(kind, &parts.method, &parts.uri, &parts.extensions)
     }
 
-    /// A short machine-readable reason, e.g. `expired` or `bad_signature`.
+    /// A short machine-readable reason, e.g. `expired` or `bad_signature` (escaped unless it
+    /// is a `&'static str`).
     pub fn reason(mut self, reason: impl Into<Cow<'static, str>>) -> Self {
-        self.reason = reason.into();
+        self.reason = match reason.into() {
+            Cow::Borrowed(text) => Cow::Borrowed(text),
+            Cow::Owned(text) => Cow::Owned(escape_owned(text)),
+        };
         self
     }
 
-    /// Sets the principal id (when it is not yet in the request extensions, e.g. at login).
-    pub fn principal(mut self, id: impl Into<Arc<str>>) -> Self {
-        self.principal = Some(id.into());
+    /// Overrides the level the event is logged at (default: [`SecurityEventKind::level`]).
+    pub fn at_level(mut self, level: tracing::Level) -> Self {
+        self.level = level;
         self
     }
 
-    /// Adds a named field. Its value is escaped when logged.
+    /// Sets the client IP (pseudonymized when the Shield has a key).
+    pub fn with_client_ip(mut self, ip: IpAddr) -> Self {
+        match &self.pseudonymizer {
+            Some(p) => {
+                self.client_pseudonym = Some(p.ip(ip));
+                self.client_ip = None;
+            }
+            None => self.client_ip = Some(ip),
+        }
+        self
+    }
+
+    /// Sets the principal id (when it is not yet in the request extensions, e.g. at login);
+    /// escaped, and pseudonymized when the Shield has a key.
+    pub fn principal(mut self, id: impl AsRef<str>) -> Self {
+        self.principal = Some(self.user_text(id.as_ref()));
+        self
+    }
+
+    /// Sets the user name a login or action was attempted for; escaped, and pseudonymized
+    /// when the Shield has a key. Use it instead of a free field so privacy settings apply.
+    pub fn username(mut self, name: impl AsRef<str>) -> Self {
+        self.username = Some(self.user_text(name.as_ref()));
+        self
+    }
+
+    /// Names the high-risk action and its outcome (for [`SecurityEventKind::SensitiveAction`];
+    /// [`Audit`](super::Audit) sets both).
+    pub fn action(mut self, action: impl Into<Cow<'static, str>>, outcome: ActionOutcome) -> Self {
+        self.action = Some(match action.into() {
+            Cow::Borrowed(text) => Cow::Borrowed(text),
+            Cow::Owned(text) => Cow::Owned(escape_owned(text)),
+        });
+        self.outcome = Some(outcome);
+        self
+    }
+
+    /// Adds a named field, e.g. `("scope", "orders:write")`. Its value is escaped now.
+    /// Never pass a credential or a submitted value.
     pub fn field(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.fields.push((name, value.into()));
+        self.fields.push((name, escape_owned(value.into())));
         self
+    }
+
+    /// Uses `pseudonymizer` for the identities set from now on (set by
+    /// [`for_request`](Self::for_request) when the Shield has a key).
+    pub fn pseudonymize_with(mut self, pseudonymizer: Pseudonymizer) -> Self {
+        self.pseudonymizer = Some(pseudonymizer);
+        self
+    }
+
+    fn user_text(&self, text: &str) -> Arc<str> {
+        match &self.pseudonymizer {
+            Some(p) => Arc::from(p.user(text).as_str()),
+            None => Arc::from(escape(text)),
+        }
     }
 
     /// The kind of event.
     pub fn kind(&self) -> SecurityEventKind {
         self.kind
+    }
+
+    /// The level the event is logged at.
+    pub fn level(&self) -> tracing::Level {
+        self.level
+    }
+
+    /// When the event was created.
+    pub fn timestamp(&self) -> SystemTime {
+        self.timestamp
     }
 
     /// The reason, empty when none was given.
@@ -248,14 +404,28 @@ impl SecurityEvent {
         self.request_id.as_deref()
     }
 
-    /// The client IP, when known.
+    /// The client IP, when known and not pseudonymized.
     pub fn client_ip(&self) -> Option<IpAddr> {
         self.client_ip
     }
 
-    /// The principal id, when known.
+    /// The client IP as logged: the address, or its pseudonym.
+    pub fn client_ip_text(&self) -> Option<String> {
+        match (&self.client_pseudonym, self.client_ip) {
+            (Some(p), _) => Some(p.as_str().to_owned()),
+            (None, Some(ip)) => Some(ip.to_string()),
+            (None, None) => None,
+        }
+    }
+
+    /// The principal id (or its pseudonym), when known.
     pub fn principal_id(&self) -> Option<&str> {
         self.principal.as_deref()
+    }
+
+    /// The user name (or its pseudonym), when set.
+    pub fn username_text(&self) -> Option<&str> {
+        self.username.as_deref()
     }
 
     /// The request method, when known.
@@ -263,44 +433,167 @@ impl SecurityEvent {
         self.method.as_ref()
     }
 
-    /// The request path without query string, when known.
-    pub fn path(&self) -> Option<&str> {
-        self.path.as_deref()
+    /// The matched route template (e.g. `/users/{id}`), or the path without query string when
+    /// no route matched; `None` outside a request.
+    pub fn route(&self) -> Option<&str> {
+        self.route.as_deref()
     }
 
-    /// Extra fields.
+    /// The route used as a metrics label: the matched template, or `unmatched` (raw paths
+    /// would let a scanner create unbounded label values).
+    pub fn route_label(&self) -> &str {
+        match (&self.route, self.route_matched) {
+            (Some(route), true) => route,
+            _ => "unmatched",
+        }
+    }
+
+    /// The high-risk action, when this is a [`SecurityEventKind::SensitiveAction`].
+    pub fn action_name(&self) -> Option<&str> {
+        self.action.as_deref()
+    }
+
+    /// The outcome of the high-risk action.
+    pub fn outcome(&self) -> Option<ActionOutcome> {
+        self.outcome
+    }
+
+    /// Extra fields (values escaped).
     pub fn fields(&self) -> &[(&'static str, String)] {
         &self.fields
     }
 
-    /// Sends the event to `tracing` (target [`SECURITY_TARGET`]) and to every sink.
+    /// Sends the event to `tracing` (target [`SECURITY_TARGET`]; every string field is
+    /// recorded with `Display`, which is safe because it was escaped on entry), to the `metrics` counter
+    /// `axum_shield_security_events_total{event, route}` (with the `metrics` feature) and to
+    /// every sink.
     pub fn emit(self) {
+        let client_ip = self.client_ip_display();
+        let fields = (!self.fields.is_empty()).then_some(FieldsJson(&self.fields));
         macro_rules! log {
             ($level:expr) => {
                 tracing::event!(
                     target: SECURITY_TARGET,
                     $level,
-                    event = self.kind.name(),
-                    reason = %self.reason,
-                    request_id = self.request_id.as_deref().map(tracing::field::debug),
-                    client_ip = self.client_ip.map(tracing::field::display),
-                    principal = self.principal.as_deref().map(tracing::field::debug),
-                    method = self.method.as_ref().map(tracing::field::display),
-                    path = self.path.as_deref().map(tracing::field::debug),
-                    fields = (!self.fields.is_empty()).then_some(tracing::field::debug(&self.fields)),
+                    event = display(self.kind.name()),
+                    reason = (!self.reason.is_empty()).then_some(display(&*self.reason)),
+                    request_id = self.request_id.as_deref().map(display),
+                    client_ip = client_ip.as_ref().map(display),
+                    principal = self.principal.as_deref().map(display),
+                    username = self.username.as_deref().map(display),
+                    method = self.method.as_ref().map(|m| display(m.as_str())),
+                    route = self.route.as_deref().map(display),
+                    action = self.action.as_deref().map(display),
+                    outcome = self.outcome.map(|o| display(o.as_str())),
+                    fields = fields.as_ref().map(display),
                     "security event"
                 )
             };
         }
-        match self.kind.level() {
+        match self.level {
             tracing::Level::ERROR => log!(tracing::Level::ERROR),
             tracing::Level::WARN => log!(tracing::Level::WARN),
             tracing::Level::INFO => log!(tracing::Level::INFO),
             tracing::Level::DEBUG => log!(tracing::Level::DEBUG),
             _ => log!(tracing::Level::TRACE),
         }
+        #[cfg(feature = "metrics")]
+        metrics::counter!(
+            super::counters::SECURITY_EVENTS_TOTAL,
+            "event" => self.kind.name(),
+            "route" => self.route_label().to_owned(),
+        )
+        .increment(1);
         for sink in self.sinks.0.iter() {
             sink.record(&self);
         }
+    }
+
+    fn client_ip_display(&self) -> Option<ClientIpDisplay> {
+        match (self.client_pseudonym, self.client_ip) {
+            (Some(p), _) => Some(ClientIpDisplay::Pseudonym(p)),
+            (None, Some(ip)) => Some(ClientIpDisplay::Ip(ip)),
+            (None, None) => None,
+        }
+    }
+}
+
+enum ClientIpDisplay {
+    Ip(IpAddr),
+    Pseudonym(Pseudonym),
+}
+
+impl fmt::Display for ClientIpDisplay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ip(ip) => fmt::Display::fmt(ip, f),
+            Self::Pseudonym(p) => f.write_str(p.as_str()),
+        }
+    }
+}
+
+/// Extra fields as one JSON object, e.g. `{"scope":"orders:write"}`.
+struct FieldsJson<'a>(&'a [(&'static str, String)]);
+
+impl fmt::Display for FieldsJson<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let map: serde_json::Map<String, serde_json::Value> = self
+            .0
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(v.as_str())))
+            .collect();
+        f.write_str(&serde_json::Value::Object(map).to_string())
+    }
+}
+
+/// The event as one JSON object with the documented schema (absent values are omitted;
+/// `timestamp_ms` is milliseconds since the Unix epoch), for sinks that forward events.
+impl Serialize for SecurityEvent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("event", self.kind.name())?;
+        map.serialize_entry("level", self.level.as_str())?;
+        let millis = self
+            .timestamp
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        map.serialize_entry("timestamp_ms", &millis)?;
+        if !self.reason.is_empty() {
+            map.serialize_entry("reason", &*self.reason)?;
+        }
+        if let Some(id) = &self.request_id {
+            map.serialize_entry("request_id", &**id)?;
+        }
+        if let Some(ip) = self.client_ip_display() {
+            map.serialize_entry("client_ip", &ip.to_string())?;
+        }
+        if let Some(principal) = &self.principal {
+            map.serialize_entry("principal", &**principal)?;
+        }
+        if let Some(username) = &self.username {
+            map.serialize_entry("username", &**username)?;
+        }
+        if let Some(method) = &self.method {
+            map.serialize_entry("method", method.as_str())?;
+        }
+        if let Some(route) = &self.route {
+            map.serialize_entry("route", &**route)?;
+        }
+        if let Some(action) = &self.action {
+            map.serialize_entry("action", &**action)?;
+        }
+        if let Some(outcome) = self.outcome {
+            map.serialize_entry("outcome", outcome.as_str())?;
+        }
+        if !self.fields.is_empty() {
+            let fields: serde_json::Map<String, serde_json::Value> = self
+                .fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(v.as_str())))
+                .collect();
+            map.serialize_entry("fields", &fields)?;
+        }
+        map.end()
     }
 }

@@ -1,14 +1,96 @@
-//! Security events and the security log.
+//! Security events, the per-request log span, and the audit trail.
 //!
-//! Every layer reports what it refused as a [`SecurityEvent`], named with the OWASP logging
-//! vocabulary and emitted as a structured `tracing` event under one target
-//! ([`SECURITY_TARGET`]), and to any [`SecurityEventSink`] you install on
-//! [`Shield`](crate::Shield). [`Shield`](crate::Shield) also opens one span per request
-//! ([`MakeRequestSpan`]) so that every line logged while serving it carries its request id,
-//! client IP, method and path.
+//! What a security team gets from a [`Shield`](crate::Shield)ed API, following the OWASP
+//! Logging Cheat Sheet and Logging Vocabulary:
+//!
+//! - **one span per request** ([`MakeRequestSpan`], target [`REQUEST_TARGET`]) with the request
+//!   id, client IP, method, matched route, principal once authenticated, status and latency,
+//!   and one INFO access line per request (switch it off with
+//!   [`ShieldBuilder::access_log`](crate::ShieldBuilder::access_log));
+//! - **one [`SecurityEvent`] for every refusal** any layer makes, named with the OWASP
+//!   vocabulary ([`SecurityEventKind`]), emitted under one target ([`SECURITY_TARGET`]) at a
+//!   level chosen per kind (client mistakes at INFO, attacks at WARN, crashes at ERROR), to
+//!   your [`SecurityEventSink`]s (e.g. a non-blocking [`ChannelSink`] to a SIEM) and, with the
+//!   `metrics` feature, to the counter `axum_shield_security_events_total{event, route}`;
+//! - **high-risk actions** recorded from handlers with [`Audit`]: attempted, then completed or
+//!   failed, with principal and request id;
+//! - **output you can trust**: `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie`,
+//!   `X-Api-Key` and your API-key headers are marked sensitive around the trace layer; query
+//!   strings are not logged unless you ask; every user-controlled string is [escaped](escape)
+//!   so CR/LF or ANSI sequences cannot forge or hide lines; client IPs, principals and user
+//!   names can be replaced by keyed pseudonyms ([`Pseudonymizer`],
+//!   [`ShieldBuilder::pseudonymize`](crate::ShieldBuilder::pseudonymize)).
+//!
+//! # The request span
+//!
+//! Span `request`, target `axum_shield::request`, level INFO. Its fields:
+//!
+//! | field | type | when | meaning |
+//! |---|---|---|---|
+//! | `request_id` | string | always under Shield | the `x-request-id` echoed to the client |
+//! | `client_ip` | string | always under Shield | client address from the trusted-proxy resolver, or its 32-hex pseudonym |
+//! | `method` | string | always | HTTP method |
+//! | `route` | string | always | matched route template (`/users/{id}`), else the path without query |
+//! | `query` | string | only with `log_query(true)` | the escaped query string |
+//! | `principal` | string | once authenticated | principal id (JWT `sub`, API-key id) or its pseudonym |
+//! | `status` | integer | at response | final status code, including rejections and panics |
+//! | `latency_ms` | float | at response | time to the response head, in milliseconds |
+//!
+//! The access line is the event `request completed` (target `axum_shield::request`, INFO)
+//! with `status` and `latency_ms`, inside the span. Authentication layers record the
+//! principal with [`record_principal`].
+//!
+//! # Security events
+//!
+//! Event message `security event`, target `axum_shield::security`. Its fields (absent ones
+//! are omitted):
+//!
+//! | field | type | meaning |
+//! |---|---|---|
+//! | `event` | string | OWASP name: `authn_login_success`, `authn_login_fail`, `authn_login_lock`, `authn_token_created`, `authn_token_missing`, `authn_token_invalid`, `authn_token_revoked`, `authz_fail`, `input_validation_fail`, `excess_rate_limit_exceeded`, `malicious_header`, `sensitive_action`, `data_exposure_blocked`, `sys_crash`, `sys_dependency_fail` |
+//! | `reason` | string | short machine-readable cause: `missing`, `expired`, `bad_signature`, `insufficient_scope`, `panic`… |
+//! | `request_id` | string | as in the span |
+//! | `client_ip` | string | as in the span |
+//! | `principal` | string | authenticated principal or its pseudonym |
+//! | `username` | string | user name of a login attempt, escaped or pseudonymized |
+//! | `method` | string | HTTP method |
+//! | `route` | string | matched route template, else path without query |
+//! | `action` | string | high-risk action name (`sensitive_action` only) |
+//! | `outcome` | string | `attempted`, `completed` or `failed` (`sensitive_action` only) |
+//! | `fields` | string | other details as one JSON object, e.g. `{"scope":"orders:write"}` |
+//!
+//! Sinks receive the [`SecurityEvent`]; serialized with serde it is one JSON object with the
+//! same names plus `level` and `timestamp_ms`, and `fields` as a nested object.
+//!
+//! Levels: `authn_login_success`, `authn_token_created`, `authn_token_missing`,
+//! `input_validation_fail`, `sensitive_action` at INFO (a failed action at WARN);
+//! `sys_crash` at ERROR; the others at WARN.
+//!
+//! # Formatters
+//!
+//! `tracing-subscriber`'s `fmt` (checked with 0.3.23) writes `%` values verbatim and only
+//! sanitises ANSI in messages, so this crate escapes values itself before they reach any
+//! subscriber: a user name `"x\r\n\x1b[2K"` is logged as `x\r\n\u{1b}[2K` on one line.
 
+mod action;
+mod counters;
+mod escape;
 mod event;
+mod layer;
+mod pseudonym;
+mod sink;
 mod span;
 
-pub use event::{EventSinks, SecurityEvent, SecurityEventKind, SecurityEventSink, SECURITY_TARGET};
-pub use span::{MakeRequestSpan, OnRequestEnd, REQUEST_TARGET};
+pub use action::{Audit, AuditedAction};
+#[cfg(feature = "metrics")]
+pub use counters::describe_metrics;
+pub use counters::SECURITY_EVENTS_TOTAL;
+pub use escape::{escape, MAX_FIELD_CHARS};
+pub use event::{
+    ActionOutcome, EventSinks, SecurityEvent, SecurityEventKind, SecurityEventSink, SECURITY_TARGET,
+};
+pub(crate) use layer::{LogSettings, PanicMessage};
+pub use layer::{RequestAudit, RequestAuditFuture, RequestAuditLayer, DEFAULT_SENSITIVE_HEADERS};
+pub use pseudonym::{Pseudonym, Pseudonymizer, MIN_PSEUDONYM_KEY_LEN};
+pub use sink::ChannelSink;
+pub use span::{record_principal, MakeRequestSpan, OnRequestEnd, REQUEST_TARGET};

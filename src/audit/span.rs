@@ -1,49 +1,170 @@
-//! The per-request security log span.
+//! The per-request security log span and its access line.
 
+use std::borrow::Cow;
+use std::fmt;
+use std::net::IpAddr;
 use std::time::Duration;
 
+use axum::extract::MatchedPath;
 use http::{Request, Response};
 use tower_http::trace::{MakeSpan, OnResponse};
+use tracing::field::{display, Empty};
 use tracing::Span;
 
+use super::escape::escape;
+use super::pseudonym::{Pseudonym, Pseudonymizer};
+use crate::auth::Principal;
 use crate::client_ip::ClientIp;
 use crate::request_id;
 
 /// The `tracing` target of the per-request span and its access line.
 pub const REQUEST_TARGET: &str = "axum_shield::request";
 
-/// Makes one span per request with the request id, client IP, method and path (never the
-/// query string, which often carries secrets); `status`, `latency_ms` and `principal` are
-/// recorded when known.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MakeRequestSpan;
+/// Makes one `request` span per request (target [`REQUEST_TARGET`], level INFO).
+///
+/// Fields, set when the span opens: `request_id`, `client_ip` (the address resolved by the
+/// Shield's trusted-proxy resolver, or its keyed pseudonym), `method`, `route` (the matched
+/// route template such as `/users/{id}`, from axum's [`MatchedPath`]; the path without query
+/// string when no route matched) and, only when enabled, `query`. Recorded later: `principal`
+/// (by [`record_principal`] once authenticated), `status` and `latency_ms` (by
+/// [`OnRequestEnd`]).
+///
+/// The query string is not recorded by default: it often carries tokens, reset codes or
+/// personal data (OWASP Logging Cheat Sheet, "Data to exclude"). Using the route template
+/// rather than the concrete path likewise keeps ids and tokens in path segments out of logs.
+#[derive(Debug, Clone, Default)]
+pub struct MakeRequestSpan {
+    record_query: bool,
+    pseudonymizer: Option<Pseudonymizer>,
+}
+
+impl MakeRequestSpan {
+    /// A span maker that records no query string and no pseudonyms.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records the (escaped) query string in a `query` field. Off by default.
+    pub fn record_query(mut self, enabled: bool) -> Self {
+        self.record_query = enabled;
+        self
+    }
+
+    /// Records the client IP as a keyed pseudonym.
+    pub fn pseudonymize(mut self, pseudonymizer: Pseudonymizer) -> Self {
+        self.pseudonymizer = Some(pseudonymizer);
+        self
+    }
+
+    fn client(&self, ip: IpAddr) -> ClientField {
+        match &self.pseudonymizer {
+            Some(p) => ClientField::Pseudonym(p.ip(ip)),
+            None => ClientField::Ip(ip),
+        }
+    }
+}
+
+/// A client IP or its pseudonym, formatted without allocating.
+pub(crate) enum ClientField {
+    Ip(IpAddr),
+    Pseudonym(Pseudonym),
+}
+
+impl fmt::Display for ClientField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ip(ip) => fmt::Display::fmt(ip, f),
+            Self::Pseudonym(p) => f.write_str(p.as_str()),
+        }
+    }
+}
+
+fn route_of<B>(request: &Request<B>) -> Cow<'_, str> {
+    match request.extensions().get::<MatchedPath>() {
+        Some(matched) => Cow::Borrowed(matched.as_str()),
+        None => escape(request.uri().path()),
+    }
+}
 
 impl<B> MakeSpan<B> for MakeRequestSpan {
     fn make_span(&mut self, request: &Request<B>) -> Span {
+        // Every value is computed inside the macro, so a disabled span costs nothing more.
         tracing::info_span!(
             target: REQUEST_TARGET,
             "request",
-            request_id = request_id::of(request.extensions()).map(tracing::field::debug),
-            client_ip = request.extensions().get::<ClientIp>().map(tracing::field::display),
-            method = %request.method(),
-            path = ?request.uri().path(),
-            status = tracing::field::Empty,
-            latency_ms = tracing::field::Empty,
-            principal = tracing::field::Empty,
+            request_id = request_id::of(request.extensions()).map(display),
+            client_ip = request
+                .extensions()
+                .get::<ClientIp>()
+                .map(|ip| display(self.client(ip.0))),
+            method = display(request.method().as_str()),
+            route = display(route_of(request)),
+            query = if self.record_query {
+                request.uri().query().map(|q| display(escape(q)))
+            } else {
+                None
+            },
+            principal = Empty,
+            status = Empty,
+            latency_ms = Empty,
         )
     }
 }
 
-/// Records status and latency on the request span and writes one access line.
+/// Records the authenticated principal on the current request span, as the `principal`
+/// field (escaped, or its keyed pseudonym when the [`Shield`](crate::Shield) has a key).
+///
+/// Authentication layers call it right where they insert the [`Principal`] into the request
+/// extensions, from their `Service::call` or response future (both run inside the request
+/// span opened by [`MakeRequestSpan`], which `tower_http::trace::Trace` enters for the
+/// inner `call` and every `poll`). `extensions` are the request's, where the Shield leaves its
+/// [`Pseudonymizer`]. Without a request span (no Shield, or logging off) it does nothing.
+///
+/// ```
+/// use axum_shield::audit;
+/// use axum_shield::auth::{Principal, PrincipalKind};
+///
+/// fn authenticated<B>(req: &mut http::Request<B>, principal: Principal) {
+///     audit::record_principal(&principal, req.extensions());
+///     req.extensions_mut().insert(principal);
+/// }
+/// # authenticated(&mut http::Request::new(()), Principal::new(PrincipalKind::Jwt, "alice"));
+/// ```
+pub fn record_principal(principal: &Principal, extensions: &http::Extensions) {
+    let span = Span::current();
+    if span.is_disabled() {
+        return;
+    }
+    match extensions.get::<Pseudonymizer>() {
+        Some(p) => span.record("principal", display(p.user(principal.id()))),
+        None => span.record("principal", display(escape(principal.id()))),
+    };
+}
+
+/// Records `status` and `latency_ms` on the request span and, unless turned off with
+/// [`ShieldBuilder::access_log`](crate::ShieldBuilder::access_log), writes one INFO access
+/// line `request completed` (target [`REQUEST_TARGET`]) with the same two fields; the
+/// span's fields (request id, client IP, method, route, principal) come with it.
 #[derive(Debug, Clone, Copy)]
 pub struct OnRequestEnd {
     pub(crate) access_log: bool,
 }
 
+impl OnRequestEnd {
+    /// Records on the span, and writes the access line if `access_log`.
+    pub fn new(access_log: bool) -> Self {
+        Self { access_log }
+    }
+}
+
 impl<B> OnResponse<B> for OnRequestEnd {
     fn on_response(self, response: &Response<B>, latency: Duration, span: &Span) {
+        if span.is_disabled() && !self.access_log {
+            return;
+        }
         let status = response.status().as_u16();
-        let latency_ms = latency.as_secs_f64() * 1000.0;
+        // Whole microseconds, so the value prints as e.g. `0.341`, not `0.34140800000000004`.
+        let latency_ms = latency.as_micros() as f64 / 1000.0;
         span.record("status", status);
         span.record("latency_ms", latency_ms);
         if self.access_log {

@@ -1,8 +1,9 @@
 //! Panic catching without boxing the response body.
 //!
 //! A panic in the inner service (while called or polled) becomes an empty-bodied 500 that
-//! `Shield` renders as problem+json, after a `sys_crash` security event. The panic message is
-//! logged (truncated) but never sent to the client. Unlike tower-http's `CatchPanic`, the
+//! `Shield` renders as problem+json. The panic message (truncated) travels in the response
+//! extensions to the audit layer just outside, which emits the `sys_crash` security event with
+//! the request's context; it is never sent to the client. Unlike tower-http's `CatchPanic`, the
 //! response body type is unchanged, so no allocation happens on the normal path.
 
 use std::any::Any;
@@ -15,7 +16,7 @@ use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::audit::{SecurityEvent, SecurityEventKind};
+use crate::audit::PanicMessage;
 
 /// Turns panics of the inner service into 500 responses.
 #[derive(Debug, Clone)]
@@ -41,11 +42,12 @@ where
         match catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
             Ok(future) => CatchPanicFuture {
                 inner: Some(future),
+                panic: None,
             },
-            Err(panic) => {
-                report(panic);
-                CatchPanicFuture { inner: None }
-            }
+            Err(panic) => CatchPanicFuture {
+                inner: None,
+                panic: Some(message(panic)),
+            },
         }
     }
 }
@@ -55,6 +57,7 @@ pin_project! {
     pub struct CatchPanicFuture<F> {
         #[pin]
         inner: Option<F>,
+        panic: Option<String>,
     }
 }
 
@@ -68,35 +71,32 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            return Poll::Ready(Ok(internal_error()));
+            let message = this.panic.take().unwrap_or_default();
+            return Poll::Ready(Ok(internal_error(message)));
         };
         match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(poll) => poll,
             Err(panic) => {
                 // Drop the poisoned future now; never poll it again.
                 this.inner.set(None);
-                report(panic);
-                Poll::Ready(Ok(internal_error()))
+                Poll::Ready(Ok(internal_error(message(panic))))
             }
         }
     }
 }
 
-fn internal_error<B: Default>() -> Response<B> {
+fn internal_error<B: Default>(message: String) -> Response<B> {
     let mut response = Response::new(B::default());
     *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response.extensions_mut().insert(PanicMessage(message));
     response
 }
 
-fn report(panic: Box<dyn Any + Send + 'static>) {
+fn message(panic: Box<dyn Any + Send + 'static>) -> String {
     let message = panic
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(non-string panic payload)");
-    let message: String = message.chars().take(200).collect();
-    SecurityEvent::new(SecurityEventKind::SysCrash)
-        .reason("panic")
-        .field("panic", message)
-        .emit();
+    message.chars().take(200).collect()
 }

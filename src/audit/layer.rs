@@ -1,0 +1,195 @@
+//! The audit layer inside the request span: request context for events, and `sys_crash`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use axum::extract::MatchedPath;
+use http::{HeaderName, Method, Request, Response, Uri};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::event::{EventSinks, SecurityEvent, SecurityEventKind};
+use super::pseudonym::Pseudonymizer;
+use crate::client_ip::ClientIp;
+use crate::request_id::RequestId;
+
+/// Headers whose values are marked sensitive (tower-http's sensitive-headers layers), so
+/// no `Debug` of a request or response and no trace formatter ever prints them:
+/// `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie` and `X-Api-Key`
+/// (RFC 9110 §11.6.2, §11.7.2; RFC 6265 §4). Add your own API-key headers with
+/// [`ShieldBuilder::sensitive_header`](crate::ShieldBuilder::sensitive_header).
+pub const DEFAULT_SENSITIVE_HEADERS: [HeaderName; 5] = [
+    http::header::AUTHORIZATION,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::COOKIE,
+    http::header::SET_COOKIE,
+    HeaderName::from_static("x-api-key"),
+];
+
+/// The logging settings of a [`Shield`](crate::Shield), shared by its trace layers.
+#[derive(Debug, Clone)]
+pub(crate) struct LogSettings {
+    pub(crate) access_log: bool,
+    pub(crate) record_query: bool,
+    pub(crate) sensitive_headers: Arc<[HeaderName]>,
+    pub(crate) pseudonymizer: Option<Pseudonymizer>,
+}
+
+impl LogSettings {
+    pub(crate) fn make_span(&self) -> super::MakeRequestSpan {
+        let span = super::MakeRequestSpan::new().record_query(self.record_query);
+        match &self.pseudonymizer {
+            Some(p) => span.pseudonymize(p.clone()),
+            None => span,
+        }
+    }
+}
+
+/// The message of a caught panic (escaped when logged, at most 200 characters), left in the
+/// response extensions by [`crate::shield::CatchPanic`] so that [`RequestAudit`] reports it
+/// as a `sys_crash` event with the request's context, then removes it.
+#[derive(Debug, Clone)]
+pub(crate) struct PanicMessage(pub(crate) String);
+
+/// Layer of [`RequestAudit`]; [`Shield`](crate::Shield) places it inside the request span and
+/// outside panic catching.
+#[derive(Debug, Clone, Default)]
+pub struct RequestAuditLayer {
+    pseudonymizer: Option<Pseudonymizer>,
+}
+
+impl RequestAuditLayer {
+    /// A layer that reports panics; with `pseudonymizer`, it also leaves the key in the
+    /// request extensions for [`SecurityEvent::for_request`] and [`super::record_principal`].
+    pub fn new(pseudonymizer: Option<Pseudonymizer>) -> Self {
+        Self { pseudonymizer }
+    }
+}
+
+impl<S> Layer<S> for RequestAuditLayer {
+    type Service = RequestAudit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestAudit {
+            inner,
+            pseudonymizer: self.pseudonymizer.clone(),
+        }
+    }
+}
+
+/// Puts the pseudonymization key into request extensions and emits `sys_crash`, with the
+/// request id, client IP, method and route, when the inner panic catcher caught a panic.
+#[derive(Debug, Clone)]
+pub struct RequestAudit<S> {
+    inner: S,
+    pseudonymizer: Option<Pseudonymizer>,
+}
+
+/// What a `sys_crash` event needs to know about its request, captured cheaply (reference
+/// counts, no copies of the request) before the request moves inward.
+#[derive(Debug)]
+struct CrashContext {
+    method: Method,
+    uri: Uri,
+    request_id: Option<RequestId>,
+    client_ip: Option<ClientIp>,
+    route: Option<MatchedPath>,
+    sinks: Option<EventSinks>,
+    pseudonymizer: Option<Pseudonymizer>,
+}
+
+impl CrashContext {
+    fn event(self) -> SecurityEvent {
+        let mut extensions = http::Extensions::new();
+        if let Some(id) = self.request_id {
+            extensions.insert(id);
+        }
+        if let Some(ip) = self.client_ip {
+            extensions.insert(ip);
+        }
+        if let Some(route) = self.route {
+            extensions.insert(route);
+        }
+        if let Some(sinks) = self.sinks {
+            extensions.insert(sinks);
+        }
+        if let Some(p) = self.pseudonymizer {
+            extensions.insert(p);
+        }
+        SecurityEvent::for_request(
+            SecurityEventKind::SysCrash,
+            &self.method,
+            &self.uri,
+            &extensions,
+        )
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for RequestAudit<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = RequestAuditFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if let Some(p) = &self.pseudonymizer {
+            req.extensions_mut().insert(p.clone());
+        }
+        let extensions = req.extensions();
+        let context = CrashContext {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            request_id: extensions.get::<RequestId>().cloned(),
+            client_ip: extensions.get::<ClientIp>().copied(),
+            route: extensions.get::<MatchedPath>().cloned(),
+            sinks: extensions.get::<EventSinks>().cloned(),
+            pseudonymizer: self.pseudonymizer.clone(),
+        };
+        RequestAuditFuture {
+            future: self.inner.call(req),
+            context: Some(context),
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`RequestAudit`].
+    #[derive(Debug)]
+    pub struct RequestAuditFuture<F> {
+        #[pin]
+        future: F,
+        context: Option<CrashContext>,
+    }
+}
+
+impl<F, B, E> Future for RequestAuditFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.future.poll(cx))?;
+        if let Some(PanicMessage(message)) = response.extensions_mut().remove::<PanicMessage>() {
+            if let Some(context) = this.context.take() {
+                context
+                    .event()
+                    .reason("panic")
+                    .field("panic", message)
+                    .emit();
+            }
+        }
+        Poll::Ready(Ok(response))
+    }
+}

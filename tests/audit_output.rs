@@ -1,0 +1,224 @@
+//! What reaches the log output: no credential ever, no forged or hidden line, and panics
+//! reported without leaking — over a real socket, with everything logged at TRACE.
+
+mod audit_common;
+
+use std::net::SocketAddr;
+
+use audit_common::{json_capture, text_capture, Capture};
+use axum::extract::Request;
+use axum::middleware::{from_fn, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use axum_shield::audit::{Audit, SecurityEventKind};
+use axum_shield::Shield;
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::Level;
+
+const SECRETS: [&str; 7] = [
+    "eyJhbGciOiJIUzI1NiJ9.token-secret-AAA",
+    "sess-secret-BBB",
+    "key-secret-CCC",
+    "cHJveHktc2VjcmV0LUREREQ",
+    "pw-secret-EEE",
+    "qs-secret-FFF",
+    "set-cookie-secret-GGG",
+];
+
+#[derive(serde::Deserialize)]
+struct Login {
+    username: String,
+    #[allow(dead_code)]
+    password: String,
+}
+
+async fn login(audit: Audit, Json(login): Json<Login>) -> Response {
+    audit
+        .event(SecurityEventKind::AuthnLoginFail)
+        .reason("bad_password")
+        .username(&login.username)
+        .emit();
+    (
+        StatusCode::UNAUTHORIZED,
+        [("set-cookie", format!("session={}; HttpOnly", SECRETS[6]))],
+    )
+        .into_response()
+}
+
+/// What a careless application layer does: log every request's headers at DEBUG.
+async fn log_request_headers(req: Request, next: Next) -> Response {
+    tracing::debug!(headers = ?req.headers(), "request headers");
+    next.run(req).await
+}
+
+/// And every response's headers, outside the Shield.
+async fn log_response_headers(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    tracing::debug!(headers = ?response.headers(), "response headers");
+    response
+}
+
+async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    addr
+}
+
+/// One HTTP/1.1 exchange with a raw client (so no client library logs into the capture).
+async fn exchange(addr: SocketAddr, head: &str, body: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{head}\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    response
+}
+
+fn app() -> Router {
+    Router::new()
+        .route("/login", post(login))
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/boom",
+            get(|| async {
+                if true {
+                    panic!("boom: connection string postgres://app:db-pass@db");
+                }
+                "unreachable"
+            }),
+        )
+        .route_layer(from_fn(log_request_headers))
+        .layer(Shield::api().build().unwrap())
+        .layer(from_fn(log_response_headers))
+}
+
+fn assert_no_secret(capture: &Capture) {
+    let text = capture.text();
+    assert!(!text.is_empty());
+    for secret in SECRETS {
+        assert!(!text.contains(secret), "{secret} leaked into: {text}");
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn credentials_never_appear_in_any_captured_output() {
+    for json in [false, true] {
+        let (capture, _guard) = if json {
+            json_capture(Level::TRACE)
+        } else {
+            text_capture(Level::TRACE, false)
+        };
+        let addr = serve(app()).await;
+        let body = format!(r#"{{"username":"alice","password":"{}"}}"#, SECRETS[4]);
+        let head = format!(
+            "POST /login?access_token={} HTTP/1.1\r\n\
+             Authorization: Bearer {}\r\n\
+             Cookie: session={}\r\n\
+             X-Api-Key: {}\r\n\
+             Proxy-Authorization: Basic {}\r\n\
+             Content-Type: application/json",
+            SECRETS[5], SECRETS[0], SECRETS[1], SECRETS[2], SECRETS[3]
+        );
+        let response = exchange(addr, &head, &body).await;
+        assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+        // The secret cookie did reach the client: only the log is protected.
+        assert!(response.contains(SECRETS[6]));
+        assert_no_secret(&capture);
+        let text = capture.text();
+        // The headers were logged, as `Sensitive`.
+        assert!(text.contains("request headers") && text.contains("response headers"));
+        assert!(text.contains("Sensitive"), "{text}");
+        assert!(text.contains("authn_login_fail") && text.contains("request completed"));
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn panic_is_logged_as_sys_crash_and_server_keeps_serving() {
+    let (capture, _guard) = json_capture(Level::INFO);
+    let addr = serve(app()).await;
+    let response = exchange(addr, "GET /boom HTTP/1.1", "").await;
+    assert!(response.starts_with("HTTP/1.1 500"), "{response}");
+    assert!(response.contains("application/problem+json"));
+    assert!(!response.contains("boom") && !response.contains("db-pass"));
+    let request_id = response
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("request id")
+        .to_owned();
+
+    let event = capture.event("sys_crash");
+    assert_eq!(event["level"], "ERROR");
+    assert_eq!(event["fields"]["reason"], "panic");
+    assert_eq!(event["fields"]["request_id"], request_id);
+    assert_eq!(event["fields"]["route"], "/boom");
+    assert_eq!(event["fields"]["method"], "GET");
+    assert_eq!(event["fields"]["client_ip"], "127.0.0.1");
+    assert_eq!(event["span"]["request_id"], request_id);
+    let access = capture.access_lines();
+    assert_eq!(access[0]["fields"]["status"], 500);
+
+    let again = exchange(addr, "GET /health HTTP/1.1", "").await;
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+}
+
+const FORGED: &str = "mallory\r\n2026-11-28T00:00:00.000000Z  INFO axum_shield::security: \
+                      security event event=\"authn_login_success\" username=admin\x1b[1A\x1b[2K\u{9b}2K";
+
+#[tokio::test(flavor = "current_thread")]
+async fn crlf_and_ansi_in_username_produce_one_escaped_line() {
+    let (capture, _guard) = text_capture(Level::INFO, false);
+    let addr = serve(app()).await;
+    let body = serde_json::json!({ "username": FORGED, "password": "x" }).to_string();
+    let response = exchange(
+        addr,
+        "POST /login HTTP/1.1\r\nContent-Type: application/json",
+        &body,
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+    let text = capture.text();
+    let event_lines: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("security event"))
+        .collect();
+    assert_eq!(event_lines.len(), 1, "{text}");
+    assert!(event_lines[0].contains("authn_login_fail"));
+    assert!(event_lines[0].contains("username=mallory\\r\\n2026-11-28T00:00:00.000000Z"));
+    assert!(event_lines[0].contains("admin\\u{1b}[1A\\u{1b}[2K\\u{9b}2K"));
+    assert!(!text
+        .lines()
+        .any(|l| l.starts_with("2026-11-28T00:00:00.000000Z")));
+    assert!(!text.contains('\x1b') && !text.contains('\r') && !text.contains('\u{9b}'));
+}
+
+/// Why the crate escapes values itself: checked against the tracing-subscriber in use,
+/// `fmt` writes `%` values verbatim (a raw CR/LF starts a new line); only `?` on `&str`
+/// and the message are escaped.
+#[test]
+fn tracing_subscriber_fmt_writes_display_values_verbatim() {
+    let (capture, _guard) = text_capture(Level::INFO, false);
+    tracing::info!(user = %"eve\r\nforged", "display");
+    tracing::info!(user = ?"eve\r\nforged", "debug");
+    let text = capture.text();
+    assert!(text.contains("user=eve\r\nforged"), "{text:?}");
+    assert!(text.contains("user=\"eve\\r\\nforged\""), "{text:?}");
+}
