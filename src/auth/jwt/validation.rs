@@ -238,21 +238,26 @@ pub(crate) fn verify_signature(
         None if rules.require_typ => return Err(TokenError::TypeNotAllowed),
         None => {}
     }
-    // RFC 8725 §3.1: only algorithms of configured keys; `none` never parses.
+    // RFC 8725 §3.1: `none` and unknown names never parse.
     let alg = parse_alg(&header.alg).ok_or(TokenError::AlgorithmNotAllowed)?;
-    if !keys.iter().any(|k| k.alg == alg) {
-        return Err(if keys.is_empty() {
-            TokenError::UnknownKey
-        } else {
-            TokenError::AlgorithmNotAllowed
-        });
-    }
     let kid = header.kid.as_deref();
     if let Some(kid) = kid {
         // The kid is only ever compared with configured ids, never used as a path or query.
         if kid.len() > MAX_KID_BYTES || kid.chars().any(char::is_control) {
             return Err(TokenError::UnknownKey);
         }
+        // A kid no key carries is "unknown" (a JWKS source refreshes on it), whatever the alg.
+        if !keys.iter().any(|k| k.kid.as_deref().is_none_or(|have| have == kid)) {
+            return Err(TokenError::UnknownKey);
+        }
+    }
+    // Only the algorithms of configured keys (RFC 8725 §3.1): each key has exactly one.
+    if !keys.iter().any(|k| k.alg == alg) {
+        return Err(if keys.is_empty() {
+            TokenError::UnknownKey
+        } else {
+            TokenError::AlgorithmNotAllowed
+        });
     }
 
     let signature = decode_bounded(s64)?;
