@@ -1,40 +1,148 @@
-//! The quickstart: a small, realistic API secured with axum-shield.
+//! The quickstart: a small, realistic API secured with axum-shield. Copy from it.
 //!
 //! ```text
 //! cargo run --example quickstart                  # human-readable logs, 127.0.0.1:3000
 //! LOG_FORMAT=json cargo run --example quickstart  # JSON lines, for a log pipeline
+//!
 //! curl -i http://127.0.0.1:3000/health
-//! curl -i -X POST http://127.0.0.1:3000/login -H 'content-type: application/json' \
-//!      -d '{"username":"demo","password":"wrong"}'
-//! curl -i -X POST http://127.0.0.1:3000/sensitive-action
+//! TOKEN=$(curl -s -X POST http://127.0.0.1:3000/login -H 'content-type: application/json' \
+//!           -d '{"username":"admin","password":"admin-demo-password"}' | jq -r .access_token)
+//! curl -i http://127.0.0.1:3000/me -H "authorization: Bearer $TOKEN"
+//! curl -i http://127.0.0.1:3000/admin/stats -H "authorization: Bearer $TOKEN"
+//! curl -i -X POST http://127.0.0.1:3000/sensitive-action -H "authorization: Bearer $TOKEN"
+//! curl -i http://127.0.0.1:3000/users -H 'content-type: application/json' \
+//!   -d '{"email":"ann@example.com","name":"Ann","age":30,"address":{"city":"Oslo","zip":"0150"}}'
 //! ```
 //!
 //! Every response carries a request id and the API security headers; every refusal is an
-//! RFC 9457 problem+json document. Every route is limited to 100 requests per hour per client
-//! IP; `POST /login` to 5 per minute, and failed logins back off per account and per IP. Every
-//! request is one log span with its access line, and every refusal or high-risk action is one
-//! `axum_shield::security` event.
+//! RFC 9457 problem+json document. Every route but `/health` is limited per client IP
+//! (100 per hour by default); `POST /login` also to 5 per minute, and failed logins back off
+//! per account and per IP. Every request is one log span with its access line, and every
+//! refusal or high-risk action is one `axum_shield::security` event.
+//!
+//! Environment (all optional):
+//!
+//! | variable | meaning | default |
+//! |----------|---------|---------|
+//! | `PORT` | port on 127.0.0.1 | 3000 |
+//! | `JWT_SECRET` | HMAC key for tokens, at least 32 bytes | random per process, with a warning |
+//! | `RATE_LIMIT` | per-IP quota of every route but `/health` | `100/hour` |
+//! | `RATE_LIMIT_MAX_KEYS` | key cap of that limiter | 100 000 |
+//! | `TRUSTED_PROXIES` | comma-separated CIDRs allowed to set `X-Forwarded-For` | none |
+//! | `ACCESS_LOG` | `0` turns the per-request access line off | on |
+//! | `LOG_FORMAT` | `json` for JSON lines | text |
 
 use std::net::SocketAddr;
 
-use axum::{
-    http::StatusCode,
-    routing::{get, post},
-    Extension, Json, Router,
-};
-use axum_shield::audit::Audit;
-use axum_shield::auth::Principal;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use axum_shield::audit::{Audit, SecurityEvent, SecurityEventKind};
+use axum_shield::auth::{AuthorizeLayer, Principal, TokenIssuer};
 use axum_shield::rate_limit::{LoginAttempt, LoginGuard, RateLimit};
-use axum_shield::{Rejection, Shield};
-use serde::Deserialize;
+use axum_shield::{Claims, ConfigError, JwtAuth, Rejection, RejectionKind, Shield};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The `iss` of the tokens this API issues and accepts.
+pub const ISSUER: &str = "http://127.0.0.1:3000";
+/// The `aud` of the tokens: this API.
+pub const AUDIENCE: &str = "axum-shield-quickstart";
+
+/// Settings read from the environment by `main` (tests build them directly).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// HMAC key for issuing and verifying tokens (at least 32 bytes).
+    pub jwt_secret: Vec<u8>,
+    /// Per-IP quota of every route but `/health`.
+    pub rate_limit: String,
+    /// Key cap of the per-IP limiter.
+    pub rate_limit_max_keys: usize,
+    /// Proxies allowed to set `X-Forwarded-For`.
+    pub trusted_proxies: Vec<String>,
+    /// Whether to write one access line per request.
+    pub access_log: bool,
+}
+
+impl Settings {
+    /// Reads the environment (see the table in the module docs).
+    pub fn from_env() -> Result<Self, Box<dyn std::error::Error>> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Ok(Self {
+            jwt_secret: jwt_secret()?,
+            rate_limit: var("RATE_LIMIT").unwrap_or_else(|| "100/hour".into()),
+            rate_limit_max_keys: match var("RATE_LIMIT_MAX_KEYS") {
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| "RATE_LIMIT_MAX_KEYS must be a number")?,
+                None => 100_000,
+            },
+            trusted_proxies: var("TRUSTED_PROXIES")
+                .map(|v| v.split(',').map(|p| p.trim().to_owned()).collect())
+                .unwrap_or_default(),
+            access_log: var("ACCESS_LOG").is_none_or(|v| v != "0"),
+        })
+    }
+}
+
+/// The HMAC secret: `JWT_SECRET` (at least 32 bytes, RFC 7518 §3.2), or a random one
+/// generated at start with a warning (tokens then stop verifying after a restart).
+fn jwt_secret() -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    match std::env::var("JWT_SECRET") {
+        Ok(secret) if secret.len() >= 32 => Ok(secret.into_bytes()),
+        Ok(_) => Err("JWT_SECRET must be at least 32 bytes (try `openssl rand -base64 48`)".into()),
+        Err(_) => {
+            tracing::warn!(
+                "JWT_SECRET is not set: using a random secret for this process only; \
+                 tokens will not survive a restart or work on another instance"
+            );
+            let mut secret = vec![0u8; 48];
+            getrandom::fill(&mut secret).map_err(|e| format!("no system randomness: {e}"))?;
+            Ok(secret)
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    tokens: TokenIssuer,
+}
 
 /// Builds the application; `main` serves it, tests and benchmarks call it directly.
-fn app() -> Result<Router, axum_shield::ConfigError> {
+pub fn app(settings: &Settings) -> Result<Router, ConfigError> {
+    // Layers 1–8, outermost first, with a default per-IP limit for every route.
     let shield = Shield::api()
-        .rate_limit(RateLimit::per_ip("100/hour")?.exempt_paths(["/health"]))
+        .trusted_proxies(&settings.trusted_proxies)?
+        .access_log(settings.access_log)
+        .rate_limit(
+            RateLimit::per_ip(settings.rate_limit.as_str())?
+                .max_keys(settings.rate_limit_max_keys)?
+                .exempt_paths(["/health"]),
+        )
         .build()?;
+
+    // Authentication: strict HS256 verification (exp, nbf, iat, iss, aud, typ, crit).
+    let jwt = JwtAuth::hs256(&settings.jwt_secret)?
+        .issuer(ISSUER)
+        .audience(AUDIENCE)
+        .build()?;
+    let tokens = TokenIssuer::hs256(&settings.jwt_secret)?
+        .issuer(ISSUER)
+        .audience(AUDIENCE);
     let login_guard = LoginGuard::builder().build()?;
+
+    // Routes that need a valid token; `route_layer` keeps unknown paths a 404, not a 401.
+    let protected = Router::new()
+        .route("/me", get(me))
+        .route(
+            "/admin/stats",
+            get(admin_stats).route_layer(AuthorizeLayer::any_roles(["admin"])?),
+        )
+        .route("/sensitive-action", post(sensitive_action))
+        .route_layer(jwt.layer());
 
     Ok(Router::new()
         .route("/health", get(health))
@@ -44,8 +152,8 @@ fn app() -> Result<Router, axum_shield::ConfigError> {
                 .route_layer(RateLimit::per_ip("5/minute")?.name("login")?.layer())
                 .route_layer(login_guard.layer()),
         )
-        // High-risk: put the authentication `route_layer` in front of it.
-        .route("/sensitive-action", post(sensitive_action))
+        .merge(protected)
+        .with_state(AppState { tokens })
         .layer(shield))
 }
 
@@ -53,37 +161,123 @@ async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// DEMO ONLY. Two users with salted SHA-256 password hashes: `sha256(salt + ":" + password)`.
+/// A real application stores users in a database and hashes passwords with a slow,
+/// memory-hard function (Argon2id, scrypt or bcrypt); a fast hash is acceptable here only
+/// because the passwords are public demo values.
+///
+/// | user  | password              | roles |
+/// |-------|-----------------------|-------|
+/// | alice | `alice-demo-password` | user  |
+/// | admin | `admin-demo-password` | admin |
+const DEMO_USERS: [DemoUser; 2] = [
+    DemoUser {
+        name: "alice",
+        salt: "c2FsdC1hbGljZQ",
+        sha256: "a8cab3bfcb8338e696a50650b0354d9a135df2ec38e44b8d80982dfa40c60a52",
+        roles: &["user"],
+    },
+    DemoUser {
+        name: "admin",
+        salt: "c2FsdC1hZG1pbg",
+        sha256: "ebf1e515eebfb85b1256b574249f58f4fcde39f22cb4e151f634381f4e313458",
+        roles: &["admin"],
+    },
+];
+
+struct DemoUser {
+    name: &'static str,
+    salt: &'static str,
+    sha256: &'static str,
+    roles: &'static [&'static str],
+}
+
+/// Checks a username and password against the demo users, in constant time per user and
+/// with the same work for unknown users (no user enumeration by timing).
+fn check_credentials(username: &str, password: &str) -> Option<&'static DemoUser> {
+    let user = DEMO_USERS.iter().find(|u| u.name == username);
+    let (salt, expected) = user.map_or(("unknown-user-salt", [0u8; 32]), |u| {
+        (u.salt, decode_hex(u.sha256))
+    });
+    let digest = Sha256::digest(format!("{salt}:{password}").as_bytes());
+    let matches: bool = expected.ct_eq(&digest[..]).into();
+    user.filter(|_| matches)
+}
+
+fn decode_hex(hex: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = hex
+            .get(2 * i..2 * i + 2)
+            .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+            .unwrap_or(0);
+    }
+    out
+}
+
 #[derive(Deserialize)]
-struct Credentials {
+struct LoginRequest {
     username: String,
     password: String,
 }
 
-/// `POST /login`: the credential check runs under the login guard (429 during backoff, one
-/// generic 401 for unknown users and wrong passwords alike).
-async fn login(
-    attempt: LoginAttempt,
-    Json(c): Json<Credentials>,
-) -> Result<Json<Value>, Rejection> {
-    let user = attempt
-        .verify(&c.username, || check_credentials(&c.username, &c.password))
-        .await?;
-    Ok(Json(json!({ "user": user })))
+#[derive(Serialize)]
+struct TokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
 }
 
-/// MERGE: placeholder credential check — replace with the auth branch's user lookup and
-/// password verification (and token issuing in `login`). Keep it behind `attempt.verify` so
-/// the login guard stays in charge; return `None` for unknown users as for wrong passwords.
-async fn check_credentials(username: &str, password: &str) -> Option<String> {
-    use subtle::ConstantTimeEq;
-    let demo_password = std::env::var("DEMO_PASSWORD").unwrap_or_else(|_| "demo-password".into());
-    let ok = username == "demo" && bool::from(password.as_bytes().ct_eq(demo_password.as_bytes()));
-    ok.then(|| username.to_owned())
+/// `POST /login`: the credential check runs under the login guard: 429 during backoff, one
+/// generic 401 for unknown users and wrong passwords alike, and `authn_login_success` /
+/// `authn_login_fail` events. Success issues a token from the persistent key.
+async fn login(
+    State(state): State<AppState>,
+    attempt: LoginAttempt,
+    Json(credentials): Json<LoginRequest>,
+) -> Result<Json<TokenResponse>, Rejection> {
+    let user = attempt
+        .verify(&credentials.username, || async {
+            check_credentials(&credentials.username, &credentials.password)
+        })
+        .await?;
+    let issued = state
+        .tokens
+        .issue(user.name, &json!({ "roles": user.roles }))
+        .map_err(|_| Rejection::new(RejectionKind::Internal))?;
+    SecurityEvent::new(SecurityEventKind::AuthnTokenCreated)
+        .principal(user.name)
+        .field("jti", issued.jti.clone())
+        .emit();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Ok(Json(TokenResponse {
+        access_token: issued.token,
+        token_type: "Bearer",
+        expires_in: issued.expires_at.saturating_sub(now),
+    }))
+}
+
+#[derive(Deserialize)]
+struct UserClaims {
+    sub: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    exp: u64,
+}
+
+async fn me(Claims(claims): Claims<UserClaims>) -> Json<Value> {
+    Json(json!({ "user": claims.sub, "roles": claims.roles, "token_expires_at": claims.exp }))
+}
+
+async fn admin_stats() -> Json<Value> {
+    Json(json!({ "users": DEMO_USERS.len(), "uptime": "fine" }))
 }
 
 /// The guide's `sensitive_action`, done right: no user data formatted into a line; one
 /// `sensitive_action` event when attempted and one when completed or failed, each with the
-/// principal (once authentication is in front of the route), request id and client IP.
+/// principal, request id and client IP.
 async fn sensitive_action(
     audit: Audit,
     principal: Option<Extension<Principal>>,
@@ -110,13 +304,17 @@ async fn perform_sensitive_action() -> Result<(), &'static str> {
 }
 
 /// Human-readable logs by default; JSON lines (one object per event, with the request span's
-/// fields) with `LOG_FORMAT=json`. `RUST_LOG` filters as usual, e.g.
+/// fields) with `LOG_FORMAT=json`. Lines go through a non-blocking writer so a slow terminal
+/// or pipe never stalls requests. `RUST_LOG` filters as usual, e.g.
 /// `RUST_LOG=axum_shield::security=info` for security events only.
-fn init_logging() {
+fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     if json {
         builder
             .json()
@@ -126,17 +324,18 @@ fn init_logging() {
     } else {
         builder.init();
     }
+    guard
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    init_logging();
+    let _log_guard = init_logging();
 
     let port: u16 = std::env::var("PORT")
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(3000);
-    let app = app()?;
+    let app = app(&Settings::from_env()?)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
     axum::serve(

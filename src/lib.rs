@@ -42,6 +42,8 @@ pub mod rejection;
 pub mod request_id;
 pub mod shield;
 
+#[cfg(feature = "jwt")]
+pub use auth::jwt::{Claims, JwtAuth};
 pub use client_ip::ClientIp;
 pub use error::ConfigError;
 pub use rejection::{Rejection, RejectionKind};

@@ -1,0 +1,442 @@
+//! The strict validation of one compact JWS/JWT: parsing, header rules, signature, claims.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::crypto::CryptoProvider;
+use jsonwebtoken::Algorithm;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::keys::{parse_alg, VerifyingKey};
+
+/// Why a token was refused. Shown only in logs and security events (its
+/// [`reason`](Self::reason)), never to the client unless `error_description` is enabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// Longer than the configured size cap; refused before any decoding.
+    TooLarge,
+    /// Not three base64url segments of JSON, or a header that is not a JSON object.
+    Malformed,
+    /// `alg` is `none`, unknown, or not the algorithm of any configured key (RFC 8725 §3.1).
+    AlgorithmNotAllowed,
+    /// `typ` is not in the allow-list (RFC 8725 §3.11).
+    TypeNotAllowed,
+    /// The header has a `crit` parameter this implementation does not understand
+    /// (RFC 7515 §4.1.11).
+    CriticalHeader,
+    /// The header points at a key (`jku`, `x5u`, `jwk`, `x5c`): keys are never taken from
+    /// the token (RFC 8725 §3.10).
+    KeyReferenceHeader,
+    /// The `kid` is malformed or names no configured key.
+    UnknownKey,
+    /// The signature does not verify.
+    BadSignature,
+    /// The payload is not a JSON object (a JWS, but not a JWT).
+    NotAClaimsSet,
+    /// `exp` is missing (RFC 8725 §3.10: tokens must expire).
+    MissingExpiry,
+    /// A registered claim has the wrong type (for example a string or float `exp`).
+    InvalidClaim,
+    /// The token has expired.
+    Expired,
+    /// `nbf` is in the future.
+    NotYetValid,
+    /// `iat` is in the future.
+    IssuedInFuture,
+    /// `iat` is older than the configured maximum age, or missing while one is configured.
+    TooOld,
+    /// `iss` is missing while an issuer is configured.
+    MissingIssuer,
+    /// `iss` is not a configured issuer.
+    WrongIssuer,
+    /// `aud` is missing while an audience is configured.
+    MissingAudience,
+    /// `aud` names no configured audience (or one is present and none is configured,
+    /// RFC 7519 §4.1.3).
+    WrongAudience,
+    /// `sub` is missing or empty.
+    MissingSubject,
+    /// The token's (`iss`, `jti`) is on the revocation list.
+    Revoked,
+    /// No keys are available (the key set could not be fetched): fail closed.
+    KeysUnavailable,
+}
+
+impl TokenError {
+    /// A short machine-readable reason, used in security events.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Self::TooLarge => "token_too_large",
+            Self::Malformed => "malformed",
+            Self::AlgorithmNotAllowed => "algorithm_not_allowed",
+            Self::TypeNotAllowed => "type_not_allowed",
+            Self::CriticalHeader => "unknown_crit",
+            Self::KeyReferenceHeader => "key_reference_header",
+            Self::UnknownKey => "unknown_key",
+            Self::BadSignature => "bad_signature",
+            Self::NotAClaimsSet => "not_a_claims_set",
+            Self::MissingExpiry => "missing_exp",
+            Self::InvalidClaim => "invalid_claim",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::IssuedInFuture => "issued_in_future",
+            Self::TooOld => "too_old",
+            Self::MissingIssuer => "missing_iss",
+            Self::WrongIssuer => "wrong_iss",
+            Self::MissingAudience => "missing_aud",
+            Self::WrongAudience => "wrong_aud",
+            Self::MissingSubject => "missing_sub",
+            Self::Revoked => "revoked",
+            Self::KeysUnavailable => "keys_unavailable",
+        }
+    }
+
+    /// The `error_description` sent when descriptions are enabled: deliberately coarse.
+    pub(crate) const fn description(self) -> &'static str {
+        match self {
+            Self::Expired => "The access token expired",
+            Self::NotYetValid | Self::IssuedInFuture => "The access token is not valid yet",
+            Self::Revoked => "The access token was revoked",
+            _ => "The access token is invalid",
+        }
+    }
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl std::error::Error for TokenError {}
+
+/// The validation rules: strict by default.
+#[derive(Debug, Clone)]
+pub(crate) struct Rules {
+    pub(crate) issuers: Vec<String>,
+    pub(crate) audiences: Vec<String>,
+    pub(crate) leeway: u64,
+    pub(crate) max_age: Option<u64>,
+    pub(crate) types: Vec<String>,
+    pub(crate) require_typ: bool,
+    pub(crate) require_sub: bool,
+    pub(crate) max_token_bytes: usize,
+}
+
+/// The default token size cap: 8 KiB.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// The default clock-skew leeway: 60 seconds.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            leeway: DEFAULT_LEEWAY.as_secs(),
+            max_age: None,
+            types: vec!["JWT".into(), "at+jwt".into()],
+            require_typ: false,
+            require_sub: true,
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+        }
+    }
+}
+
+/// The protected header, as far as this implementation reads it. Unknown members are
+/// ignored, duplicate members refused (serde rejects duplicate fields; RFC 7515 §5.2).
+#[derive(Deserialize)]
+struct Header<'a> {
+    #[serde(borrow)]
+    alg: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    typ: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    kid: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    crit: Option<IgnoredAny>,
+    #[serde(default)]
+    jku: Option<IgnoredAny>,
+    #[serde(default)]
+    x5u: Option<IgnoredAny>,
+    #[serde(default)]
+    jwk: Option<IgnoredAny>,
+    #[serde(default)]
+    x5c: Option<IgnoredAny>,
+}
+
+/// What passed the signature check.
+pub(crate) struct SignedParts {
+    pub(crate) kid_known: bool,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) asymmetric: bool,
+}
+
+/// The maximum `kid` length we look up; longer ids are refused as malformed.
+const MAX_KID_BYTES: usize = 256;
+
+/// Splits, decodes and checks the header and signature of a compact JWS against `keys`.
+///
+/// Errors are the header-level failures and [`TokenError::UnknownKey`] when no key fits
+/// (the JWKS source refreshes on it).
+pub(crate) fn verify_signature(
+    provider: &CryptoProvider,
+    rules: &Rules,
+    keys: &[VerifyingKey],
+    token: &str,
+) -> Result<SignedParts, TokenError> {
+    // RFC 8725 §3.x / our cap: bound all work by the token's size before decoding anything.
+    if token.len() > rules.max_token_bytes {
+        return Err(TokenError::TooLarge);
+    }
+    let mut segments = token.split('.');
+    let (Some(h64), Some(p64), Some(s64), None) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
+        return Err(TokenError::Malformed);
+    };
+    if h64.is_empty() || p64.is_empty() || s64.is_empty() {
+        return Err(TokenError::Malformed);
+    }
+    // URL_SAFE_NO_PAD refuses padding and non-canonical trailing bits (RFC 7515 §2).
+    let header_json = URL_SAFE_NO_PAD
+        .decode(h64)
+        .map_err(|_| TokenError::Malformed)?;
+    // RFC 7515 §4: the header is a JSON object (serde would also accept an array for a struct).
+    if header_json.trim_ascii_start().first() != Some(&b'{') {
+        return Err(TokenError::Malformed);
+    }
+    let header: Header<'_> =
+        serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
+
+    // RFC 7515 §4.1.11: a `crit` we do not understand (we understand none) must be refused.
+    if header.crit.is_some() {
+        return Err(TokenError::CriticalHeader);
+    }
+    // RFC 8725 §3.10 and §2.1: never fetch or trust key material named by the token.
+    if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() || header.x5c.is_some()
+    {
+        return Err(TokenError::KeyReferenceHeader);
+    }
+    // RFC 8725 §3.11 explicit typing; RFC 7515 §4.1.9: compare case-insensitively, the
+    // `application/` prefix may be omitted.
+    match header.typ.as_deref() {
+        Some(typ) => {
+            let typ = strip_prefix_ci(typ, "application/").unwrap_or(typ);
+            if !rules.types.iter().any(|t| t.eq_ignore_ascii_case(typ)) {
+                return Err(TokenError::TypeNotAllowed);
+            }
+        }
+        None if rules.require_typ => return Err(TokenError::TypeNotAllowed),
+        None => {}
+    }
+    // RFC 8725 §3.1: `none` and unknown names never parse.
+    let alg = parse_alg(&header.alg).ok_or(TokenError::AlgorithmNotAllowed)?;
+    let kid = header.kid.as_deref();
+    if let Some(kid) = kid {
+        // The kid is only ever compared with configured ids, never used as a path or query.
+        if kid.len() > MAX_KID_BYTES || kid.chars().any(char::is_control) {
+            return Err(TokenError::UnknownKey);
+        }
+        // A kid no key carries is "unknown" (a JWKS source refreshes on it), whatever the alg.
+        if !keys
+            .iter()
+            .any(|k| k.kid.as_deref().is_none_or(|have| have == kid))
+        {
+            return Err(TokenError::UnknownKey);
+        }
+    }
+    // Only the algorithms of configured keys (RFC 8725 §3.1): each key has exactly one.
+    if !keys.iter().any(|k| k.alg == alg) {
+        return Err(if keys.is_empty() {
+            TokenError::UnknownKey
+        } else {
+            TokenError::AlgorithmNotAllowed
+        });
+    }
+
+    let signature = decode_bounded(s64)?;
+    let message = &token.as_bytes()[..h64.len() + 1 + p64.len()];
+    let mut tried = 0usize;
+    let mut verified = None;
+    for key in keys.iter().filter(|k| k.alg == alg) {
+        let matches = match (kid, key.kid.as_deref()) {
+            (Some(want), Some(have)) => want == have,
+            (None, Some(_)) | (_, None) => true,
+        };
+        if !matches {
+            continue;
+        }
+        // Bound the work a token without `kid` can cause against a large key set.
+        tried += 1;
+        if tried > 4 {
+            break;
+        }
+        if verify_with(provider, alg, key, message, &signature) {
+            verified = Some(key);
+            break;
+        }
+    }
+    if tried == 0 {
+        return Err(TokenError::UnknownKey);
+    }
+    let key = verified.ok_or(TokenError::BadSignature)?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(p64)
+        .map_err(|_| TokenError::Malformed)?;
+    Ok(SignedParts {
+        kid_known: kid.is_some(),
+        payload,
+        asymmetric: key.is_asymmetric(),
+    })
+}
+
+fn decode_bounded(s64: &str) -> Result<Vec<u8>, TokenError> {
+    // The largest signature we support is RSA-8192 (1024 bytes).
+    if s64.len() > 1400 {
+        return Err(TokenError::BadSignature);
+    }
+    URL_SAFE_NO_PAD
+        .decode(s64)
+        .map_err(|_| TokenError::Malformed)
+}
+
+fn verify_with(
+    provider: &CryptoProvider,
+    alg: Algorithm,
+    key: &VerifyingKey,
+    message: &[u8],
+    signature: &Vec<u8>,
+) -> bool {
+    match (provider.verifier_factory)(&alg, &key.key) {
+        Ok(verifier) => verifier.verify(message, signature).is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    if s.len() >= prefix.len()
+        && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    {
+        Some(&s[prefix.len()..])
+    } else {
+        None
+    }
+}
+
+/// The claims of a verified token.
+#[derive(Debug, Clone)]
+pub(crate) struct CheckedClaims {
+    pub(crate) claims: Arc<Value>,
+    pub(crate) exp: u64,
+    pub(crate) iat: Option<u64>,
+}
+
+fn numeric_date(
+    claims: &serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<Option<u64>, TokenError> {
+    match claims.get(name) {
+        None => Ok(None),
+        // RFC 7519 §2 allows fractional NumericDates; this profile accepts integers only, so
+        // that strings, floats, negatives and huge values are all refused the same way.
+        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or(TokenError::InvalidClaim),
+        Some(_) => Err(TokenError::InvalidClaim),
+    }
+}
+
+/// Checks the registered claims of a decoded payload at time `now` (Unix seconds).
+pub(crate) fn check_claims(
+    rules: &Rules,
+    payload: &[u8],
+    now: u64,
+) -> Result<CheckedClaims, TokenError> {
+    let value: Value = serde_json::from_slice(payload).map_err(|_| TokenError::NotAClaimsSet)?;
+    let Value::Object(claims) = &value else {
+        return Err(TokenError::NotAClaimsSet);
+    };
+    let leeway = rules.leeway;
+    // RFC 8725 §3.10 / RFC 7519 §4.1.4: tokens without an expiry are refused.
+    let exp = numeric_date(claims, "exp")?.ok_or(TokenError::MissingExpiry)?;
+    let nbf = numeric_date(claims, "nbf")?;
+    let iat = numeric_date(claims, "iat")?;
+    if now >= exp.saturating_add(leeway) {
+        return Err(TokenError::Expired);
+    }
+    // RFC 7519 §4.1.5.
+    if let Some(nbf) = nbf {
+        if nbf > now.saturating_add(leeway) {
+            return Err(TokenError::NotYetValid);
+        }
+    }
+    if let Some(iat) = iat {
+        if iat > now.saturating_add(leeway) {
+            return Err(TokenError::IssuedInFuture);
+        }
+    }
+    if let Some(max_age) = rules.max_age {
+        let iat = iat.ok_or(TokenError::TooOld)?;
+        if now > iat.saturating_add(max_age).saturating_add(leeway) {
+            return Err(TokenError::TooOld);
+        }
+    }
+    // RFC 7519 §4.1.1 / RFC 8725 §3.8: exact, case-sensitive issuer match.
+    if !rules.issuers.is_empty() {
+        match claims.get("iss") {
+            None => return Err(TokenError::MissingIssuer),
+            Some(Value::String(iss)) if rules.issuers.iter().any(|i| i == iss) => {}
+            Some(Value::String(_)) => return Err(TokenError::WrongIssuer),
+            Some(_) => return Err(TokenError::InvalidClaim),
+        }
+    } else if claims.get("iss").is_some_and(|v| !v.is_string()) {
+        return Err(TokenError::InvalidClaim);
+    }
+    // RFC 7519 §4.1.3 / RFC 8725 §3.9: a present `aud` must name us; configured means required.
+    match claims.get("aud") {
+        None if !rules.audiences.is_empty() => return Err(TokenError::MissingAudience),
+        None => {}
+        Some(Value::String(aud)) => {
+            if !rules.audiences.iter().any(|a| a == aud) {
+                return Err(TokenError::WrongAudience);
+            }
+        }
+        Some(Value::Array(list)) => {
+            let mut found = false;
+            for item in list {
+                let Value::String(aud) = item else {
+                    return Err(TokenError::InvalidClaim);
+                };
+                found |= rules.audiences.iter().any(|a| a == aud);
+            }
+            if !found {
+                return Err(TokenError::WrongAudience);
+            }
+        }
+        Some(_) => return Err(TokenError::InvalidClaim),
+    }
+    match claims.get("sub") {
+        Some(Value::String(sub)) if !sub.is_empty() => {}
+        Some(Value::String(_)) | None if rules.require_sub => {
+            return Err(TokenError::MissingSubject)
+        }
+        None | Some(Value::String(_)) => {}
+        Some(_) => return Err(TokenError::InvalidClaim),
+    }
+    if claims.get("jti").is_some_and(|v| !v.is_string()) {
+        return Err(TokenError::InvalidClaim);
+    }
+    Ok(CheckedClaims {
+        exp,
+        iat,
+        claims: Arc::new(value),
+    })
+}

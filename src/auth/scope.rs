@@ -1,0 +1,528 @@
+//! Scope and role requirements, and where scopes and roles are read from in a token.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::Request;
+use pin_project_lite::pin_project;
+use serde_json::Value;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::challenge;
+use super::Principal;
+use crate::audit::{SecurityEvent, SecurityEventKind};
+use crate::{ConfigError, Rejection};
+
+/// A path to a claim inside a token's claims set, such as `scope` or `realm_access.roles`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimPath(Vec<String>);
+
+impl ClaimPath {
+    /// A path split on `.`: `ClaimPath::dotted("realm_access.roles")`.
+    pub fn dotted(path: &str) -> Self {
+        Self(path.split('.').map(str::to_owned).collect())
+    }
+
+    /// A single top-level claim whose name may itself contain dots, such as
+    /// `https://example.com/roles`.
+    pub fn key(name: impl Into<String>) -> Self {
+        Self(vec![name.into()])
+    }
+
+    /// A path from its segments: `ClaimPath::segments(["resource_access", "api", "roles"])`.
+    pub fn segments<I, T>(segments: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        Self(segments.into_iter().map(Into::into).collect())
+    }
+
+    fn lookup<'a>(&self, claims: &'a Value) -> Option<&'a Value> {
+        self.0.iter().try_fold(claims, |v, key| v.get(key))
+    }
+
+    /// Appends the values found at this path: a space-separated string (`scope`, RFC 8693
+    /// §4.2) or an array of strings (`scp`, `roles`, `permissions`). Other shapes add nothing.
+    fn collect_into(&self, claims: &Value, out: &mut Vec<String>) {
+        match self.lookup(claims) {
+            Some(Value::String(s)) => out.extend(s.split_ascii_whitespace().map(str::to_owned)),
+            Some(Value::Array(items)) => {
+                out.extend(items.iter().filter_map(Value::as_str).map(str::to_owned))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Where a [`Principal`]'s scopes and roles come from in a verified token.
+///
+/// The default reads the shapes real identity providers use:
+///
+/// | source | claims |
+/// |---|---|
+/// | scopes | `scope` (space-separated, RFC 8693 §4.2 / RFC 9068), `scp` (array or string, Entra ID, Okta), `permissions` (Auth0 RBAC) |
+/// | roles  | `roles` (Entra ID, RFC 9068 §2.2.3.1), `realm_access.roles` (Keycloak) |
+///
+/// ```
+/// use axum_shield::auth::{ClaimPath, PrincipalClaims};
+///
+/// let mapping = PrincipalClaims::default()
+///     .roles_from(ClaimPath::segments(["resource_access", "orders-api", "roles"]));
+/// # let _ = mapping;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrincipalClaims {
+    scopes: Vec<ClaimPath>,
+    roles: Vec<ClaimPath>,
+}
+
+impl Default for PrincipalClaims {
+    fn default() -> Self {
+        Self {
+            scopes: vec![
+                ClaimPath::key("scope"),
+                ClaimPath::key("scp"),
+                ClaimPath::key("permissions"),
+            ],
+            roles: vec![
+                ClaimPath::key("roles"),
+                ClaimPath::dotted("realm_access.roles"),
+            ],
+        }
+    }
+}
+
+impl PrincipalClaims {
+    /// Reads neither scopes nor roles; add paths with [`scopes_from`](Self::scopes_from) and
+    /// [`roles_from`](Self::roles_from).
+    pub fn none() -> Self {
+        Self {
+            scopes: Vec::new(),
+            roles: Vec::new(),
+        }
+    }
+
+    /// Also reads scopes from `path`.
+    pub fn scopes_from(mut self, path: ClaimPath) -> Self {
+        self.scopes.push(path);
+        self
+    }
+
+    /// Also reads roles from `path`.
+    pub fn roles_from(mut self, path: ClaimPath) -> Self {
+        self.roles.push(path);
+        self
+    }
+
+    /// The principal for `subject` with the scopes and roles found in `claims`.
+    pub fn principal(
+        &self,
+        kind: super::PrincipalKind,
+        subject: &str,
+        claims: &Value,
+    ) -> Principal {
+        let mut scopes = Vec::new();
+        for path in &self.scopes {
+            path.collect_into(claims, &mut scopes);
+        }
+        let mut roles = Vec::new();
+        for path in &self.roles {
+            path.collect_into(claims, &mut roles);
+        }
+        scopes.dedup();
+        roles.dedup();
+        Principal::new(kind, subject)
+            .with_scopes(scopes)
+            .with_roles(roles)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum What {
+    Scopes,
+    Roles,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Match {
+    All,
+    Any,
+}
+
+struct Requirement {
+    what: What,
+    matching: Match,
+    names: Vec<String>,
+    /// The `scope` attribute of the 403 challenge (RFC 6750 §3).
+    scope_attr: Option<String>,
+}
+
+impl Requirement {
+    fn satisfied_by(&self, principal: &Principal) -> bool {
+        let has = |name: &String| match self.what {
+            What::Scopes => principal.has_scope(name),
+            What::Roles => principal.has_role(name),
+        };
+        match self.matching {
+            Match::All => self.names.iter().all(has),
+            Match::Any => self.names.iter().any(has),
+        }
+    }
+}
+
+/// Requires the request's [`Principal`] (put there by an authentication layer such as
+/// [`JwtAuthLayer`](crate::auth::jwt::JwtAuthLayer) or
+/// [`ApiKeyLayer`](crate::auth::ApiKeyLayer)) to hold scopes or roles.
+///
+/// Place it inside the authentication layer. A request without a principal gets
+/// 401 `WWW-Authenticate: Bearer`; a principal lacking the requirement gets 403
+/// `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"` (RFC 6750 §3.1) and an
+/// `authz_fail` security event.
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use axum_shield::auth::AuthorizeLayer;
+///
+/// let admin = AuthorizeLayer::any_roles(["admin"])?;
+/// let app: Router = Router::new()
+///     .route("/orders", get(|| async { "orders" }).route_layer(AuthorizeLayer::all_scopes(["orders:read"])?))
+///     .route("/admin", get(|| async { "admin" }).route_layer(admin));
+/// # Ok::<(), axum_shield::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct AuthorizeLayer {
+    requirement: Arc<Requirement>,
+}
+
+impl AuthorizeLayer {
+    /// Every one of `scopes` is required.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] when the list is empty or a scope is not an RFC 6749 §3.3 scope token.
+    pub fn all_scopes<I, T>(scopes: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        Self::new(What::Scopes, Match::All, scopes)
+    }
+
+    /// At least one of `scopes` is required.
+    ///
+    /// # Errors
+    ///
+    /// As [`all_scopes`](Self::all_scopes).
+    pub fn any_scopes<I, T>(scopes: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        Self::new(What::Scopes, Match::Any, scopes)
+    }
+
+    /// Every one of `roles` is required.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] when the list is empty or a role is empty or not printable ASCII.
+    pub fn all_roles<I, T>(roles: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        Self::new(What::Roles, Match::All, roles)
+    }
+
+    /// At least one of `roles` is required.
+    ///
+    /// # Errors
+    ///
+    /// As [`all_roles`](Self::all_roles).
+    pub fn any_roles<I, T>(roles: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        Self::new(What::Roles, Match::Any, roles)
+    }
+
+    fn new<I, T>(what: What, matching: Match, names: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        let names: Vec<String> = names.into_iter().map(Into::into).collect();
+        let setting = match what {
+            What::Scopes => "scopes",
+            What::Roles => "roles",
+        };
+        if names.is_empty() {
+            return Err(ConfigError::new(
+                setting,
+                "the requirement lists nothing",
+                "name at least one scope or role",
+            ));
+        }
+        if let Some(bad) = names.iter().find(|n| !challenge::is_scope_token(n)) {
+            return Err(ConfigError::new(
+                setting,
+                format!("{bad:?} is not a valid scope or role name"),
+                "use printable ASCII without spaces, quotes or backslashes (RFC 6749 §3.3)",
+            ));
+        }
+        let scope_attr = (what == What::Scopes).then(|| names.join(" "));
+        Ok(Self {
+            requirement: Arc::new(Requirement {
+                what,
+                matching,
+                names,
+                scope_attr,
+            }),
+        })
+    }
+}
+
+impl fmt::Debug for AuthorizeLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthorizeLayer")
+            .field("what", &self.requirement.what)
+            .field("match", &self.requirement.matching)
+            .field("names", &self.requirement.names)
+            .finish()
+    }
+}
+
+impl<S> Layer<S> for AuthorizeLayer {
+    type Service = Authorize<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authorize {
+            inner,
+            requirement: self.requirement.clone(),
+        }
+    }
+}
+
+/// The service of [`AuthorizeLayer`].
+#[derive(Clone)]
+pub struct Authorize<S> {
+    inner: S,
+    requirement: Arc<Requirement>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for Authorize<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authorize")
+            .field("inner", &self.inner)
+            .field("names", &self.requirement.names)
+            .finish()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Authorize<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = AuthorizeFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let refusal = match req.extensions().get::<Principal>() {
+            Some(p) if self.requirement.satisfied_by(p) => None,
+            Some(_) => {
+                SecurityEvent::for_request(
+                    SecurityEventKind::AuthzFail,
+                    req.method(),
+                    req.uri(),
+                    req.extensions(),
+                )
+                .reason(match self.requirement.what {
+                    What::Scopes => "missing_scope",
+                    What::Roles => "missing_role",
+                })
+                .emit();
+                Some(challenge::insufficient_scope(
+                    None,
+                    self.requirement.scope_attr.as_deref(),
+                ))
+            }
+            None => {
+                SecurityEvent::for_request(
+                    SecurityEventKind::AuthnTokenMissing,
+                    req.method(),
+                    req.uri(),
+                    req.extensions(),
+                )
+                .reason("no_principal")
+                .emit();
+                Some(challenge::missing("Bearer", None))
+            }
+        };
+        match refusal {
+            Some(rejection) => AuthorizeFuture::refused(rejection),
+            None => AuthorizeFuture::inner(self.inner.call(req)),
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`Authorize`].
+    pub struct AuthorizeFuture<F> {
+        #[pin]
+        inner: Option<F>,
+        refused: Option<Rejection>,
+    }
+}
+
+impl<F> AuthorizeFuture<F> {
+    fn refused(rejection: Rejection) -> Self {
+        Self {
+            inner: None,
+            refused: Some(rejection),
+        }
+    }
+
+    fn inner(fut: F) -> Self {
+        Self {
+            inner: Some(fut),
+            refused: None,
+        }
+    }
+}
+
+impl<F, B, E> Future for AuthorizeFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(rejection) = this.refused.take() {
+            return Poll::Ready(Ok(rejection.into_response()));
+        }
+        match this.inner.as_pin_mut() {
+            Some(fut) => fut.poll(cx).map(|r| r.map(|res| res.map(Body::new))),
+            // Polled again after completion: answer with an internal error, never panic.
+            None => Poll::Ready(Ok(
+                Rejection::new(crate::RejectionKind::Internal).into_response()
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::PrincipalKind;
+    use http::StatusCode;
+    use tower::ServiceExt;
+
+    fn svc(
+        layer: AuthorizeLayer,
+    ) -> impl Service<Request<Body>, Response = Response, Error = std::convert::Infallible> + Clone
+    {
+        layer.layer(tower::service_fn(|_req: Request<Body>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Body::from("ok")))
+        }))
+    }
+
+    fn req_with(p: Option<Principal>) -> Request<Body> {
+        let mut req = Request::new(Body::empty());
+        if let Some(p) = p {
+            req.extensions_mut().insert(p);
+        }
+        req
+    }
+
+    #[tokio::test]
+    async fn missing_scope_is_403_insufficient_scope_with_scope_attribute() {
+        let layer = AuthorizeLayer::all_scopes(["orders:read", "orders:write"]).unwrap();
+        let p = Principal::new(PrincipalKind::Jwt, "alice").with_scopes(["orders:read"]);
+        let res = svc(layer).oneshot(req_with(Some(p))).await.unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            res.headers()["www-authenticate"],
+            "Bearer error=\"insufficient_scope\", scope=\"orders:read orders:write\""
+        );
+    }
+
+    #[tokio::test]
+    async fn all_and_any_scopes_and_roles() {
+        let p = Principal::new(PrincipalKind::Jwt, "bob")
+            .with_scopes(["a", "b"])
+            .with_roles(["admin"]);
+        for (layer, ok) in [
+            (AuthorizeLayer::all_scopes(["a", "b"]).unwrap(), true),
+            (AuthorizeLayer::all_scopes(["a", "c"]).unwrap(), false),
+            (AuthorizeLayer::any_scopes(["c", "b"]).unwrap(), true),
+            (AuthorizeLayer::any_scopes(["c", "d"]).unwrap(), false),
+            (AuthorizeLayer::all_roles(["admin"]).unwrap(), true),
+            (AuthorizeLayer::any_roles(["ops", "root"]).unwrap(), false),
+        ] {
+            let res = svc(layer).oneshot(req_with(Some(p.clone()))).await.unwrap();
+            assert_eq!(res.status() == StatusCode::OK, ok);
+        }
+    }
+
+    #[tokio::test]
+    async fn no_principal_is_401_without_error() {
+        let res = svc(AuthorizeLayer::any_roles(["admin"]).unwrap())
+            .oneshot(req_with(None))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(res.headers()["www-authenticate"], "Bearer");
+    }
+
+    #[test]
+    fn bad_requirement_names_are_config_errors() {
+        assert!(AuthorizeLayer::all_scopes(Vec::<String>::new()).is_err());
+        assert!(AuthorizeLayer::all_scopes(["has space"]).is_err());
+        assert!(AuthorizeLayer::any_roles(["quote\""]).is_err());
+    }
+
+    #[test]
+    fn reads_every_provider_shape() {
+        let claims = serde_json::json!({
+            "scope": "openid orders:read",
+            "scp": ["orders:write"],
+            "permissions": ["read:messages"],
+            "roles": ["admin"],
+            "realm_access": { "roles": ["ops"] },
+            "resource_access": { "api": { "roles": ["auditor"] } }
+        });
+        let mapping = PrincipalClaims::default().roles_from(ClaimPath::segments([
+            "resource_access",
+            "api",
+            "roles",
+        ]));
+        let p = mapping.principal(PrincipalKind::Jwt, "u", &claims);
+        for s in ["openid", "orders:read", "orders:write", "read:messages"] {
+            assert!(p.has_scope(s), "{s}");
+        }
+        for r in ["admin", "ops", "auditor"] {
+            assert!(p.has_role(r), "{r}");
+        }
+        let none = PrincipalClaims::none().principal(PrincipalKind::Jwt, "u", &claims);
+        assert!(none.scopes().is_empty() && none.roles().is_empty());
+    }
+}
