@@ -31,6 +31,7 @@
 //! | `TRUSTED_PROXIES` | comma-separated CIDRs allowed to set `X-Forwarded-For` | none |
 //! | `ACCESS_LOG` | `0` turns the per-request access line off | on |
 //! | `LOG_FORMAT` | `json` for JSON lines | text |
+//! | `REDIS_URL` | share limits and the login guard through Redis (feature `redis`) | in memory |
 
 use std::net::SocketAddr;
 
@@ -65,6 +66,10 @@ pub struct Settings {
     pub trusted_proxies: Vec<String>,
     /// Whether to write one access line per request.
     pub access_log: bool,
+    /// Share the per-IP limit and the login guard through Redis (`REDIS_URL`, feature
+    /// `redis`); while Redis is unreachable the limited routes answer 503 (fail closed).
+    #[cfg(feature = "redis")]
+    pub redis: Option<axum_shield::rate_limit::RedisStore>,
 }
 
 impl Settings {
@@ -84,6 +89,8 @@ impl Settings {
                 .map(|v| v.split(',').map(|p| p.trim().to_owned()).collect())
                 .unwrap_or_default(),
             access_log: var("ACCESS_LOG").is_none_or(|v| v != "0"),
+            #[cfg(feature = "redis")]
+            redis: None,
         })
     }
 }
@@ -114,14 +121,24 @@ struct AppState {
 /// Builds the application; `main` serves it, tests and benchmarks call it directly.
 pub fn app(settings: &Settings) -> Result<Router, ConfigError> {
     // Layers 1–8, outermost first, with a default per-IP limit for every route.
+    let per_ip = RateLimit::per_ip(settings.rate_limit.as_str())?
+        .max_keys(settings.rate_limit_max_keys)?
+        .exempt_paths(["/health"]);
+    #[allow(unused_mut)]
+    let mut login_guard = LoginGuard::builder();
+    #[cfg(feature = "redis")]
+    let (per_ip, login_guard) = match &settings.redis {
+        Some(store) => (
+            per_ip.redis(store.clone(), axum_shield::rate_limit::FailureMode::Closed),
+            login_guard.redis(store.clone()),
+        ),
+        None => (per_ip, login_guard),
+    };
+    let login_guard = login_guard.build()?;
     let shield = Shield::api()
         .trusted_proxies(&settings.trusted_proxies)?
         .access_log(settings.access_log)
-        .rate_limit(
-            RateLimit::per_ip(settings.rate_limit.as_str())?
-                .max_keys(settings.rate_limit_max_keys)?
-                .exempt_paths(["/health"]),
-        )
+        .rate_limit(per_ip)
         .build()?;
 
     // Authentication: strict HS256 verification (exp, nbf, iat, iss, aud, typ, crit).
@@ -132,7 +149,6 @@ pub fn app(settings: &Settings) -> Result<Router, ConfigError> {
     let tokens = TokenIssuer::hs256(&settings.jwt_secret)?
         .issuer(ISSUER)
         .audience(AUDIENCE);
-    let login_guard = LoginGuard::builder().build()?;
 
     // Routes that need a valid token; `route_layer` keeps unknown paths a 404, not a 401.
     let protected = Router::new()
@@ -335,7 +351,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(3000);
-    let app = app(&Settings::from_env()?)?;
+    #[allow(unused_mut)]
+    let mut settings = Settings::from_env()?;
+    #[cfg(feature = "redis")]
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        settings.redis = Some(axum_shield::rate_limit::RedisStore::connect(&url).await?);
+    }
+    let app = app(&settings)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
     axum::serve(
