@@ -103,9 +103,7 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
   (cd "$ROOT" && cargo build --release --example quickstart)
   cargo build --release --manifest-path "$LOAD/Cargo.toml" --target-dir "$LOAD_TARGET"
 fi
-for b in "$BIN_BARE" "$BIN_PEER" "$BIN_QUICKSTART"; do
-  [[ -x "$b" ]] || { echo "missing binary $b (build failed or SKIP_BUILD=1 too early)" >&2; exit 1; }
-done
+[[ -x "$BIN_PEER" ]] || { echo "missing $BIN_PEER (it prints the token)" >&2; exit 1; }
 
 TOKEN=$("$BIN_PEER" token)
 AUTH=(-H "Authorization: Bearer $TOKEN")
@@ -137,6 +135,7 @@ start_server() {
   quickstart-nolog) bin=$BIN_QUICKSTART; env+=(ACCESS_LOG=0) ;;
   *) echo "unknown server $name" >&2; return 1 ;;
   esac
+  [[ -x "$bin" ]] || { echo "missing binary $bin (build failed, or SKIP_BUILD=1 before a build)" >&2; return 1; }
   PORT=$(free_port)
   SERVER_LOG="$WORK/$name.log"
   env "${env[@]}" "$@" PORT="$PORT" "$bin" >"$SERVER_LOG" 2>&1 &
@@ -195,6 +194,7 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { if (
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }'; }
 
 declare -A RPS_OF P99_OF
+MISMATCHES=0
 
 # measure KEY NAME EXPECT [server env...] -- [wrk args...]
 measure() {
@@ -213,7 +213,10 @@ measure() {
   RPS_OF[$key]="${RPS_OF[$key]:-} $RPS"
   P99_OF[$key]="${P99_OF[$key]:-} $P99"
   local warn=""
-  [[ "$probe" != "$expect" ]] && warn="  !! probe answered $probe, expected $expect"
+  if [[ "$probe" != "$expect" ]]; then
+    warn="  !! probe answered $probe, expected $expect"
+    MISMATCHES=$((MISMATCHES + 1))
+  fi
   printf '  %-26s %11s req/s  p99 %8s ms  requests %8s  non-2xx %8s  log lines %8s  socket errors: %s%s\n' \
     "$key" "$RPS" "$P99" "$TOTAL" "$NON2XX" "$LOG_LINES" "$ERRORS" "$warn"
 }
@@ -224,7 +227,7 @@ row() { # row KEY: "req/s p99" medians
 med_rps() { median <<<"${RPS_OF[$1]}"; }
 
 machine() {
-  echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "wrk -t2 -c64 -d${DURATION}s --latency, GET $TARGET_PATH, $ROUNDS rounds, medians"
 }
 
@@ -335,3 +338,7 @@ main) run_main ;;
 refusal) run_refusal ;;
 spray) run_spray ;;
 esac
+if ((MISMATCHES > 0)); then
+  echo
+  echo "WARNING: $MISMATCHES run(s) did not measure the intended status (see '!!' above); their figures are not comparable."
+fi
