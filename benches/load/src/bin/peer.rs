@@ -97,7 +97,11 @@ fn print_token() -> Result<(), Box<dyn std::error::Error>> {
     };
     // `Header::new` sets `typ: JWT`.
     let header = Header::new(Algorithm::HS256);
-    let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret.as_bytes()))?;
+    let token = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )?;
     println!("{token}");
     Ok(())
 }
@@ -124,7 +128,13 @@ fn quota(spec: &str) -> Result<(Duration, u32), String> {
     Ok((period, n))
 }
 
-fn app<K>(decoder: Decoder<MyClaims>, key: K, period: Duration, burst: u32, access_log: bool) -> Router
+fn app<K>(
+    decoder: Decoder<MyClaims>,
+    key: K,
+    period: Duration,
+    burst: u32,
+    access_log: bool,
+) -> Router
 where
     K: KeyExtractor + Send + Sync + 'static,
     K::Key: Send + Sync,
@@ -143,7 +153,9 @@ where
         std::thread::sleep(Duration::from_secs(60));
         limiter.retain_recent();
     });
-    let helmet: HelmetLayer = Helmet::default().try_into().expect("default helmet is valid");
+    let helmet: HelmetLayer = Helmet::default()
+        .try_into()
+        .expect("default helmet is valid");
 
     let router = Router::new()
         .route("/me", get(me))
@@ -189,8 +201,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(3000);
-    let (period, burst) = quota(&std::env::var("RATE_LIMIT").unwrap_or_else(|_| "1000000/second".into()))?;
-    let access_log = std::env::var("ACCESS_LOG").map(|v| v != "0").unwrap_or(true);
+    let (period, burst) =
+        quota(&std::env::var("RATE_LIMIT").unwrap_or_else(|_| "1000000/second".into()))?;
+    let access_log = std::env::var("ACCESS_LOG")
+        .map(|v| v != "0")
+        .unwrap_or(true);
     let behind_proxy = std::env::var("TRUSTED_PROXIES").is_ok_and(|v| !v.is_empty());
 
     // JSON lines at INFO to a non-blocking writer on stdout.
@@ -223,6 +238,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     tracing::info!(addr = %listener.local_addr()?, behind_proxy, "peer listening");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
     Ok(())
 }
