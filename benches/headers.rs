@@ -74,7 +74,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("layer_only");
     group.bench_function("bare_service", |b| {
         let svc = inner();
-        b.to_async(&rt).iter(|| svc.clone().oneshot(request(false)));
+        b.to_async(&rt).iter(|| svc.oneshot(request(false)));
     });
     group.bench_function("api_preset", |b| {
         b.to_async(&rt)
@@ -82,7 +82,7 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("bare_service_again", |b| {
         let svc = inner();
-        b.to_async(&rt).iter(|| svc.clone().oneshot(request(false)));
+        b.to_async(&rt).iter(|| svc.oneshot(request(false)));
     });
     group.finish();
 }
