@@ -475,6 +475,9 @@ impl Template {
 /// the layer is missing or its policy has no nonce) or read it with
 /// `request.extensions().get::<CspNonce>()`.
 ///
+/// If the handler sets its own `Content-Security-Policy`, that header is kept by default
+/// (see [`OnExisting`](super::OnExisting)) and this nonce is not in it.
+///
 /// ```
 /// use axum::response::Html;
 /// use axum_shield::headers::CspNonce;

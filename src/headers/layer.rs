@@ -25,7 +25,11 @@ pub struct SecurityHeadersLayer {
 /// Everything the service needs per request, computed once.
 #[derive(Debug)]
 struct Prepared {
-    statics: Vec<(HeaderName, HeaderValue, OnExisting)>,
+    /// The static headers as a ready map: cloning it copies two small arrays, where inserting
+    /// the same headers one by one would hash and probe each.
+    template: HeaderMap,
+    /// The handler-set policy of each header in `template`.
+    policies: Vec<(HeaderName, OnExisting)>,
     nonced: Vec<(HeaderName, Template, OnExisting)>,
     nonce: Option<NonceGenerator>,
     hsts: Option<(HeaderValue, OnExisting)>,
@@ -71,9 +75,16 @@ impl SecurityHeadersLayer {
                 remove_by_len[len].push(name);
             }
         }
+        let mut template = HeaderMap::with_capacity(statics.len() + nonced.len() + 4);
+        let mut policies = Vec::with_capacity(statics.len());
+        for (name, value, on_existing) in statics {
+            template.insert(name.clone(), value);
+            policies.push((name, on_existing));
+        }
         Ok(Self {
             prepared: Arc::new(Prepared {
-                statics,
+                template,
+                policies,
                 nonced,
                 nonce,
                 hsts: headers.hsts,
@@ -155,17 +166,59 @@ fn apply(map: &mut HeaderMap, name: &HeaderName, value: HeaderValue, on_existing
     }
 }
 
+/// What happens to the values of one handler-set header.
+#[derive(Clone, Copy)]
+enum Fate {
+    /// Leaking, or a preset header that overrides the handler: dropped.
+    Drop,
+    /// A preset header the handler's value wins over: the first value replaces the preset's.
+    Replace,
+    /// Not a preset header: copied as is.
+    Append,
+}
+
 impl Prepared {
-    fn strip(&self, map: &mut HeaderMap) {
-        let leaking = |name: &HeaderName| {
-            self.remove_by_len
-                .get(name.as_str().len())
-                .is_some_and(|bucket| bucket.iter().any(|n| n == name))
-        };
-        if map.keys().any(leaking) {
-            let names: Vec<HeaderName> = map.keys().filter(|n| leaking(n)).cloned().collect();
-            for name in names {
-                map.remove(&name);
+    fn is_leaking(&self, name: &HeaderName) -> bool {
+        self.remove_by_len
+            .get(name.as_str().len())
+            .is_some_and(|bucket| bucket.iter().any(|n| n == name))
+    }
+
+    fn fate(&self, name: &HeaderName) -> Fate {
+        if self.is_leaking(name) {
+            return Fate::Drop;
+        }
+        match self.policies.iter().find(|(n, _)| n == name) {
+            Some((_, OnExisting::Override)) => Fate::Drop,
+            Some((_, OnExisting::Keep)) => Fate::Replace,
+            None => Fate::Append,
+        }
+    }
+
+    /// Replaces `map` by the preset headers merged with the handler's (usually two or three)
+    /// headers, following each header's policy and dropping leaking ones.
+    fn merge(&self, map: &mut HeaderMap) {
+        let handler = std::mem::replace(map, self.template.clone());
+        let mut current: Option<(HeaderName, Fate)> = None;
+        for (name, value) in handler {
+            if let Some(name) = name {
+                let fate = self.fate(&name);
+                current = Some((name, fate));
+                if let Some((name, fate)) = &mut current {
+                    match fate {
+                        Fate::Drop => {}
+                        Fate::Replace => {
+                            map.insert(name.clone(), value);
+                            *fate = Fate::Append;
+                        }
+                        Fate::Append => {
+                            map.append(name.clone(), value);
+                        }
+                    }
+                }
+            } else if let Some((name, Fate::Append)) = &current {
+                // Further values of the same header (e.g. several `Set-Cookie`).
+                map.append(name.clone(), value);
             }
         }
     }
@@ -185,11 +238,7 @@ where
         };
         let prepared = &**this.prepared;
         let map = response.headers_mut();
-        prepared.strip(map);
-        map.reserve(prepared.statics.len() + prepared.nonced.len() + 1);
-        for (name, value, on_existing) in &prepared.statics {
-            apply(map, name, value.clone(), *on_existing);
-        }
+        prepared.merge(map);
         if let Some(nonce) = this.nonce.as_ref() {
             for (name, template, on_existing) in &prepared.nonced {
                 if let Some(value) = template.fill(nonce.as_str()) {

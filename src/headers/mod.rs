@@ -73,7 +73,10 @@ pub use https::{is_https, Hsts, TlsConnection};
 pub use layer::{SecurityHeadersFuture, SecurityHeadersLayer, SecurityHeadersService};
 pub use redirect::{HttpsRedirect, HttpsRedirectFuture, HttpsRedirectLayer, HttpsRedirectService};
 
+use std::collections::BTreeMap;
+
 use http::header::{self, HeaderName, HeaderValue};
+use serde::Deserialize;
 
 use crate::ConfigError;
 
@@ -117,6 +120,58 @@ pub struct SecurityHeaders {
     pub(crate) entries: Vec<Entry>,
     pub(crate) hsts: Option<(HeaderValue, OnExisting)>,
     pub(crate) remove: Vec<HeaderName>,
+}
+
+/// Which preset a [`SecurityHeadersConfig`] starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Preset {
+    /// [`SecurityHeaders::api`] (default).
+    #[default]
+    Api,
+    /// [`SecurityHeaders::web`].
+    Web,
+    /// [`SecurityHeaders::none`].
+    None,
+}
+
+/// Security-header settings loadable with serde, for operators tuning from a file.
+///
+/// ```
+/// use axum_shield::headers::{SecurityHeaders, SecurityHeadersConfig};
+///
+/// let config: SecurityHeadersConfig = toml::from_str(r#"
+///     preset = "api"
+///     unset = ["x-xss-protection"]
+///     keep_handler_value = ["x-frame-options"]
+///     [set]
+///     referrer-policy = "strict-origin-when-cross-origin"
+///     [hsts]
+///     max_age_secs = 63072000
+///     include_subdomains = true
+///     preload = true
+/// "#).unwrap();
+/// let headers = SecurityHeaders::from_config(config)?;
+/// # let _ = headers.layer()?;
+/// # Ok::<(), axum_shield::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SecurityHeadersConfig {
+    /// The starting preset. Default `api`.
+    pub preset: Preset,
+    /// HSTS settings replacing the preset's.
+    pub hsts: Option<Hsts>,
+    /// Headers to set (overriding a handler's value), by name.
+    pub set: BTreeMap<String, String>,
+    /// Headers of the preset not to send.
+    pub unset: Vec<String>,
+    /// Headers whose handler-set value wins.
+    pub keep_handler_value: Vec<String>,
+    /// Headers whose preset value wins over the handler's.
+    pub override_handler_value: Vec<String>,
 }
 
 /// Headers that reveal server software, versions or internal topology: the OWASP Secure
@@ -299,7 +354,39 @@ impl SecurityHeaders {
         )
     }
 
+    /// Builds a set from loaded settings (see [`SecurityHeadersConfig`]).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for any invalid name or value, as the builder methods.
+    pub fn from_config(config: SecurityHeadersConfig) -> Result<Self, ConfigError> {
+        let mut this = match config.preset {
+            Preset::Api => Self::api(),
+            Preset::Web => Self::web(),
+            Preset::None => Self::none(),
+        };
+        if let Some(hsts) = config.hsts {
+            this = this.hsts(hsts)?;
+        }
+        for name in &config.unset {
+            this = this.unset(name);
+        }
+        for (name, value) in &config.set {
+            this = this.set(name, value)?;
+        }
+        for name in &config.keep_handler_value {
+            this = this.on_existing(name, OnExisting::Keep)?;
+        }
+        for name in &config.override_handler_value {
+            this = this.on_existing(name, OnExisting::Override)?;
+        }
+        Ok(this)
+    }
+
     /// Sets (or replaces) one header, overriding a handler's value.
+    ///
+    /// Setting `strict-transport-security` replaces the HSTS value, which is still sent
+    /// over HTTPS only.
     ///
     /// # Errors
     ///
