@@ -52,6 +52,7 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let bare = routes();
     let shielded = routes().layer(Shield::api().build().unwrap());
+    let quiet = routes().layer(Shield::api().access_log(false).build().unwrap());
     let pseudonymized = routes().layer(
         Shield::api()
             .pseudonymize([7u8; 32])
@@ -91,6 +92,9 @@ fn bench(c: &mut Criterion) {
     let _guard = tracing::subscriber::set_default(subscriber);
     group.bench_function("shield_info_json", |b| {
         b.to_async(&rt).iter(|| run(&shielded, "/orders/7"))
+    });
+    group.bench_function("shield_info_json_no_access_line", |b| {
+        b.to_async(&rt).iter(|| run(&quiet, "/orders/7"))
     });
     group.bench_function("shield_info_json_refused", |b| {
         b.to_async(&rt).iter(|| run(&shielded, "/refused"))

@@ -39,7 +39,10 @@ fn post_to(uri: &str, bearer: Option<&str>) -> Request {
 }
 
 fn request_id(response: &Response) -> String {
-    response.headers()["x-request-id"].to_str().unwrap().to_owned()
+    response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// A stand-in for the JWT layer (on another branch): it reports exactly as the real one does,
@@ -85,7 +88,8 @@ async fn test_auth(mut req: Request, next: Next) -> Response {
             )
         }
     };
-    let principal = Principal::new(PrincipalKind::Jwt, token.unwrap_or_default()).with_scopes(scopes);
+    let principal =
+        Principal::new(PrincipalKind::Jwt, token.unwrap_or_default()).with_scopes(scopes);
     audit::record_principal(&principal, req.extensions());
     req.extensions_mut().insert(principal.clone());
     if !principal.has_scope("orders:write") {
@@ -115,7 +119,10 @@ fn assert_request_fields(event: &Value, response: &Response, route: &str) {
     assert_eq!(event["target"], "axum_shield::security");
     assert_eq!(event["fields"]["message"], "security event");
     assert_eq!(event["fields"]["request_id"], request_id(response));
-    assert_eq!(event["fields"]["client_ip"], CLIENT.split(':').next().unwrap());
+    assert_eq!(
+        event["fields"]["client_ip"],
+        CLIENT.split(':').next().unwrap()
+    );
     assert_eq!(event["fields"]["route"], route);
     assert!(event["fields"]["method"].is_string());
     // The event is inside the request span.
@@ -191,7 +198,10 @@ async fn authenticated_request_records_principal_on_the_span() {
     assert_eq!(access[0]["span"]["request_id"], request_id(&response));
     assert_eq!(access[0]["fields"]["status"], 200);
     assert!(access[0]["fields"]["latency_ms"].as_f64().unwrap() >= 0.0);
-    assert!(capture.json().iter().all(|l| l["fields"]["event"].is_null()));
+    assert!(capture
+        .json()
+        .iter()
+        .all(|l| l["fields"]["event"].is_null()));
 }
 
 #[test]
@@ -200,17 +210,34 @@ fn auth_events_built_from_parts_carry_the_request_context() {
     let mut req = http::Request::get("/orders/7?access_token=secret")
         .body(())
         .unwrap();
-    req.extensions_mut().insert(axum_shield::request_id::RequestId::new(
-        http::HeaderValue::from_static("req-1"),
-    ));
+    req.extensions_mut()
+        .insert(axum_shield::request_id::RequestId::new(
+            http::HeaderValue::from_static("req-1"),
+        ));
     req.extensions_mut()
         .insert(axum_shield::ClientIp("198.51.100.4".parse().unwrap()));
     let (parts, ()) = req.into_parts();
     let cases = [
-        (SecurityEventKind::AuthnTokenMissing, "missing", "authn_token_missing"),
-        (SecurityEventKind::AuthnTokenInvalid, "bad_signature", "authn_token_invalid"),
-        (SecurityEventKind::AuthnTokenInvalid, "expired", "authn_token_invalid"),
-        (SecurityEventKind::AuthzFail, "insufficient_scope", "authz_fail"),
+        (
+            SecurityEventKind::AuthnTokenMissing,
+            "missing",
+            "authn_token_missing",
+        ),
+        (
+            SecurityEventKind::AuthnTokenInvalid,
+            "bad_signature",
+            "authn_token_invalid",
+        ),
+        (
+            SecurityEventKind::AuthnTokenInvalid,
+            "expired",
+            "authn_token_invalid",
+        ),
+        (
+            SecurityEventKind::AuthzFail,
+            "insufficient_scope",
+            "authz_fail",
+        ),
     ];
     for (kind, reason, name) in cases {
         let (capture, _guard) = json_capture(Level::INFO);
@@ -241,7 +268,9 @@ async fn validation_failure_is_logged_as_input_validation_fail() {
     let (capture, _guard) = json_capture(Level::INFO);
     let app = shielded(Router::new().route("/users", post(create)));
     let req = http::Request::post("/users")
-        .body(Body::from("{\"email\": \"x@example.com\", \"password\": \"hunter2\""))
+        .body(Body::from(
+            "{\"email\": \"x@example.com\", \"password\": \"hunter2\"",
+        ))
         .unwrap();
     let response = send(&app, req).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
@@ -276,7 +305,10 @@ async fn rate_limit_refusal_is_logged_as_excess_rate_limit_exceeded() {
             .route("/login", post(|| async { "ok" }))
             .route_layer(from_fn_with_state(Arc::new(AtomicUsize::new(0)), limit)),
     );
-    assert_eq!(send(&app, post_to("/login", None)).await.status(), StatusCode::OK);
+    assert_eq!(
+        send(&app, post_to("/login", None)).await.status(),
+        StatusCode::OK
+    );
     let response = send(&app, post_to("/login", None)).await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     let event = capture.event("excess_rate_limit_exceeded");
@@ -380,7 +412,9 @@ async fn failed_and_abandoned_actions_are_logged_as_failed() {
     }
     async fn run(audit: Audit) -> Result<&'static str, StatusCode> {
         audit
-            .run("rotate_keys", async { Err::<&str, _>(StatusCode::BAD_GATEWAY) })
+            .run("rotate_keys", async {
+                Err::<&str, _>(StatusCode::BAD_GATEWAY)
+            })
             .await
     }
     let (capture, _guard) = json_capture(Level::INFO);
@@ -499,7 +533,10 @@ async fn pseudonymized_ip_principal_and_username_never_appear_in_clear() {
     );
     send(&app, login_request("alice@example.com", "nope")).await;
     let event = capture.event("authn_login_fail");
-    assert_eq!(event["fields"]["username"], p.user("alice@example.com").to_string());
+    assert_eq!(
+        event["fields"]["username"],
+        p.user("alice@example.com").to_string()
+    );
     let text = capture.text();
     assert!(!text.contains("203.0.113.9"), "{text}");
     assert!(!text.contains("alice@example.com"));

@@ -204,7 +204,9 @@ async fn crlf_and_ansi_in_username_produce_one_escaped_line() {
     assert!(event_lines[0].contains("authn_login_fail"));
     assert!(event_lines[0].contains("username=mallory\\r\\n2026-11-28T00:00:00.000000Z"));
     assert!(event_lines[0].contains("admin\\u{1b}[1A\\u{1b}[2K\\u{9b}2K"));
-    assert!(!text.lines().any(|l| l.starts_with("2026-11-28T00:00:00.000000Z")));
+    assert!(!text
+        .lines()
+        .any(|l| l.starts_with("2026-11-28T00:00:00.000000Z")));
     assert!(!text.contains('\x1b') && !text.contains('\r') && !text.contains('\u{9b}'));
 }
 
