@@ -52,6 +52,19 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let bare = routes();
     let shielded = routes().layer(Shield::api().build().unwrap());
+    // The floor: the bare router with tower-http's TraceLayer, one INFO span with one field
+    // and one INFO line per request — what any request log costs with this subscriber.
+    let floor = routes().layer(
+        tower_http::trace::TraceLayer::new_for_http()
+            .make_span_with(|req: &Request<Body>| {
+                tracing::info_span!("request", method = %req.method())
+            })
+            .on_response(
+                |res: &Response, latency: std::time::Duration, _span: &tracing::Span| {
+                    tracing::info!(status = res.status().as_u16(), ?latency, "done")
+                },
+            ),
+    );
     let quiet = routes().layer(Shield::api().access_log(false).build().unwrap());
     let pseudonymized = routes().layer(
         Shield::api()
@@ -90,6 +103,9 @@ fn bench(c: &mut Criterion) {
         .with_writer(writer)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    group.bench_function("bare_router_min_trace_info_json", |b| {
+        b.to_async(&rt).iter(|| run(&floor, "/orders/7"))
+    });
     group.bench_function("shield_info_json", |b| {
         b.to_async(&rt).iter(|| run(&shielded, "/orders/7"))
     });
