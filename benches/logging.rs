@@ -56,9 +56,9 @@ fn bench(c: &mut Criterion) {
     // and one INFO line per request — what any request log costs with this subscriber.
     let floor = routes().layer(
         tower_http::trace::TraceLayer::new_for_http()
-            .make_span_with(|req: &Request<Body>| {
-                tracing::info_span!("request", method = %req.method())
-            })
+            .make_span_with(
+                |req: &Request<Body>| tracing::info_span!("request", method = %req.method()),
+            )
             .on_response(
                 |res: &Response, latency: std::time::Duration, _span: &tracing::Span| {
                     tracing::info!(status = res.status().as_u16(), ?latency, "done")

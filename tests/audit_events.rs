@@ -566,3 +566,28 @@ async fn shield_sinks_receive_events_with_request_context_without_blocking() {
     assert!(json["timestamp_ms"].as_u64().unwrap() > 1_600_000_000_000);
     assert_eq!(sink.dropped(), 0);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn without_access_line_status_and_latency_are_recorded_on_the_span() {
+    let (capture, _guard) = audit_common::text_capture(Level::INFO, false);
+    let app = shielded_with(
+        Router::new().route("/orders/{id}", get(|| async { "ok" })),
+        Shield::api().access_log(false),
+    );
+    send(
+        &app,
+        http::Request::get("/orders/3").body(Body::empty()).unwrap(),
+    )
+    .await;
+    let text = capture.text();
+    let close = text
+        .lines()
+        .find(|line| line.contains("close"))
+        .expect("span close line");
+    assert!(close.contains("route=/orders/{id}"), "{close}");
+    assert!(
+        close.contains("status=200") && close.contains("latency_ms="),
+        "{close}"
+    );
+    assert!(!text.contains("request completed"));
+}
