@@ -591,3 +591,29 @@ async fn without_access_line_status_and_latency_are_recorded_on_the_span() {
     );
     assert!(!text.contains("request completed"));
 }
+
+#[test]
+fn logging_settings_load_from_config_and_are_validated() {
+    let config: axum_shield::ShieldConfig = toml::from_str(
+        r#"
+        access_log = false
+        log_query = true
+        sensitive_headers = ["x-internal-key"]
+        "#,
+    )
+    .unwrap();
+    assert!(Shield::from_config(config).unwrap().build().is_ok());
+
+    let config: axum_shield::ShieldConfig =
+        toml::from_str(r#"sensitive_headers = ["bad header"]"#).unwrap();
+    let err = Shield::from_config(config).unwrap().build().unwrap_err();
+    assert_eq!(err.setting(), "sensitive_headers");
+    assert!(Shield::api().sensitive_header("x api key").is_err());
+    assert_eq!(
+        Shield::api()
+            .pseudonymize(b"too short")
+            .unwrap_err()
+            .setting(),
+        "pseudonymize"
+    );
+}
