@@ -566,3 +566,54 @@ async fn shield_sinks_receive_events_with_request_context_without_blocking() {
     assert!(json["timestamp_ms"].as_u64().unwrap() > 1_600_000_000_000);
     assert_eq!(sink.dropped(), 0);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn without_access_line_status_and_latency_are_recorded_on_the_span() {
+    let (capture, _guard) = audit_common::text_capture(Level::INFO, false);
+    let app = shielded_with(
+        Router::new().route("/orders/{id}", get(|| async { "ok" })),
+        Shield::api().access_log(false),
+    );
+    send(
+        &app,
+        http::Request::get("/orders/3").body(Body::empty()).unwrap(),
+    )
+    .await;
+    let text = capture.text();
+    let close = text
+        .lines()
+        .find(|line| line.contains("close"))
+        .expect("span close line");
+    assert!(close.contains("route=/orders/{id}"), "{close}");
+    assert!(
+        close.contains("status=200") && close.contains("latency_ms="),
+        "{close}"
+    );
+    assert!(!text.contains("request completed"));
+}
+
+#[test]
+fn logging_settings_load_from_config_and_are_validated() {
+    let config: axum_shield::ShieldConfig = toml::from_str(
+        r#"
+        access_log = false
+        log_query = true
+        sensitive_headers = ["x-internal-key"]
+        "#,
+    )
+    .unwrap();
+    assert!(Shield::from_config(config).unwrap().build().is_ok());
+
+    let config: axum_shield::ShieldConfig =
+        toml::from_str(r#"sensitive_headers = ["bad header"]"#).unwrap();
+    let err = Shield::from_config(config).unwrap().build().unwrap_err();
+    assert_eq!(err.setting(), "sensitive_headers");
+    assert!(Shield::api().sensitive_header("x api key").is_err());
+    assert_eq!(
+        Shield::api()
+            .pseudonymize(b"too short")
+            .unwrap_err()
+            .setting(),
+        "pseudonymize"
+    );
+}

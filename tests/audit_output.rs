@@ -17,7 +17,7 @@ use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::Level;
 
-const SECRETS: [&str; 7] = [
+const SECRETS: [&str; 8] = [
     "eyJhbGciOiJIUzI1NiJ9.token-secret-AAA",
     "sess-secret-BBB",
     "key-secret-CCC",
@@ -25,6 +25,7 @@ const SECRETS: [&str; 7] = [
     "pw-secret-EEE",
     "qs-secret-FFF",
     "set-cookie-secret-GGG",
+    "internal-key-secret-HHH",
 ];
 
 #[derive(serde::Deserialize)]
@@ -107,7 +108,13 @@ fn app() -> Router {
             }),
         )
         .route_layer(from_fn(log_request_headers))
-        .layer(Shield::api().build().unwrap())
+        .layer(
+            Shield::api()
+                .sensitive_header("x-internal-key")
+                .unwrap()
+                .build()
+                .unwrap(),
+        )
         .layer(from_fn(log_response_headers))
 }
 
@@ -135,8 +142,9 @@ async fn credentials_never_appear_in_any_captured_output() {
              Cookie: session={}\r\n\
              X-Api-Key: {}\r\n\
              Proxy-Authorization: Basic {}\r\n\
+             X-Internal-Key: {}\r\n\
              Content-Type: application/json",
-            SECRETS[5], SECRETS[0], SECRETS[1], SECRETS[2], SECRETS[3]
+            SECRETS[5], SECRETS[0], SECRETS[1], SECRETS[2], SECRETS[3], SECRETS[7]
         );
         let response = exchange(addr, &head, &body).await;
         assert!(response.starts_with("HTTP/1.1 401"), "{response}");

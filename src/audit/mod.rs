@@ -33,12 +33,14 @@
 //! | `route` | string | always | matched route template (`/users/{id}`), else the path without query |
 //! | `query` | string | only with `log_query(true)` | the escaped query string |
 //! | `principal` | string | once authenticated | principal id (JWT `sub`, API-key id) or its pseudonym |
-//! | `status` | integer | at response | final status code, including rejections and panics |
-//! | `latency_ms` | float | at response | time to the response head, in milliseconds |
+//! | `status` | integer | at response, access line off | final status code, including rejections and panics |
+//! | `latency_ms` | float | at response, access line off | time to the response head, in milliseconds (µs precision) |
 //!
 //! The access line is the event `request completed` (target `axum_shield::request`, INFO)
-//! with `status` and `latency_ms`, inside the span. Authentication layers record the
-//! principal with [`record_principal`].
+//! with `status` and `latency_ms`, inside the span. When it is on, `status` and `latency_ms`
+//! are on it rather than recorded on the span too (that re-serializes the span's fields in
+//! JSON subscribers and cost about half of the log's overhead). Authentication layers record
+//! the principal with [`record_principal`].
 //!
 //! # Security events
 //!

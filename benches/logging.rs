@@ -1,0 +1,125 @@
+//! Cost of the security log: the Shield stack with an INFO JSON subscriber writing through
+//! `tracing-appender`'s non-blocking writer into `io::sink()`, against the same stack with
+//! logging off and a bare router, in the same run.
+//!
+//! ```text
+//! cargo bench --bench logging -- --warm-up-time 1 --measurement-time 3
+//! ```
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use axum_shield::audit::{SecurityEvent, SecurityEventKind};
+use axum_shield::{Rejection, RejectionKind, Shield};
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::Request;
+use tower::ServiceExt;
+
+fn routes() -> Router {
+    Router::new()
+        .route("/orders/{id}", get(|| async { "ok" }))
+        .route(
+            "/refused",
+            get(|req: axum::extract::Request| async move {
+                SecurityEvent::for_request(
+                    SecurityEventKind::AuthnTokenMissing,
+                    req.method(),
+                    req.uri(),
+                    req.extensions(),
+                )
+                .reason("missing")
+                .emit();
+                Rejection::new(RejectionKind::MissingCredentials).into_response()
+            }),
+        )
+}
+
+fn request(uri: &'static str) -> Request<Body> {
+    let addr: SocketAddr = "203.0.113.9:40000".parse().unwrap();
+    let mut req = Request::get(uri).body(Body::empty()).unwrap();
+    req.extensions_mut().insert(ConnectInfo(addr));
+    req
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bare = routes();
+    let shielded = routes().layer(Shield::api().build().unwrap());
+    // The floor: the bare router with tower-http's TraceLayer, one INFO span with one field
+    // and one INFO line per request — what any request log costs with this subscriber.
+    let floor = routes().layer(
+        tower_http::trace::TraceLayer::new_for_http()
+            .make_span_with(
+                |req: &Request<Body>| tracing::info_span!("request", method = %req.method()),
+            )
+            .on_response(
+                |res: &Response, latency: std::time::Duration, _span: &tracing::Span| {
+                    tracing::info!(status = res.status().as_u16(), ?latency, "done")
+                },
+            ),
+    );
+    let quiet = routes().layer(Shield::api().access_log(false).build().unwrap());
+    let pseudonymized = routes().layer(
+        Shield::api()
+            .pseudonymize([7u8; 32])
+            .unwrap()
+            .build()
+            .unwrap(),
+    );
+    let run = |app: &Router, uri: &'static str| {
+        let app = app.clone();
+        async move {
+            let response: Response = app.oneshot(request(uri)).await.unwrap();
+            assert!(response.status().as_u16() < 500);
+            response
+        }
+    };
+
+    let mut group = c.benchmark_group("logging");
+    // No subscriber has been installed yet: this is logging off.
+    group.bench_function("bare_router", |b| {
+        b.to_async(&rt).iter(|| run(&bare, "/orders/7"))
+    });
+    group.bench_function("shield_logging_off", |b| {
+        b.to_async(&rt).iter(|| run(&shielded, "/orders/7"))
+    });
+    group.bench_function("shield_logging_off_refused", |b| {
+        b.to_async(&rt).iter(|| run(&shielded, "/refused"))
+    });
+
+    let (writer, _worker) = tracing_appender::non_blocking(std::io::sink());
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::INFO)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_writer(writer)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    group.bench_function("bare_router_min_trace_info_json", |b| {
+        b.to_async(&rt).iter(|| run(&floor, "/orders/7"))
+    });
+    group.bench_function("shield_info_json", |b| {
+        b.to_async(&rt).iter(|| run(&shielded, "/orders/7"))
+    });
+    group.bench_function("shield_info_json_no_access_line", |b| {
+        b.to_async(&rt).iter(|| run(&quiet, "/orders/7"))
+    });
+    group.bench_function("shield_info_json_refused", |b| {
+        b.to_async(&rt).iter(|| run(&shielded, "/refused"))
+    });
+    group.bench_function("shield_info_json_pseudonymized", |b| {
+        b.to_async(&rt).iter(|| run(&pseudonymized, "/orders/7"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
