@@ -311,6 +311,9 @@ fn verify_with(
     message: &[u8],
     signature: &Vec<u8>,
 ) -> bool {
+    if let Some(hmac) = &key.hmac {
+        return hmac.verify(message, signature);
+    }
     match (provider.verifier_factory)(&alg, &key.key) {
         Ok(verifier) => verifier.verify(message, signature).is_ok(),
         Err(_) => false,
