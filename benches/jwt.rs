@@ -37,7 +37,10 @@ fn token(issuer: TokenIssuer) -> String {
     issuer
         .issuer(ISS)
         .audience(AUD)
-        .issue("alice", &json!({ "scope": "orders:read orders:write", "roles": ["user"] }))
+        .issue(
+            "alice",
+            &json!({ "scope": "orders:read orders:write", "roles": ["user"] }),
+        )
         .unwrap()
         .token
 }
@@ -51,7 +54,9 @@ fn request(token: Option<&str>) -> Request<Body> {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let bare = Router::new().route("/me", get(|| async { "alice" }));
 
     let hs = protected(JwtAuth::hs256(SECRET).unwrap());
@@ -99,6 +104,71 @@ fn bench(c: &mut Criterion) {
                 let req = request(token);
                 async move { black_box(router.oneshot(req).await.unwrap()) }
             })
+        });
+    }
+    group.finish();
+
+    // Verification + claims decode alone (no router, no response), the per-request crypto cost.
+    let mut group = c.benchmark_group("verify");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let hs_verifier = JwtAuth::hs256(SECRET)
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .build()
+        .unwrap();
+    let es_verifier = JwtAuth::new(es_key())
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .build()
+        .unwrap();
+    let es_cached_verifier = JwtAuth::new(es_key())
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .cache_verified(10_000)
+        .build()
+        .unwrap();
+    let rs_verifier = JwtAuth::new(rs_key())
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .build()
+        .unwrap();
+    let rs_cached_verifier = JwtAuth::new(rs_key())
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .cache_verified(10_000)
+        .build()
+        .unwrap();
+    let direct = [
+        ("hs256_accepted", &hs_verifier, &hs_token, true),
+        ("hs256_rejected_bad_signature", &hs_verifier, &forged, false),
+        ("hs256_rejected_expired", &hs_verifier, &expired, false),
+        ("es256_accepted", &es_verifier, &es_token, true),
+        (
+            "es256_accepted_cached",
+            &es_cached_verifier,
+            &es_token,
+            true,
+        ),
+        ("rs256_accepted", &rs_verifier, &rs_token, true),
+        (
+            "rs256_accepted_cached",
+            &rs_cached_verifier,
+            &rs_token,
+            true,
+        ),
+    ];
+    for (name, verifier, token, ok) in direct {
+        assert_eq!(verifier.verify_at(token, now).is_ok(), ok, "{name}");
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(verifier.verify_at(black_box(token), now).is_ok()))
         });
     }
     group.finish();

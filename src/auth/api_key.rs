@@ -100,7 +100,11 @@ impl ApiKey {
         }
         let mut random = [0u8; 40];
         getrandom::fill(&mut random).map_err(|e| {
-            ConfigError::new("api_key", format!("no system randomness: {e}"), "run on a system with a working random source")
+            ConfigError::new(
+                "api_key",
+                format!("no system randomness: {e}"),
+                "run on a system with a working random source",
+            )
         })?;
         let id = format!("{prefix}_{}", hex(&random[..6]));
         let secret = URL_SAFE_NO_PAD.encode(&random[8..40]);
@@ -241,7 +245,9 @@ impl ApiKeys {
         let (id, secret) = presented.split_once('.')?;
         let digest = Sha256::digest(secret.as_bytes());
         match self.keys.get(id) {
-            Some(stored) => bool::from(stored.digest.ct_eq(&digest[..])).then_some(&stored.principal),
+            Some(stored) => {
+                bool::from(stored.digest.ct_eq(&digest[..])).then_some(&stored.principal)
+            }
             None => {
                 let _ = [0u8; 32].ct_eq(&digest[..]);
                 None
@@ -373,11 +379,27 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let mut values = req.headers().get_all(&self.shared.header).iter();
         let outcome = match (values.next(), values.next()) {
-            (None, _) => Err((SecurityEventKind::AuthnTokenMissing, "no_api_key", RejectionKind::MissingCredentials)),
-            (Some(_), Some(_)) => Err((SecurityEventKind::MaliciousHeader, "duplicate_api_key", RejectionKind::InvalidToken)),
-            (Some(value), None) => match value.to_str().ok().and_then(|v| self.shared.keys.verify(v.trim())) {
+            (None, _) => Err((
+                SecurityEventKind::AuthnTokenMissing,
+                "no_api_key",
+                RejectionKind::MissingCredentials,
+            )),
+            (Some(_), Some(_)) => Err((
+                SecurityEventKind::MaliciousHeader,
+                "duplicate_api_key",
+                RejectionKind::InvalidToken,
+            )),
+            (Some(value), None) => match value
+                .to_str()
+                .ok()
+                .and_then(|v| self.shared.keys.verify(v.trim()))
+            {
                 Some(principal) => Ok(principal.clone()),
-                None => Err((SecurityEventKind::AuthnTokenInvalid, "invalid_api_key", RejectionKind::InvalidToken)),
+                None => Err((
+                    SecurityEventKind::AuthnTokenInvalid,
+                    "invalid_api_key",
+                    RejectionKind::InvalidToken,
+                )),
             },
         };
         match outcome {
@@ -436,18 +458,27 @@ mod tests {
     use http::StatusCode;
     use tower::ServiceExt;
 
-    fn app(keys: ApiKeys) -> impl Service<Request<Body>, Response = Response, Error = std::convert::Infallible> + Clone {
-        keys.layer().unwrap().layer(tower::service_fn(|req: Request<Body>| async move {
-            let p = req.extensions().get::<Principal>().cloned().unwrap();
-            assert_eq!(p.kind(), PrincipalKind::ApiKey);
-            Ok::<_, std::convert::Infallible>(Response::new(Body::from(p.id().to_owned())))
-        }))
+    fn app(
+        keys: ApiKeys,
+    ) -> impl Service<Request<Body>, Response = Response, Error = std::convert::Infallible> + Clone
+    {
+        keys.layer()
+            .unwrap()
+            .layer(tower::service_fn(|req: Request<Body>| async move {
+                let p = req.extensions().get::<Principal>().cloned().unwrap();
+                assert_eq!(p.kind(), PrincipalKind::ApiKey);
+                Ok::<_, std::convert::Infallible>(Response::new(Body::from(p.id().to_owned())))
+            }))
     }
 
     fn setup() -> (String, ApiKeys) {
         let g = ApiKey::generate("ak_test").unwrap();
         let keys = ApiKeys::new()
-            .with(ApiKey::new(g.id.as_str(), &g.sha256_hex).unwrap().scopes(["r"]))
+            .with(
+                ApiKey::new(g.id.as_str(), &g.sha256_hex)
+                    .unwrap()
+                    .scopes(["r"]),
+            )
             .unwrap();
         (g.key, keys)
     }
@@ -455,7 +486,8 @@ mod tests {
     fn req(values: &[&str]) -> Request<Body> {
         let mut r = Request::new(Body::empty());
         for v in values {
-            r.headers_mut().append("x-api-key", HeaderValue::from_str(v).unwrap());
+            r.headers_mut()
+                .append("x-api-key", HeaderValue::from_str(v).unwrap());
         }
         r
     }
@@ -483,7 +515,13 @@ mod tests {
         let (key, keys) = setup();
         let svc = app(keys);
         let oversized = format!("{key}{}", "a".repeat(300));
-        for r in [req(&["nobody.secret"]), req(&[]), req(&[&key, &key]), req(&[&oversized]), req(&["no-dot"])] {
+        for r in [
+            req(&["nobody.secret"]),
+            req(&[]),
+            req(&[&key, &key]),
+            req(&[&oversized]),
+            req(&["no-dot"]),
+        ] {
             let res = svc.clone().oneshot(r).await.unwrap();
             assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
         }

@@ -108,16 +108,28 @@ impl TokenIssuer {
     pub fn hmac(alg: Algorithm, secret: &[u8]) -> Result<Self, ConfigError> {
         let provider = provider()?;
         if alg.family() != AlgorithmFamily::Hmac {
-            return Err(ConfigError::new("algorithm", "not an HMAC algorithm", "use HS256, HS384 or HS512, or TokenIssuer::from_pem"));
+            return Err(ConfigError::new(
+                "algorithm",
+                "not an HMAC algorithm",
+                "use HS256, HS384 or HS512, or TokenIssuer::from_pem",
+            ));
         }
         if secret.len() < min_hmac_secret(alg) {
             return Err(ConfigError::new(
                 "secret",
-                format!("the {} secret is {} bytes, shorter than the hash output", alg_name(alg), secret.len()),
+                format!(
+                    "the {} secret is {} bytes, shorter than the hash output",
+                    alg_name(alg),
+                    secret.len()
+                ),
                 "use a random secret of at least 32 bytes for HS256 (RFC 7518 §3.2)",
             ));
         }
-        Ok(Self::with_key(provider, alg, EncodingKey::from_secret(secret)))
+        Ok(Self::with_key(
+            provider,
+            alg,
+            EncodingKey::from_secret(secret),
+        ))
     }
 
     /// An issuer signing with a PKCS#8 private key in PEM form, for an asymmetric `alg`.
@@ -134,15 +146,29 @@ impl TokenIssuer {
             AlgorithmFamily::Ec => EncodingKey::from_ec_pem(pem),
             AlgorithmFamily::Ed => EncodingKey::from_ed_pem(pem),
             AlgorithmFamily::Hmac => {
-                return Err(ConfigError::new("algorithm", "HMAC keys are secrets, not PEM", "use TokenIssuer::hs256"))
+                return Err(ConfigError::new(
+                    "algorithm",
+                    "HMAC keys are secrets, not PEM",
+                    "use TokenIssuer::hs256",
+                ))
             }
         }
-        .map_err(|_| ConfigError::new("key", format!("the PEM is not a {} private key", alg_name(alg)), "pass a PKCS#8 private key in PEM form"))?;
+        .map_err(|_| {
+            ConfigError::new(
+                "key",
+                format!("the PEM is not a {} private key", alg_name(alg)),
+                "pass a PKCS#8 private key in PEM form",
+            )
+        })?;
         let issuer = Self::with_key(provider, alg, key);
         // Sign once now so that a key of the wrong curve or size fails here, not per request.
-        issuer
-            .sign(&Map::new())
-            .map_err(|_| ConfigError::new("key", format!("the key cannot sign {}", alg_name(alg)), "use a key matching the algorithm"))?;
+        issuer.sign(&Map::new()).map_err(|_| {
+            ConfigError::new(
+                "key",
+                format!("the key cannot sign {}", alg_name(alg)),
+                "use a key matching the algorithm",
+            )
+        })?;
         Ok(issuer)
     }
 
@@ -190,7 +216,11 @@ impl TokenIssuer {
     ///
     /// An [`IssueError`] when the claims are not an object, the subject is empty, or the
     /// random source or signer fails.
-    pub fn issue<C: Serialize>(&self, subject: &str, claims: &C) -> Result<IssuedToken, IssueError> {
+    pub fn issue<C: Serialize>(
+        &self,
+        subject: &str,
+        claims: &C,
+    ) -> Result<IssuedToken, IssueError> {
         self.issue_at(subject, claims, now_unix())
     }
 
@@ -199,7 +229,12 @@ impl TokenIssuer {
     /// # Errors
     ///
     /// As [`issue`](Self::issue).
-    pub fn issue_at<C: Serialize>(&self, subject: &str, claims: &C, now: u64) -> Result<IssuedToken, IssueError> {
+    pub fn issue_at<C: Serialize>(
+        &self,
+        subject: &str,
+        claims: &C,
+        now: u64,
+    ) -> Result<IssuedToken, IssueError> {
         if subject.is_empty() {
             return Err(IssueError::EmptySubject);
         }
@@ -240,8 +275,11 @@ impl TokenIssuer {
         let mut message = URL_SAFE_NO_PAD.encode(header);
         message.push('.');
         URL_SAFE_NO_PAD.encode_string(payload, &mut message);
-        let signer = (self.provider.signer_factory)(&self.alg, &self.key).map_err(|_| IssueError::Signing)?;
-        let signature = signer.try_sign(message.as_bytes()).map_err(|_| IssueError::Signing)?;
+        let signer = (self.provider.signer_factory)(&self.alg, &self.key)
+            .map_err(|_| IssueError::Signing)?;
+        let signature = signer
+            .try_sign(message.as_bytes())
+            .map_err(|_| IssueError::Signing)?;
         message.push('.');
         URL_SAFE_NO_PAD.encode_string(signature, &mut message);
         Ok(message)

@@ -91,13 +91,25 @@ impl JwksOptions {
 
     fn validate(&self) -> Result<(), ConfigError> {
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err(ConfigError::new("jwks.timeout", "a timeout is zero", "use a few seconds"));
+            return Err(ConfigError::new(
+                "jwks.timeout",
+                "a timeout is zero",
+                "use a few seconds",
+            ));
         }
         if self.refresh_interval < Duration::from_secs(1) {
-            return Err(ConfigError::new("jwks.refresh_interval", "the interval is under a second", "refresh every few minutes"));
+            return Err(ConfigError::new(
+                "jwks.refresh_interval",
+                "the interval is under a second",
+                "refresh every few minutes",
+            ));
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.max_bytes) {
-            return Err(ConfigError::new("jwks.max_bytes", "the limit is out of range", "use 1 KiB to 16 MiB (default 256 KiB)"));
+            return Err(ConfigError::new(
+                "jwks.max_bytes",
+                "the limit is out of range",
+                "use 1 KiB to 16 MiB (default 256 KiB)",
+            ));
         }
         Ok(())
     }
@@ -124,8 +136,13 @@ struct Inner {
 }
 
 fn check_url(setting: &'static str, url: &str) -> Result<reqwest::Url, ConfigError> {
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|_| ConfigError::new(setting, format!("{url:?} is not a URL"), "use an absolute https:// URL"))?;
+    let parsed = reqwest::Url::parse(url).map_err(|_| {
+        ConfigError::new(
+            setting,
+            format!("{url:?} is not a URL"),
+            "use an absolute https:// URL",
+        )
+    })?;
     let host = parsed.host_str().unwrap_or("");
     let loopback = host.eq_ignore_ascii_case("localhost")
         || host
@@ -150,7 +167,13 @@ fn client(options: &JwksOptions) -> Result<reqwest::Client, ConfigError> {
         .connect_timeout(options.connect_timeout)
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| ConfigError::new("jwks", format!("the HTTP client cannot start: {e}"), "check the TLS setup"))
+        .map_err(|e| {
+            ConfigError::new(
+                "jwks",
+                format!("the HTTP client cannot start: {e}"),
+                "check the TLS setup",
+            )
+        })
 }
 
 async fn fetch_json(client: &reqwest::Client, url: &str, max: usize) -> Result<Value, JwksError> {
@@ -163,7 +186,10 @@ async fn fetch_json(client: &reqwest::Client, url: &str, max: usize) -> Result<V
     if response.status() != reqwest::StatusCode::OK {
         return Err(JwksError(format!("status {}", response.status())));
     }
-    if response.content_length().is_some_and(|len| len > max as u64) {
+    if response
+        .content_length()
+        .is_some_and(|len| len > max as u64)
+    {
         return Err(JwksError("document too large".into()));
     }
     let mut body = Vec::new();
@@ -232,12 +258,26 @@ impl JwksKeys {
         options.validate()?;
         check_url("issuer", issuer)?;
         let client = client(&options)?;
-        let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
         let metadata = fetch_json(&client, &url, options.max_bytes)
             .await
-            .map_err(|e| ConfigError::new("issuer", format!("discovery failed: {e}"), "check the issuer URL and that the provider is reachable"))?;
-        let metadata: Discovery = serde_json::from_value(metadata)
-            .map_err(|_| ConfigError::new("issuer", "the discovery document lacks issuer or jwks_uri", "check the issuer URL"))?;
+            .map_err(|e| {
+                ConfigError::new(
+                    "issuer",
+                    format!("discovery failed: {e}"),
+                    "check the issuer URL and that the provider is reachable",
+                )
+            })?;
+        let metadata: Discovery = serde_json::from_value(metadata).map_err(|_| {
+            ConfigError::new(
+                "issuer",
+                "the discovery document lacks issuer or jwks_uri",
+                "check the issuer URL",
+            )
+        })?;
         if metadata.issuer != issuer {
             return Err(ConfigError::new(
                 "issuer",
@@ -246,9 +286,13 @@ impl JwksKeys {
             ));
         }
         let keys = Self::new(&metadata.jwks_uri, Some(metadata.issuer), options)?;
-        keys.refresh()
-            .await
-            .map_err(|e| ConfigError::new("jwks_uri", e.to_string(), "check that the provider's key set is reachable"))?;
+        keys.refresh().await.map_err(|e| {
+            ConfigError::new(
+                "jwks_uri",
+                e.to_string(),
+                "check that the provider's key set is reachable",
+            )
+        })?;
         Ok(keys)
     }
 
@@ -291,7 +335,11 @@ impl JwksKeys {
 
     /// The current key set; `None` until a fetch succeeded.
     pub(crate) fn current(&self) -> Option<Arc<[VerifyingKey]>> {
-        self.inner.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inner
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Starts a background refresh when the key set is older than `refresh_interval`.

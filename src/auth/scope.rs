@@ -53,12 +53,9 @@ impl ClaimPath {
     fn collect_into(&self, claims: &Value, out: &mut Vec<String>) {
         match self.lookup(claims) {
             Some(Value::String(s)) => out.extend(s.split_ascii_whitespace().map(str::to_owned)),
-            Some(Value::Array(items)) => out.extend(
-                items
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned),
-            ),
+            Some(Value::Array(items)) => {
+                out.extend(items.iter().filter_map(Value::as_str).map(str::to_owned))
+            }
             _ => {}
         }
     }
@@ -94,7 +91,10 @@ impl Default for PrincipalClaims {
                 ClaimPath::key("scp"),
                 ClaimPath::key("permissions"),
             ],
-            roles: vec![ClaimPath::key("roles"), ClaimPath::dotted("realm_access.roles")],
+            roles: vec![
+                ClaimPath::key("roles"),
+                ClaimPath::dotted("realm_access.roles"),
+            ],
         }
     }
 }
@@ -122,7 +122,12 @@ impl PrincipalClaims {
     }
 
     /// The principal for `subject` with the scopes and roles found in `claims`.
-    pub fn principal(&self, kind: super::PrincipalKind, subject: &str, claims: &Value) -> Principal {
+    pub fn principal(
+        &self,
+        kind: super::PrincipalKind,
+        subject: &str,
+        claims: &Value,
+    ) -> Principal {
         let mut scopes = Vec::new();
         for path in &self.scopes {
             path.collect_into(claims, &mut scopes);
@@ -417,7 +422,9 @@ where
         match this.inner.as_pin_mut() {
             Some(fut) => fut.poll(cx).map(|r| r.map(|res| res.map(Body::new))),
             // Polled again after completion: answer with an internal error, never panic.
-            None => Poll::Ready(Ok(Rejection::new(crate::RejectionKind::Internal).into_response())),
+            None => Poll::Ready(Ok(
+                Rejection::new(crate::RejectionKind::Internal).into_response()
+            )),
         }
     }
 }
@@ -429,7 +436,10 @@ mod tests {
     use http::StatusCode;
     use tower::ServiceExt;
 
-    fn svc(layer: AuthorizeLayer) -> impl Service<Request<Body>, Response = Response, Error = std::convert::Infallible> + Clone {
+    fn svc(
+        layer: AuthorizeLayer,
+    ) -> impl Service<Request<Body>, Response = Response, Error = std::convert::Infallible> + Clone
+    {
         layer.layer(tower::service_fn(|_req: Request<Body>| async {
             Ok::<_, std::convert::Infallible>(Response::new(Body::from("ok")))
         }))
@@ -500,8 +510,11 @@ mod tests {
             "realm_access": { "roles": ["ops"] },
             "resource_access": { "api": { "roles": ["auditor"] } }
         });
-        let mapping = PrincipalClaims::default()
-            .roles_from(ClaimPath::segments(["resource_access", "api", "roles"]));
+        let mapping = PrincipalClaims::default().roles_from(ClaimPath::segments([
+            "resource_access",
+            "api",
+            "roles",
+        ]));
         let p = mapping.principal(PrincipalKind::Jwt, "u", &claims);
         for s in ["openid", "orders:read", "orders:write", "read:messages"] {
             assert!(p.has_scope(s), "{s}");

@@ -4,7 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use jsonwebtoken::crypto::CryptoProvider;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse};
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse,
+};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 
 use crate::ConfigError;
@@ -22,7 +24,8 @@ use crate::ConfigError;
 /// A [`ConfigError`] when neither the `aws-lc-rs` nor the `rust-crypto` feature is enabled.
 pub(crate) fn provider() -> Result<&'static CryptoProvider, ConfigError> {
     #[cfg(feature = "aws-lc-rs")]
-    let chosen: Option<&'static CryptoProvider> = Some(&jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER);
+    let chosen: Option<&'static CryptoProvider> =
+        Some(&jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER);
     #[cfg(all(feature = "rust-crypto", not(feature = "aws-lc-rs")))]
     let chosen: Option<&'static CryptoProvider> =
         Some(&jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER);
@@ -262,18 +265,30 @@ impl VerifyingKey {
         match &jwk.common.public_key_use {
             None | Some(PublicKeyUse::Signature) => {}
             Some(_) => {
-                return Err(config_err("jwk.use", "the key is not for signatures", "use a key whose `use` is `sig`"))
+                return Err(config_err(
+                    "jwk.use",
+                    "the key is not for signatures",
+                    "use a key whose `use` is `sig`",
+                ))
             }
         }
         if let Some(ops) = &jwk.common.key_operations {
             if !ops.iter().any(|op| matches!(op, KeyOperations::Verify)) {
-                return Err(config_err("jwk.key_ops", "the key may not verify", "use a key whose `key_ops` contain `verify`"));
+                return Err(config_err(
+                    "jwk.key_ops",
+                    "the key may not verify",
+                    "use a key whose `key_ops` contain `verify`",
+                ));
             }
         }
         let declared = match jwk.common.key_algorithm {
             None => None,
             Some(alg) => Some(key_algorithm(alg).ok_or_else(|| {
-                config_err("jwk.alg", "the key's algorithm is not a supported signature algorithm", "use RS*, PS*, ES256, ES384 or EdDSA keys")
+                config_err(
+                    "jwk.alg",
+                    "the key's algorithm is not a supported signature algorithm",
+                    "use RS*, PS*, ES256, ES384 or EdDSA keys",
+                )
             })?),
         };
         let implied = match &jwk.algorithm {
@@ -281,7 +296,13 @@ impl VerifyingKey {
             AlgorithmParameters::EllipticCurve(p) => match p.curve {
                 EllipticCurve::P256 => Algorithm::ES256,
                 EllipticCurve::P384 => Algorithm::ES384,
-                _ => return Err(config_err("jwk.crv", "unsupported elliptic curve", "use P-256 or P-384")),
+                _ => {
+                    return Err(config_err(
+                        "jwk.crv",
+                        "unsupported elliptic curve",
+                        "use P-256 or P-384",
+                    ))
+                }
             },
             AlgorithmParameters::OctetKeyPair(p) => match p.curve {
                 EllipticCurve::Ed25519 => Algorithm::EdDSA,
@@ -294,21 +315,42 @@ impl VerifyingKey {
                     "configure shared secrets with VerifyingKey::hs256",
                 ))
             }
-            _ => return Err(config_err("jwk.kty", "unsupported key type", "use RSA, EC or OKP keys")),
+            _ => {
+                return Err(config_err(
+                    "jwk.kty",
+                    "unsupported key type",
+                    "use RSA, EC or OKP keys",
+                ))
+            }
         };
         let alg = match declared {
             Some(alg) if alg.family() == implied.family() => {
                 // ES256 on a P-384 key (or the reverse) is a mismatch, not a choice.
                 if alg.family() == AlgorithmFamily::Ec && alg != implied {
-                    return Err(config_err("jwk.alg", "the algorithm does not match the curve", "fix the key's `alg` or `crv`"));
+                    return Err(config_err(
+                        "jwk.alg",
+                        "the algorithm does not match the curve",
+                        "fix the key's `alg` or `crv`",
+                    ));
                 }
                 alg
             }
-            Some(_) => return Err(config_err("jwk.alg", "the algorithm does not match the key type", "fix the key's `alg` or `kty`")),
+            Some(_) => {
+                return Err(config_err(
+                    "jwk.alg",
+                    "the algorithm does not match the key type",
+                    "fix the key's `alg` or `kty`",
+                ))
+            }
             None => implied,
         };
-        let key = DecodingKey::from_jwk(jwk)
-            .map_err(|_| config_err("jwk", "the key material is malformed", "check the key's parameters"))?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|_| {
+            config_err(
+                "jwk",
+                "the key material is malformed",
+                "check the key's parameters",
+            )
+        })?;
         Ok(Self {
             kid: jwk.common.key_id.as_deref().map(Arc::from),
             alg,

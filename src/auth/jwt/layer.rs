@@ -111,11 +111,17 @@ impl<S> JwtAuthService<S> {
                 return Decision::Refuse(challenge::invalid_request(realm));
             }
             Err(Extraction::TooLarge) => {
-                event(SecurityEventKind::MaliciousHeader, TokenError::TooLarge.reason());
+                event(
+                    SecurityEventKind::MaliciousHeader,
+                    TokenError::TooLarge.reason(),
+                );
                 return Decision::Refuse(self.invalid(TokenError::TooLarge));
             }
             Err(Extraction::Malformed) => {
-                event(SecurityEventKind::AuthnTokenInvalid, TokenError::Malformed.reason());
+                event(
+                    SecurityEventKind::AuthnTokenInvalid,
+                    TokenError::Malformed.reason(),
+                );
                 return Decision::Refuse(self.invalid(TokenError::Malformed));
             }
         };
@@ -125,9 +131,9 @@ impl<S> JwtAuthService<S> {
             }
             Ok(verified) => {
                 let verifier = verifier.clone();
-                Decision::Async(Box::pin(
-                    async move { verifier.check_revocation(verified).await },
-                ))
+                Decision::Async(Box::pin(async move {
+                    verifier.check_revocation(verified).await
+                }))
             }
             Err(e) if verifier.may_refresh(e) => {
                 let verifier = verifier.clone();
@@ -289,7 +295,9 @@ where
                 } => {
                     let outcome = ready!(check.as_mut().poll(cx));
                     let (Some(mut request), Some(mut service)) = (req.take(), inner.take()) else {
-                        return Poll::Ready(Ok(Rejection::new(RejectionKind::Internal).into_response()));
+                        return Poll::Ready(Ok(
+                            Rejection::new(RejectionKind::Internal).into_response()
+                        ));
                     };
                     match outcome {
                         Ok(token) => {

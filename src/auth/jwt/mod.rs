@@ -349,34 +349,73 @@ impl JwtAuth {
         let provider = provider()?;
         let r = &self.rules;
         if r.issuers.iter().any(String::is_empty) {
-            return Err(ConfigError::new("issuer", "the issuer is empty", "set the exact `iss` your identity provider writes"));
+            return Err(ConfigError::new(
+                "issuer",
+                "the issuer is empty",
+                "set the exact `iss` your identity provider writes",
+            ));
         }
         if r.audiences.iter().any(String::is_empty) {
-            return Err(ConfigError::new("audience", "the audience is empty", "set this API's audience identifier"));
+            return Err(ConfigError::new(
+                "audience",
+                "the audience is empty",
+                "set this API's audience identifier",
+            ));
         }
         if !(256..=64 * 1024).contains(&r.max_token_bytes) {
-            return Err(ConfigError::new("max_token_bytes", format!("{} is out of range", r.max_token_bytes), "use a cap between 256 and 65536 bytes (default 8192)"));
+            return Err(ConfigError::new(
+                "max_token_bytes",
+                format!("{} is out of range", r.max_token_bytes),
+                "use a cap between 256 and 65536 bytes (default 8192)",
+            ));
         }
         if r.leeway > 600 {
-            return Err(ConfigError::new("leeway", format!("{} s is too lenient", r.leeway), "use at most 600 s (default 60 s)"));
+            return Err(ConfigError::new(
+                "leeway",
+                format!("{} s is too lenient", r.leeway),
+                "use at most 600 s (default 60 s)",
+            ));
         }
         if r.types.is_empty() && r.require_typ {
-            return Err(ConfigError::new("allowed_types", "no type is allowed but one is required", "allow `JWT` or `at+jwt`"));
+            return Err(ConfigError::new(
+                "allowed_types",
+                "no type is allowed but one is required",
+                "allow `JWT` or `at+jwt`",
+            ));
         }
         if let Some(realm) = &self.realm {
             if !challenge::is_quotable(realm) {
-                return Err(ConfigError::new("realm", "the realm cannot be quoted in a header", "use printable ASCII without quotes or backslashes"));
+                return Err(ConfigError::new(
+                    "realm",
+                    "the realm cannot be quoted in a header",
+                    "use printable ASCII without quotes or backslashes",
+                ));
             }
         }
-        for (setting, name) in [("token_from_cookie", &self.cookie), ("token_from_query", &self.query)] {
+        for (setting, name) in [
+            ("token_from_cookie", &self.cookie),
+            ("token_from_query", &self.query),
+        ] {
             if let Some(name) = name {
-                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-                    return Err(ConfigError::new(setting, format!("{name:?} is not a usable name"), "use ASCII letters, digits, `-`, `_` or `.`"));
+                if name.is_empty()
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                {
+                    return Err(ConfigError::new(
+                        setting,
+                        format!("{name:?} is not a usable name"),
+                        "use ASCII letters, digits, `-`, `_` or `.`",
+                    ));
                 }
             }
         }
         if self.cache == Some(0) {
-            return Err(ConfigError::new("cache_verified", "the capacity is zero", "use a positive capacity such as 10000"));
+            return Err(ConfigError::new(
+                "cache_verified",
+                "the capacity is zero",
+                "use a positive capacity such as 10000",
+            ));
         }
         Ok(JwtVerifier {
             inner: Arc::new(VerifierInner {
@@ -541,7 +580,10 @@ impl JwtVerifier {
         self.inner.revocation.is_some() && token.jti().is_some()
     }
 
-    pub(crate) async fn check_revocation(&self, token: VerifiedToken) -> Result<VerifiedToken, Failure> {
+    pub(crate) async fn check_revocation(
+        &self,
+        token: VerifiedToken,
+    ) -> Result<VerifiedToken, Failure> {
         let (Some(store), Some(jti)) = (&self.inner.revocation, token.jti()) else {
             return Ok(token);
         };
@@ -576,7 +618,9 @@ impl JwtVerifier {
             if let Some(hit) = cache.get(token, now, inner.rules.leeway) {
                 if let Some(max_age) = inner.rules.max_age {
                     let fresh = hit.iat.is_some_and(|iat| {
-                        now <= iat.saturating_add(max_age).saturating_add(inner.rules.leeway)
+                        now <= iat
+                            .saturating_add(max_age)
+                            .saturating_add(inner.rules.leeway)
                     });
                     if !fresh {
                         return Err(TokenError::TooOld);
@@ -588,7 +632,11 @@ impl JwtVerifier {
         let keys = self.current_keys()?;
         let signed = validation::verify_signature(inner.provider, &inner.rules, &keys, token)?;
         let checked = validation::check_claims(&inner.rules, &signed.payload, now)?;
-        let subject = checked.claims.get("sub").and_then(Value::as_str).unwrap_or("");
+        let subject = checked
+            .claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let principal = inner
             .mapping
             .principal(PrincipalKind::Jwt, subject, &checked.claims);

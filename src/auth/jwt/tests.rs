@@ -45,7 +45,11 @@ fn hs256_raw(header: &str, payload: &str, secret: &[u8]) -> String {
 }
 
 fn hs256(payload: &Value) -> String {
-    hs256_raw(r#"{"alg":"HS256","typ":"JWT"}"#, &payload.to_string(), SECRET)
+    hs256_raw(
+        r#"{"alg":"HS256","typ":"JWT"}"#,
+        &payload.to_string(),
+        SECRET,
+    )
 }
 
 fn sign_asym(alg: Algorithm, pem: &str, header: &str, payload: &str) -> String {
@@ -76,7 +80,12 @@ fn without(mut claims: Value, key: &str) -> Value {
 }
 
 fn verifier() -> JwtVerifier {
-    JwtAuth::hs256(SECRET).unwrap().issuer(ISS).audience(AUD).build().unwrap()
+    JwtAuth::hs256(SECRET)
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .build()
+        .unwrap()
 }
 
 fn check(token: &str) -> Result<VerifiedToken, TokenError> {
@@ -88,10 +97,10 @@ struct Recorder(Arc<Mutex<Vec<(String, String)>>>);
 
 impl SecurityEventSink for Recorder {
     fn record(&self, event: &SecurityEvent) {
-        self.0
-            .lock()
-            .unwrap()
-            .push((event.kind().name().to_owned(), event.reason_text().to_owned()));
+        self.0.lock().unwrap().push((
+            event.kind().name().to_owned(),
+            event.reason_text().to_owned(),
+        ));
     }
 }
 
@@ -123,7 +132,10 @@ async fn send(router: Router, mut req: Request<Body>) -> Answer {
         .get("www-authenticate")
         .map(|v| v.to_str().unwrap().to_owned());
     let body = String::from_utf8(
-        axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap().to_vec(),
+        axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec(),
     )
     .unwrap();
     let events = recorder.0.lock().unwrap().clone();
@@ -163,7 +175,10 @@ async fn bearer_scheme_is_case_insensitive() {
             .header("authorization", format!("{scheme} {token}"))
             .body(Body::empty())
             .unwrap();
-        assert_eq!(send(app(verifier().layer()), req).await.status, StatusCode::OK);
+        assert_eq!(
+            send(app(verifier().layer()), req).await.status,
+            StatusCode::OK
+        );
     }
 }
 
@@ -175,7 +190,10 @@ fn es256_rs256_ps256_and_eddsa_tokens_verify_with_their_keys() {
         (Algorithm::PS256, RSA_PRIVATE, RSA_PUBLIC),
         (Algorithm::EdDSA, ED_PRIVATE, ED_PUBLIC),
     ] {
-        let issuer = TokenIssuer::from_pem(alg, private).unwrap().issuer(ISS).audience(AUD);
+        let issuer = TokenIssuer::from_pem(alg, private)
+            .unwrap()
+            .issuer(ISS)
+            .audience(AUD);
         let issued = issuer.issue("bob", &json!({})).unwrap();
         let v = JwtAuth::new(VerifyingKey::from_pem(alg, public).unwrap())
             .unwrap()
@@ -183,14 +201,25 @@ fn es256_rs256_ps256_and_eddsa_tokens_verify_with_their_keys() {
             .audience(AUD)
             .build()
             .unwrap();
-        assert_eq!(v.verify_at(&issued.token, now()).unwrap().principal().id(), "bob", "{alg:?}");
+        assert_eq!(
+            v.verify_at(&issued.token, now()).unwrap().principal().id(),
+            "bob",
+            "{alg:?}"
+        );
     }
 }
 
 #[test]
 fn issuer_round_trips_with_the_verifier_and_sets_every_registered_claim() {
-    let issuer = TokenIssuer::hs256(SECRET).unwrap().issuer(ISS).audience(AUD).kid("k1").ttl(Duration::from_secs(300));
-    let issued = issuer.issue("alice", &json!({ "roles": ["admin"], "exp": 1 })).unwrap();
+    let issuer = TokenIssuer::hs256(SECRET)
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .kid("k1")
+        .ttl(Duration::from_secs(300));
+    let issued = issuer
+        .issue("alice", &json!({ "roles": ["admin"], "exp": 1 }))
+        .unwrap();
     let v = JwtAuth::new(VerifyingKey::hs256(SECRET).unwrap().with_kid("k1"))
         .unwrap()
         .issuer(ISS)
@@ -219,13 +248,21 @@ fn rfc7515_appendix_a1_hs256_vector_verifies() {
         .decode("AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow")
         .unwrap();
     let token = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-    let v = JwtAuth::hs256(&key).unwrap().issuer("joe").require_subject(false).build().unwrap();
+    let v = JwtAuth::hs256(&key)
+        .unwrap()
+        .issuer("joe")
+        .require_subject(false)
+        .build()
+        .unwrap();
     let verified = v.verify_at(token, 1_300_819_000).unwrap();
     assert_eq!(verified.claims()["http://example.com/is_root"], true);
     // The same token today is expired, and with one flipped signature bit it is forged.
     assert_eq!(v.verify_at(token, now()).unwrap_err(), TokenError::Expired);
     let forged = token.replace("dBjftJeZ4", "dBjftJeZ5");
-    assert_eq!(v.verify_at(&forged, 1_300_819_000).unwrap_err(), TokenError::BadSignature);
+    assert_eq!(
+        v.verify_at(&forged, 1_300_819_000).unwrap_err(),
+        TokenError::BadSignature
+    );
 }
 
 #[test]
@@ -238,13 +275,25 @@ fn rfc8037_appendix_a4_ed25519_vector_verifies() {
     let key = VerifyingKey::from_jwk(&jwk).unwrap();
     assert_eq!(key.algorithm(), Algorithm::EdDSA);
     let token = "eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc.hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg";
-    let signed = validation::verify_signature(provider().unwrap(), &Rules::default(), &[key.clone()], token).unwrap();
+    let signed = validation::verify_signature(
+        provider().unwrap(),
+        &Rules::default(),
+        std::slice::from_ref(&key),
+        token,
+    )
+    .unwrap();
     assert_eq!(signed.payload, b"Example of Ed25519 signing");
     // As a JWT it is refused: its payload is not a claims set.
     let v = JwtAuth::new(key).unwrap().build().unwrap();
-    assert_eq!(v.verify_at(token, now()).unwrap_err(), TokenError::NotAClaimsSet);
+    assert_eq!(
+        v.verify_at(token, now()).unwrap_err(),
+        TokenError::NotAClaimsSet
+    );
     let forged = token.replace("hgyY0il", "hgyY0iL");
-    assert_eq!(v.verify_at(&forged, now()).unwrap_err(), TokenError::BadSignature);
+    assert_eq!(
+        v.verify_at(&forged, now()).unwrap_err(),
+        TokenError::BadSignature
+    );
 }
 
 // ---- named attacks -------------------------------------------------------------------
@@ -258,7 +307,10 @@ async fn alg_none_is_rejected_in_every_casing() {
         let signed = hs256_raw(&header, &payload, SECRET);
         for token in [unsigned, signed] {
             let err = check(&token).unwrap_err();
-            assert!(matches!(err, TokenError::AlgorithmNotAllowed | TokenError::Malformed), "{alg}: {err:?}");
+            assert!(
+                matches!(err, TokenError::AlgorithmNotAllowed | TokenError::Malformed),
+                "{alg}: {err:?}"
+            );
             let answer = send(app(verifier().layer()), bearer(&token)).await;
             assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{alg}");
         }
@@ -273,15 +325,24 @@ fn hs256_signed_with_the_rsa_public_key_is_rejected() {
         .audience(AUD)
         .build()
         .unwrap();
-    let token = hs256_raw(r#"{"alg":"HS256"}"#, &good_claims().to_string(), RSA_PUBLIC.as_bytes());
-    assert_eq!(v.verify_at(&token, now()).unwrap_err(), TokenError::AlgorithmNotAllowed);
+    let token = hs256_raw(
+        r#"{"alg":"HS256"}"#,
+        &good_claims().to_string(),
+        RSA_PUBLIC.as_bytes(),
+    );
+    assert_eq!(
+        v.verify_at(&token, now()).unwrap_err(),
+        TokenError::AlgorithmNotAllowed
+    );
 }
 
 #[test]
 fn tampered_payload_is_rejected() {
     let token = hs256(&good_claims());
     let parts: Vec<&str> = token.split('.').collect();
-    let evil = b64(with(good_claims(), "sub", json!("admin")).to_string().as_bytes());
+    let evil = b64(with(good_claims(), "sub", json!("admin"))
+        .to_string()
+        .as_bytes());
     let tampered = format!("{}.{}.{}", parts[0], evil, parts[2]);
     assert_eq!(check(&tampered).unwrap_err(), TokenError::BadSignature);
 }
@@ -297,158 +358,357 @@ fn tampered_header_is_rejected() {
 
 #[test]
 fn token_signed_with_a_wrong_key_is_rejected() {
-    let token = hs256_raw(r#"{"alg":"HS256"}"#, &good_claims().to_string(), b"another-32-byte-secret-abcdefghij");
+    let token = hs256_raw(
+        r#"{"alg":"HS256"}"#,
+        &good_claims().to_string(),
+        b"another-32-byte-secret-abcdefghij",
+    );
     assert_eq!(check(&token).unwrap_err(), TokenError::BadSignature);
-    let es = sign_asym(Algorithm::ES256, EC_PRIVATE, r#"{"alg":"ES256"}"#, &good_claims().to_string());
-    let other_ec = JwtAuth::new(VerifyingKey::from_pem(Algorithm::ES384, EC_PUBLIC).unwrap_or_else(|_| VerifyingKey::hs256(SECRET).unwrap()))
-        .unwrap()
-        .build()
-        .unwrap();
+    let es = sign_asym(
+        Algorithm::ES256,
+        EC_PRIVATE,
+        r#"{"alg":"ES256"}"#,
+        &good_claims().to_string(),
+    );
+    let other_ec = JwtAuth::new(
+        VerifyingKey::from_pem(Algorithm::ES384, EC_PUBLIC)
+            .unwrap_or_else(|_| VerifyingKey::hs256(SECRET).unwrap()),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
     assert!(other_ec.verify_at(&es, now()).is_err());
 }
 
 #[test]
 fn missing_exp_is_rejected() {
-    assert_eq!(check(&hs256(&without(good_claims(), "exp"))).unwrap_err(), TokenError::MissingExpiry);
+    assert_eq!(
+        check(&hs256(&without(good_claims(), "exp"))).unwrap_err(),
+        TokenError::MissingExpiry
+    );
 }
 
 #[test]
 fn expired_exp_is_rejected_after_the_leeway() {
-    assert_eq!(check(&hs256(&with(good_claims(), "exp", json!(now() - 61)))).unwrap_err(), TokenError::Expired);
+    assert_eq!(
+        check(&hs256(&with(good_claims(), "exp", json!(now() - 61)))).unwrap_err(),
+        TokenError::Expired
+    );
     // Within the 60 s leeway it still passes.
     assert!(check(&hs256(&with(good_claims(), "exp", json!(now() - 30)))).is_ok());
-    let strict = JwtAuth::hs256(SECRET).unwrap().issuer(ISS).audience(AUD).leeway(Duration::ZERO).build().unwrap();
-    assert_eq!(strict.verify_at(&hs256(&with(good_claims(), "exp", json!(now() - 1))), now()).unwrap_err(), TokenError::Expired);
+    let strict = JwtAuth::hs256(SECRET)
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .leeway(Duration::ZERO)
+        .build()
+        .unwrap();
+    assert_eq!(
+        strict
+            .verify_at(&hs256(&with(good_claims(), "exp", json!(now() - 1))), now())
+            .unwrap_err(),
+        TokenError::Expired
+    );
 }
 
 #[test]
 fn string_exp_is_rejected() {
     let exp = (now() + 600).to_string();
-    assert_eq!(check(&hs256(&with(good_claims(), "exp", json!(exp)))).unwrap_err(), TokenError::InvalidClaim);
+    assert_eq!(
+        check(&hs256(&with(good_claims(), "exp", json!(exp)))).unwrap_err(),
+        TokenError::InvalidClaim
+    );
 }
 
 #[test]
 fn float_exp_is_rejected() {
-    assert_eq!(check(&hs256(&with(good_claims(), "exp", json!(now() as f64 + 600.5)))).unwrap_err(), TokenError::InvalidClaim);
-    assert_eq!(check(&hs256(&with(good_claims(), "exp", json!(-5)))).unwrap_err(), TokenError::InvalidClaim);
-    assert_eq!(check(&hs256(&with(good_claims(), "exp", json!(1e300)))).unwrap_err(), TokenError::InvalidClaim);
+    assert_eq!(
+        check(&hs256(&with(
+            good_claims(),
+            "exp",
+            json!(now() as f64 + 600.5)
+        )))
+        .unwrap_err(),
+        TokenError::InvalidClaim
+    );
+    assert_eq!(
+        check(&hs256(&with(good_claims(), "exp", json!(-5)))).unwrap_err(),
+        TokenError::InvalidClaim
+    );
+    assert_eq!(
+        check(&hs256(&with(good_claims(), "exp", json!(1e300)))).unwrap_err(),
+        TokenError::InvalidClaim
+    );
 }
 
 #[test]
 fn future_nbf_is_rejected() {
-    assert_eq!(check(&hs256(&with(good_claims(), "nbf", json!(now() + 120)))).unwrap_err(), TokenError::NotYetValid);
+    assert_eq!(
+        check(&hs256(&with(good_claims(), "nbf", json!(now() + 120)))).unwrap_err(),
+        TokenError::NotYetValid
+    );
     assert!(check(&hs256(&with(good_claims(), "nbf", json!(now() + 30)))).is_ok());
 }
 
 #[test]
 fn future_iat_is_rejected() {
-    assert_eq!(check(&hs256(&with(good_claims(), "iat", json!(now() + 120)))).unwrap_err(), TokenError::IssuedInFuture);
+    assert_eq!(
+        check(&hs256(&with(good_claims(), "iat", json!(now() + 120)))).unwrap_err(),
+        TokenError::IssuedInFuture
+    );
 }
 
 #[test]
 fn tokens_older_than_max_age_are_rejected() {
-    let v = JwtAuth::hs256(SECRET).unwrap().issuer(ISS).audience(AUD).max_age(Duration::from_secs(300)).build().unwrap();
-    assert_eq!(v.verify_at(&hs256(&with(good_claims(), "iat", json!(now() - 1000))), now()).unwrap_err(), TokenError::TooOld);
-    assert_eq!(v.verify_at(&hs256(&without(good_claims(), "iat")), now()).unwrap_err(), TokenError::TooOld);
+    let v = JwtAuth::hs256(SECRET)
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .max_age(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    assert_eq!(
+        v.verify_at(
+            &hs256(&with(good_claims(), "iat", json!(now() - 1000))),
+            now()
+        )
+        .unwrap_err(),
+        TokenError::TooOld
+    );
+    assert_eq!(
+        v.verify_at(&hs256(&without(good_claims(), "iat")), now())
+            .unwrap_err(),
+        TokenError::TooOld
+    );
     assert!(v.verify_at(&hs256(&good_claims()), now()).is_ok());
 }
 
 #[test]
 fn wrong_iss_is_rejected() {
-    assert_eq!(check(&hs256(&with(good_claims(), "iss", json!("https://evil.example")))).unwrap_err(), TokenError::WrongIssuer);
+    assert_eq!(
+        check(&hs256(&with(
+            good_claims(),
+            "iss",
+            json!("https://evil.example")
+        )))
+        .unwrap_err(),
+        TokenError::WrongIssuer
+    );
     // Exact match: no prefix, case or trailing-slash games.
-    assert_eq!(check(&hs256(&with(good_claims(), "iss", json!("https://id.example/")))).unwrap_err(), TokenError::WrongIssuer);
-    assert_eq!(check(&hs256(&with(good_claims(), "iss", json!("HTTPS://ID.EXAMPLE")))).unwrap_err(), TokenError::WrongIssuer);
+    assert_eq!(
+        check(&hs256(&with(
+            good_claims(),
+            "iss",
+            json!("https://id.example/")
+        )))
+        .unwrap_err(),
+        TokenError::WrongIssuer
+    );
+    assert_eq!(
+        check(&hs256(&with(
+            good_claims(),
+            "iss",
+            json!("HTTPS://ID.EXAMPLE")
+        )))
+        .unwrap_err(),
+        TokenError::WrongIssuer
+    );
 }
 
 #[test]
 fn missing_iss_is_rejected() {
-    assert_eq!(check(&hs256(&without(good_claims(), "iss"))).unwrap_err(), TokenError::MissingIssuer);
+    assert_eq!(
+        check(&hs256(&without(good_claims(), "iss"))).unwrap_err(),
+        TokenError::MissingIssuer
+    );
 }
 
 #[test]
 fn wrong_aud_is_rejected() {
-    assert_eq!(check(&hs256(&with(good_claims(), "aud", json!("billing-api")))).unwrap_err(), TokenError::WrongAudience);
-    assert_eq!(check(&hs256(&with(good_claims(), "aud", json!(["billing-api", "x"])))).unwrap_err(), TokenError::WrongAudience);
-    assert!(check(&hs256(&with(good_claims(), "aud", json!(["billing-api", AUD])))).is_ok());
-    assert_eq!(check(&hs256(&with(good_claims(), "aud", json!(5)))).unwrap_err(), TokenError::InvalidClaim);
+    assert_eq!(
+        check(&hs256(&with(good_claims(), "aud", json!("billing-api")))).unwrap_err(),
+        TokenError::WrongAudience
+    );
+    assert_eq!(
+        check(&hs256(&with(
+            good_claims(),
+            "aud",
+            json!(["billing-api", "x"])
+        )))
+        .unwrap_err(),
+        TokenError::WrongAudience
+    );
+    assert!(check(&hs256(&with(
+        good_claims(),
+        "aud",
+        json!(["billing-api", AUD])
+    )))
+    .is_ok());
+    assert_eq!(
+        check(&hs256(&with(good_claims(), "aud", json!(5)))).unwrap_err(),
+        TokenError::InvalidClaim
+    );
 }
 
 #[test]
 fn missing_aud_is_rejected() {
-    assert_eq!(check(&hs256(&without(good_claims(), "aud"))).unwrap_err(), TokenError::MissingAudience);
+    assert_eq!(
+        check(&hs256(&without(good_claims(), "aud"))).unwrap_err(),
+        TokenError::MissingAudience
+    );
 }
 
 #[test]
 fn token_with_aud_is_rejected_when_no_audience_is_configured() {
     // RFC 7519 §4.1.3: a recipient that does not identify with a present `aud` rejects it.
     let v = JwtAuth::hs256(SECRET).unwrap().build().unwrap();
-    assert_eq!(v.verify_at(&hs256(&good_claims()), now()).unwrap_err(), TokenError::WrongAudience);
+    assert_eq!(
+        v.verify_at(&hs256(&good_claims()), now()).unwrap_err(),
+        TokenError::WrongAudience
+    );
 }
 
 #[test]
 fn missing_sub_is_rejected() {
-    assert_eq!(check(&hs256(&without(good_claims(), "sub"))).unwrap_err(), TokenError::MissingSubject);
+    assert_eq!(
+        check(&hs256(&without(good_claims(), "sub"))).unwrap_err(),
+        TokenError::MissingSubject
+    );
 }
 
 #[test]
 fn unknown_crit_is_rejected() {
-    let t = hs256_raw(r#"{"alg":"HS256","crit":["exp"],"exp":1}"#, &good_claims().to_string(), SECRET);
+    let t = hs256_raw(
+        r#"{"alg":"HS256","crit":["exp"],"exp":1}"#,
+        &good_claims().to_string(),
+        SECRET,
+    );
     assert_eq!(check(&t).unwrap_err(), TokenError::CriticalHeader);
-    let b64 = hs256_raw(r#"{"alg":"HS256","crit":["b64"],"b64":false}"#, &good_claims().to_string(), SECRET);
+    let b64 = hs256_raw(
+        r#"{"alg":"HS256","crit":["b64"],"b64":false}"#,
+        &good_claims().to_string(),
+        SECRET,
+    );
     assert_eq!(check(&b64).unwrap_err(), TokenError::CriticalHeader);
 }
 
 #[test]
 fn kid_path_traversal_is_rejected() {
-    let v = JwtAuth::new(VerifyingKey::hs256(SECRET).unwrap().with_kid("k1")).unwrap().issuer(ISS).audience(AUD).build().unwrap();
-    for kid in ["../../../../dev/null", "/etc/passwd", "k1/../k1", "k1\u{0}", "' OR '1'='1"] {
+    let v = JwtAuth::new(VerifyingKey::hs256(SECRET).unwrap().with_kid("k1"))
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .build()
+        .unwrap();
+    for kid in [
+        "../../../../dev/null",
+        "/etc/passwd",
+        "k1/../k1",
+        "k1\u{0}",
+        "' OR '1'='1",
+    ] {
         // Signed with the empty key a file like /dev/null would yield, and with the real key.
         for secret in [&b""[..], SECRET] {
             let header = json!({ "alg": "HS256", "kid": kid }).to_string();
             let t = hs256_raw(&header, &good_claims().to_string(), secret);
-            assert_eq!(v.verify_at(&t, now()).unwrap_err(), TokenError::UnknownKey, "{kid:?}");
+            assert_eq!(
+                v.verify_at(&t, now()).unwrap_err(),
+                TokenError::UnknownKey,
+                "{kid:?}"
+            );
         }
     }
     let long = json!({ "alg": "HS256", "kid": "a".repeat(300) }).to_string();
-    assert_eq!(v.verify_at(&hs256_raw(&long, &good_claims().to_string(), SECRET), now()).unwrap_err(), TokenError::UnknownKey);
+    assert_eq!(
+        v.verify_at(&hs256_raw(&long, &good_claims().to_string(), SECRET), now())
+            .unwrap_err(),
+        TokenError::UnknownKey
+    );
 }
 
 #[test]
 fn jku_header_is_rejected() {
-    let t = sign_asym(Algorithm::ES256, EC_PRIVATE, r#"{"alg":"ES256","jku":"https://evil.example/jwks.json"}"#, &good_claims().to_string());
-    let v = JwtAuth::new(VerifyingKey::from_pem(Algorithm::ES256, EC_PUBLIC).unwrap()).unwrap().issuer(ISS).audience(AUD).build().unwrap();
-    assert_eq!(v.verify_at(&t, now()).unwrap_err(), TokenError::KeyReferenceHeader);
+    let t = sign_asym(
+        Algorithm::ES256,
+        EC_PRIVATE,
+        r#"{"alg":"ES256","jku":"https://evil.example/jwks.json"}"#,
+        &good_claims().to_string(),
+    );
+    let v = JwtAuth::new(VerifyingKey::from_pem(Algorithm::ES256, EC_PUBLIC).unwrap())
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .build()
+        .unwrap();
+    assert_eq!(
+        v.verify_at(&t, now()).unwrap_err(),
+        TokenError::KeyReferenceHeader
+    );
 }
 
 #[test]
 fn x5u_header_is_rejected() {
-    let t = hs256_raw(r#"{"alg":"HS256","x5u":"https://evil.example/cert.pem"}"#, &good_claims().to_string(), SECRET);
+    let t = hs256_raw(
+        r#"{"alg":"HS256","x5u":"https://evil.example/cert.pem"}"#,
+        &good_claims().to_string(),
+        SECRET,
+    );
     assert_eq!(check(&t).unwrap_err(), TokenError::KeyReferenceHeader);
 }
 
 #[test]
 fn embedded_jwk_header_is_rejected() {
     // The attacker signs with their own key and embeds its public half.
-    let header = json!({ "alg": "ES256", "jwk": { "kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA" } }).to_string();
-    let t = sign_asym(Algorithm::ES256, EC_PRIVATE, &header, &good_claims().to_string());
-    let v = JwtAuth::new(VerifyingKey::from_pem(Algorithm::ES256, EC_PUBLIC).unwrap()).unwrap().issuer(ISS).audience(AUD).build().unwrap();
-    assert_eq!(v.verify_at(&t, now()).unwrap_err(), TokenError::KeyReferenceHeader);
+    let header =
+        json!({ "alg": "ES256", "jwk": { "kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA" } })
+            .to_string();
+    let t = sign_asym(
+        Algorithm::ES256,
+        EC_PRIVATE,
+        &header,
+        &good_claims().to_string(),
+    );
+    let v = JwtAuth::new(VerifyingKey::from_pem(Algorithm::ES256, EC_PUBLIC).unwrap())
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .build()
+        .unwrap();
+    assert_eq!(
+        v.verify_at(&t, now()).unwrap_err(),
+        TokenError::KeyReferenceHeader
+    );
 }
 
 #[tokio::test]
 async fn oversized_token_is_rejected_within_a_bound() {
-    let huge = format!("{}.{}.{}", "a".repeat(512 * 1024), "b".repeat(512 * 1024), "c".repeat(100));
+    let huge = format!(
+        "{}.{}.{}",
+        "a".repeat(512 * 1024),
+        "b".repeat(512 * 1024),
+        "c".repeat(100)
+    );
     let start = Instant::now();
     assert_eq!(check(&huge).unwrap_err(), TokenError::TooLarge);
     let answer = send(app(verifier().layer()), bearer(&huge)).await;
-    assert!(start.elapsed() < Duration::from_millis(200), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert!(answer.www.unwrap().contains("invalid_token"));
     assert!(answer.body.len() < 1024, "the token is not echoed");
-    assert_eq!(answer.events, vec![("malicious_header".to_owned(), "token_too_large".to_owned())]);
+    assert_eq!(
+        answer.events,
+        vec![("malicious_header".to_owned(), "token_too_large".to_owned())]
+    );
     // Just over the cap, as a whole valid-looking token.
-    let padded = hs256(&with(good_claims(), "pad", json!("x".repeat(DEFAULT_MAX_TOKEN_BYTES))));
+    let padded = hs256(&with(
+        good_claims(),
+        "pad",
+        json!("x".repeat(DEFAULT_MAX_TOKEN_BYTES)),
+    ));
     assert_eq!(check(&padded).unwrap_err(), TokenError::TooLarge);
 }
 
@@ -468,14 +728,25 @@ fn malformed_segments_are_rejected() {
         format!("{}.{}.{}", "!!!!", parts[1], parts[2]),
         format!("{}.{}.{}", b64(b"not json"), parts[1], parts[2]),
         format!("{}.{}.{}", b64(b"[\"alg\"]"), parts[1], parts[2]),
-        format!("{}.{}.{}", b64(br#"{"alg":"HS256","alg":"none"}"#), parts[1], parts[2]),
+        format!(
+            "{}.{}.{}",
+            b64(br#"{"alg":"HS256","alg":"none"}"#),
+            parts[1],
+            parts[2]
+        ),
     ];
     for token in &cases {
         let err = check(token).unwrap_err();
-        assert!(matches!(err, TokenError::Malformed | TokenError::BadSignature), "{token:?}: {err:?}");
+        assert!(
+            matches!(err, TokenError::Malformed | TokenError::BadSignature),
+            "{token:?}: {err:?}"
+        );
     }
     let not_json_payload = hs256_raw(r#"{"alg":"HS256"}"#, "not json", SECRET);
-    assert_eq!(check(&not_json_payload).unwrap_err(), TokenError::NotAClaimsSet);
+    assert_eq!(
+        check(&not_json_payload).unwrap_err(),
+        TokenError::NotAClaimsSet
+    );
 }
 
 #[tokio::test]
@@ -488,52 +759,111 @@ async fn duplicate_authorization_headers_are_rejected() {
         .unwrap();
     let answer = send(app(verifier().layer()), req).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
-    assert_eq!(answer.www.as_deref(), Some("Bearer error=\"invalid_request\""));
+    assert_eq!(
+        answer.www.as_deref(),
+        Some("Bearer error=\"invalid_request\"")
+    );
     assert_eq!(answer.events[0].0, "malicious_header");
 }
 
 #[tokio::test]
 async fn token_in_query_string_is_ignored_by_default() {
     let token = hs256(&good_claims());
-    let req = Request::get(format!("/me?access_token={token}")).body(Body::empty()).unwrap();
+    let req = Request::get(format!("/me?access_token={token}"))
+        .body(Body::empty())
+        .unwrap();
     let answer = send(app(verifier().layer()), req).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert_eq!(answer.www.as_deref(), Some("Bearer"));
     // Opted in, it works, and a second method in the same request is ambiguous.
-    let opted = JwtAuth::hs256(SECRET).unwrap().issuer(ISS).audience(AUD).token_from_query("access_token").build().unwrap();
-    let req = Request::get(format!("/me?access_token={token}")).body(Body::empty()).unwrap();
+    let opted = JwtAuth::hs256(SECRET)
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .token_from_query("access_token")
+        .build()
+        .unwrap();
+    let req = Request::get(format!("/me?access_token={token}"))
+        .body(Body::empty())
+        .unwrap();
     assert_eq!(send(app(opted.layer()), req).await.status, StatusCode::OK);
     let mut both = bearer(&token);
     *both.uri_mut() = format!("/me?access_token={token}").parse().unwrap();
-    assert_eq!(send(app(opted.layer()), both).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        send(app(opted.layer()), both).await.status,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 #[tokio::test]
 async fn revoked_jti_is_rejected() {
     let store = Arc::new(MemoryRevocationStore::new(100).unwrap());
-    let v = JwtAuth::hs256(SECRET).unwrap().issuer(ISS).audience(AUD).revocation(store.clone()).build().unwrap();
-    let issued = TokenIssuer::hs256(SECRET).unwrap().issuer(ISS).audience(AUD).issue("alice", &json!({})).unwrap();
-    assert_eq!(send(app(v.layer()), bearer(&issued.token)).await.status, StatusCode::OK);
-    store.revoke(ISS, &issued.jti, issued.expires_at).await.unwrap();
+    let v = JwtAuth::hs256(SECRET)
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .revocation(store.clone())
+        .build()
+        .unwrap();
+    let issued = TokenIssuer::hs256(SECRET)
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .issue("alice", &json!({}))
+        .unwrap();
+    assert_eq!(
+        send(app(v.layer()), bearer(&issued.token)).await.status,
+        StatusCode::OK
+    );
+    store
+        .revoke(ISS, &issued.jti, issued.expires_at)
+        .await
+        .unwrap();
     let answer = send(app(v.layer()), bearer(&issued.token)).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(answer.events, vec![("authn_token_revoked".to_owned(), "revoked".to_owned())]);
-    assert_eq!(v.verify(&issued.token).await.unwrap_err(), TokenError::Revoked);
+    assert_eq!(
+        answer.events,
+        vec![("authn_token_revoked".to_owned(), "revoked".to_owned())]
+    );
+    assert_eq!(
+        v.verify(&issued.token).await.unwrap_err(),
+        TokenError::Revoked
+    );
 }
 
 #[tokio::test]
 async fn failing_revocation_store_fails_closed() {
     struct Down;
     impl RevocationStore for Down {
-        fn is_revoked<'a>(&'a self, _: &'a str, _: &'a str) -> crate::auth::RevocationFuture<'a, bool> {
+        fn is_revoked<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+        ) -> crate::auth::RevocationFuture<'a, bool> {
             Box::pin(async { Err(crate::auth::RevocationError::new("down")) })
         }
-        fn revoke<'a>(&'a self, _: &'a str, _: &'a str, _: u64) -> crate::auth::RevocationFuture<'a, ()> {
+        fn revoke<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+            _: u64,
+        ) -> crate::auth::RevocationFuture<'a, ()> {
             Box::pin(async { Err(crate::auth::RevocationError::new("down")) })
         }
     }
-    let v = JwtAuth::hs256(SECRET).unwrap().issuer(ISS).audience(AUD).revocation(Arc::new(Down)).build().unwrap();
-    let issued = TokenIssuer::hs256(SECRET).unwrap().issuer(ISS).audience(AUD).issue("alice", &json!({})).unwrap();
+    let v = JwtAuth::hs256(SECRET)
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .revocation(Arc::new(Down))
+        .build()
+        .unwrap();
+    let issued = TokenIssuer::hs256(SECRET)
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .issue("alice", &json!({}))
+        .unwrap();
     let answer = send(app(v.layer()), bearer(&issued.token)).await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer.events[0].0, "sys_dependency_fail");
@@ -541,28 +871,58 @@ async fn failing_revocation_store_fails_closed() {
 
 #[test]
 fn disallowed_typ_is_rejected() {
-    let t = hs256_raw(r#"{"alg":"HS256","typ":"dpop+jwt"}"#, &good_claims().to_string(), SECRET);
+    let t = hs256_raw(
+        r#"{"alg":"HS256","typ":"dpop+jwt"}"#,
+        &good_claims().to_string(),
+        SECRET,
+    );
     assert_eq!(check(&t).unwrap_err(), TokenError::TypeNotAllowed);
     for typ in ["at+jwt", "application/at+jwt", "jwt"] {
-        let t = hs256_raw(&format!(r#"{{"alg":"HS256","typ":"{typ}"}}"#), &good_claims().to_string(), SECRET);
+        let t = hs256_raw(
+            &format!(r#"{{"alg":"HS256","typ":"{typ}"}}"#),
+            &good_claims().to_string(),
+            SECRET,
+        );
         assert!(check(&t).is_ok(), "{typ}");
     }
-    let required = JwtAuth::hs256(SECRET).unwrap().issuer(ISS).audience(AUD).allowed_types(["at+jwt"], true).build().unwrap();
+    let required = JwtAuth::hs256(SECRET)
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .allowed_types(["at+jwt"], true)
+        .build()
+        .unwrap();
     let untyped = hs256_raw(r#"{"alg":"HS256"}"#, &good_claims().to_string(), SECRET);
-    assert_eq!(required.verify_at(&untyped, now()).unwrap_err(), TokenError::TypeNotAllowed);
+    assert_eq!(
+        required.verify_at(&untyped, now()).unwrap_err(),
+        TokenError::TypeNotAllowed
+    );
 }
 
 // ---- RFC 6750 answers, modes, sources ------------------------------------------------
 
 #[tokio::test]
 async fn missing_token_is_401_bearer_without_error() {
-    let answer = send(app(verifier().layer()), Request::get("/me").body(Body::empty()).unwrap()).await;
+    let answer = send(
+        app(verifier().layer()),
+        Request::get("/me").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert_eq!(answer.www.as_deref(), Some("Bearer"));
-    assert_eq!(answer.events, vec![("authn_token_missing".to_owned(), "no_token".to_owned())]);
+    assert_eq!(
+        answer.events,
+        vec![("authn_token_missing".to_owned(), "no_token".to_owned())]
+    );
     // Another scheme is not a bearer token.
-    let basic = Request::get("/me").header("authorization", "Basic YTpi").body(Body::empty()).unwrap();
-    assert_eq!(send(app(verifier().layer()), basic).await.www.as_deref(), Some("Bearer"));
+    let basic = Request::get("/me")
+        .header("authorization", "Basic YTpi")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        send(app(verifier().layer()), basic).await.www.as_deref(),
+        Some("Bearer")
+    );
 }
 
 #[tokio::test]
@@ -570,11 +930,26 @@ async fn invalid_token_is_401_invalid_token_without_description_or_echo() {
     let token = hs256(&with(good_claims(), "exp", json!(now() - 3600)));
     let answer = send(app(verifier().layer()), bearer(&token)).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(answer.www.as_deref(), Some("Bearer error=\"invalid_token\""));
+    assert_eq!(
+        answer.www.as_deref(),
+        Some("Bearer error=\"invalid_token\"")
+    );
     assert!(!answer.body.contains(&token[..20]));
-    assert!(answer.body.contains("application/problem+json") || answer.body.contains("invalid_token"));
-    assert_eq!(answer.events, vec![("authn_token_invalid".to_owned(), "expired".to_owned())]);
-    let described = JwtAuth::hs256(SECRET).unwrap().issuer(ISS).audience(AUD).realm("orders").error_description(true).build().unwrap();
+    assert!(
+        answer.body.contains("application/problem+json") || answer.body.contains("invalid_token")
+    );
+    assert_eq!(
+        answer.events,
+        vec![("authn_token_invalid".to_owned(), "expired".to_owned())]
+    );
+    let described = JwtAuth::hs256(SECRET)
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .realm("orders")
+        .error_description(true)
+        .build()
+        .unwrap();
     let answer = send(app(described.layer()), bearer(&token)).await;
     assert_eq!(
         answer.www.as_deref(),
@@ -585,16 +960,34 @@ async fn invalid_token_is_401_invalid_token_without_description_or_echo() {
 #[tokio::test]
 async fn optional_mode_lets_anonymous_through_but_rejects_bad_tokens() {
     let v = verifier();
-    let answer = send(app(v.optional_layer()), Request::get("/me").body(Body::empty()).unwrap()).await;
-    assert_eq!((answer.status, answer.body.as_str()), (StatusCode::OK, "anonymous"));
+    let answer = send(
+        app(v.optional_layer()),
+        Request::get("/me").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (StatusCode::OK, "anonymous")
+    );
     let bad = hs256(&with(good_claims(), "iss", json!("https://evil.example")));
-    assert_eq!(send(app(v.optional_layer()), bearer(&bad)).await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(send(app(v.optional_layer()), bearer(&hs256(&good_claims()))).await.body, "alice");
+    assert_eq!(
+        send(app(v.optional_layer()), bearer(&bad)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(app(v.optional_layer()), bearer(&hs256(&good_claims())))
+            .await
+            .body,
+        "alice"
+    );
 }
 
 #[tokio::test]
 async fn claims_extractor_without_layer_is_401() {
-    let router = Router::new().route("/me", get(|Claims(c): Claims<Value>| async move { c.to_string() }));
+    let router = Router::new().route(
+        "/me",
+        get(|Claims(c): Claims<Value>| async move { c.to_string() }),
+    );
     let answer = send(router, Request::get("/me").body(Body::empty()).unwrap()).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
 }
@@ -602,9 +995,23 @@ async fn claims_extractor_without_layer_is_401() {
 #[tokio::test]
 async fn cookie_source_is_opt_in() {
     let token = hs256(&good_claims());
-    let cookie = || Request::get("/me").header("cookie", format!("theme=dark; at={token}")).body(Body::empty()).unwrap();
-    assert_eq!(send(app(verifier().layer()), cookie()).await.status, StatusCode::UNAUTHORIZED);
-    let v = JwtAuth::hs256(SECRET).unwrap().issuer(ISS).audience(AUD).token_from_cookie("at").build().unwrap();
+    let cookie = || {
+        Request::get("/me")
+            .header("cookie", format!("theme=dark; at={token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(
+        send(app(verifier().layer()), cookie()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let v = JwtAuth::hs256(SECRET)
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .token_from_cookie("at")
+        .build()
+        .unwrap();
     assert_eq!(send(app(v.layer()), cookie()).await.status, StatusCode::OK);
 }
 
@@ -624,14 +1031,34 @@ fn bad_configuration_is_refused_at_build() {
     let k = || VerifyingKey::hs256(SECRET).unwrap().with_kid("a");
     assert!(JwtAuth::with_keys([k(), k()]).is_err());
     assert!(JwtAuth::hs256(SECRET).unwrap().issuer("").build().is_err());
-    assert!(JwtAuth::hs256(SECRET).unwrap().max_token_bytes(10).build().is_err());
-    assert!(JwtAuth::hs256(SECRET).unwrap().leeway(Duration::from_secs(3600)).build().is_err());
-    assert!(JwtAuth::hs256(SECRET).unwrap().realm("a\"b").build().is_err());
-    assert!(JwtAuth::hs256(SECRET).unwrap().token_from_cookie("a b").build().is_err());
+    assert!(JwtAuth::hs256(SECRET)
+        .unwrap()
+        .max_token_bytes(10)
+        .build()
+        .is_err());
+    assert!(JwtAuth::hs256(SECRET)
+        .unwrap()
+        .leeway(Duration::from_secs(3600))
+        .build()
+        .is_err());
+    assert!(JwtAuth::hs256(SECRET)
+        .unwrap()
+        .realm("a\"b")
+        .build()
+        .is_err());
+    assert!(JwtAuth::hs256(SECRET)
+        .unwrap()
+        .token_from_cookie("a b")
+        .build()
+        .is_err());
     assert!(VerifyingKey::from_pem(Algorithm::HS256, RSA_PUBLIC).is_err());
     assert!(VerifyingKey::from_pem(Algorithm::ES256, RSA_PUBLIC).is_err());
-    let oct: jsonwebtoken::jwk::Jwk = serde_json::from_value(json!({ "kty": "oct", "k": b64(SECRET) })).unwrap();
-    assert!(VerifyingKey::from_jwk(&oct).is_err(), "shared secrets never come from a key set");
+    let oct: jsonwebtoken::jwk::Jwk =
+        serde_json::from_value(json!({ "kty": "oct", "k": b64(SECRET) })).unwrap();
+    assert!(
+        VerifyingKey::from_jwk(&oct).is_err(),
+        "shared secrets never come from a key set"
+    );
 }
 
 #[tokio::test]
@@ -645,15 +1072,28 @@ async fn asymmetric_cache_hits_still_respect_expiry_and_revocation() {
         .revocation(store.clone())
         .build()
         .unwrap();
-    let issuer = TokenIssuer::from_pem(Algorithm::ES256, EC_PRIVATE).unwrap().issuer(ISS).audience(AUD);
+    let issuer = TokenIssuer::from_pem(Algorithm::ES256, EC_PRIVATE)
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD);
     let issued = issuer.issue("bob", &json!({})).unwrap();
     assert!(v.verify(&issued.token).await.is_ok());
     assert_eq!(v.cached_tokens(), 1);
     assert!(v.verify(&issued.token).await.is_ok());
     // Past its exp (+ leeway) the cached token is refused and dropped.
-    assert_eq!(v.verify_at(&issued.token, issued.expires_at + 61).unwrap_err(), TokenError::Expired);
-    store.revoke(ISS, &issued.jti, issued.expires_at).await.unwrap();
-    assert_eq!(v.verify(&issued.token).await.unwrap_err(), TokenError::Revoked);
+    assert_eq!(
+        v.verify_at(&issued.token, issued.expires_at + 61)
+            .unwrap_err(),
+        TokenError::Expired
+    );
+    store
+        .revoke(ISS, &issued.jti, issued.expires_at)
+        .await
+        .unwrap();
+    assert_eq!(
+        v.verify(&issued.token).await.unwrap_err(),
+        TokenError::Revoked
+    );
     // Bounded.
     for _ in 0..5 {
         let t = issuer.issue("bob", &json!({})).unwrap();
@@ -661,18 +1101,42 @@ async fn asymmetric_cache_hits_still_respect_expiry_and_revocation() {
     }
     assert!(v.cached_tokens() <= 2);
     // HMAC tokens are never cached.
-    let h = JwtAuth::hs256(SECRET).unwrap().issuer(ISS).audience(AUD).cache_verified(10).build().unwrap();
+    let h = JwtAuth::hs256(SECRET)
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .cache_verified(10)
+        .build()
+        .unwrap();
     h.verify_at(&hs256(&good_claims()), now()).unwrap();
     assert_eq!(h.cached_tokens(), 0);
 }
 
 #[test]
 fn key_rotation_with_kids_selects_the_right_key() {
-    let old = VerifyingKey::hs256(b"old-secret-old-secret-old-secret!").unwrap().with_kid("old");
+    let old = VerifyingKey::hs256(b"old-secret-old-secret-old-secret!")
+        .unwrap()
+        .with_kid("old");
     let new = VerifyingKey::hs256(SECRET).unwrap().with_kid("new");
-    let v = JwtAuth::with_keys([old, new]).unwrap().issuer(ISS).audience(AUD).build().unwrap();
-    let t = hs256_raw(r#"{"alg":"HS256","kid":"new"}"#, &good_claims().to_string(), SECRET);
+    let v = JwtAuth::with_keys([old, new])
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .build()
+        .unwrap();
+    let t = hs256_raw(
+        r#"{"alg":"HS256","kid":"new"}"#,
+        &good_claims().to_string(),
+        SECRET,
+    );
     assert!(v.verify_at(&t, now()).is_ok());
-    let wrong = hs256_raw(r#"{"alg":"HS256","kid":"old"}"#, &good_claims().to_string(), SECRET);
-    assert_eq!(v.verify_at(&wrong, now()).unwrap_err(), TokenError::BadSignature);
+    let wrong = hs256_raw(
+        r#"{"alg":"HS256","kid":"old"}"#,
+        &good_claims().to_string(),
+        SECRET,
+    );
+    assert_eq!(
+        v.verify_at(&wrong, now()).unwrap_err(),
+        TokenError::BadSignature
+    );
 }

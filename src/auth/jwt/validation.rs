@@ -223,7 +223,8 @@ pub(crate) fn verify_signature(
         return Err(TokenError::CriticalHeader);
     }
     // RFC 8725 §3.10 and §2.1: never fetch or trust key material named by the token.
-    if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() || header.x5c.is_some() {
+    if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() || header.x5c.is_some()
+    {
         return Err(TokenError::KeyReferenceHeader);
     }
     // RFC 8725 §3.11 explicit typing; RFC 7515 §4.1.9: compare case-insensitively, the
@@ -247,7 +248,10 @@ pub(crate) fn verify_signature(
             return Err(TokenError::UnknownKey);
         }
         // A kid no key carries is "unknown" (a JWKS source refreshes on it), whatever the alg.
-        if !keys.iter().any(|k| k.kid.as_deref().is_none_or(|have| have == kid)) {
+        if !keys
+            .iter()
+            .any(|k| k.kid.as_deref().is_none_or(|have| have == kid))
+        {
             return Err(TokenError::UnknownKey);
         }
     }
@@ -301,7 +305,9 @@ fn decode_bounded(s64: &str) -> Result<Vec<u8>, TokenError> {
     if s64.len() > 1400 {
         return Err(TokenError::BadSignature);
     }
-    URL_SAFE_NO_PAD.decode(s64).map_err(|_| TokenError::Malformed)
+    URL_SAFE_NO_PAD
+        .decode(s64)
+        .map_err(|_| TokenError::Malformed)
 }
 
 fn verify_with(
@@ -321,7 +327,9 @@ fn verify_with(
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    if s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes()) {
+    if s.len() >= prefix.len()
+        && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    {
         Some(&s[prefix.len()..])
     } else {
         None
@@ -336,7 +344,10 @@ pub(crate) struct CheckedClaims {
     pub(crate) iat: Option<u64>,
 }
 
-fn numeric_date(claims: &serde_json::Map<String, Value>, name: &str) -> Result<Option<u64>, TokenError> {
+fn numeric_date(
+    claims: &serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<Option<u64>, TokenError> {
     match claims.get(name) {
         None => Ok(None),
         // RFC 7519 §2 allows fractional NumericDates; this profile accepts integers only, so
@@ -347,7 +358,11 @@ fn numeric_date(claims: &serde_json::Map<String, Value>, name: &str) -> Result<O
 }
 
 /// Checks the registered claims of a decoded payload at time `now` (Unix seconds).
-pub(crate) fn check_claims(rules: &Rules, payload: &[u8], now: u64) -> Result<CheckedClaims, TokenError> {
+pub(crate) fn check_claims(
+    rules: &Rules,
+    payload: &[u8],
+    now: u64,
+) -> Result<CheckedClaims, TokenError> {
     let value: Value = serde_json::from_slice(payload).map_err(|_| TokenError::NotAClaimsSet)?;
     let Value::Object(claims) = &value else {
         return Err(TokenError::NotAClaimsSet);
@@ -392,11 +407,10 @@ pub(crate) fn check_claims(rules: &Rules, payload: &[u8], now: u64) -> Result<Ch
     match claims.get("aud") {
         None if !rules.audiences.is_empty() => return Err(TokenError::MissingAudience),
         None => {}
-        Some(Value::String(aud)) => {
-            if !rules.audiences.iter().any(|a| a == aud) {
-                return Err(TokenError::WrongAudience);
-            }
+        Some(Value::String(aud)) if !rules.audiences.iter().any(|a| a == aud) => {
+            return Err(TokenError::WrongAudience);
         }
+        Some(Value::String(_)) => {}
         Some(Value::Array(list)) => {
             let mut found = false;
             for item in list {
@@ -413,7 +427,9 @@ pub(crate) fn check_claims(rules: &Rules, payload: &[u8], now: u64) -> Result<Ch
     }
     match claims.get("sub") {
         Some(Value::String(sub)) if !sub.is_empty() => {}
-        Some(Value::String(_)) | None if rules.require_sub => return Err(TokenError::MissingSubject),
+        Some(Value::String(_)) | None if rules.require_sub => {
+            return Err(TokenError::MissingSubject)
+        }
         None | Some(Value::String(_)) => {}
         Some(_) => return Err(TokenError::InvalidClaim),
     }
