@@ -17,10 +17,10 @@ use std::net::SocketAddr;
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use http::header::{HeaderValue, WWW_AUTHENTICATE};
 use axum_shield::audit::{SecurityEvent, SecurityEventKind};
 use axum_shield::auth::{AuthorizeLayer, TokenIssuer};
 use axum_shield::{Claims, JwtAuth, Rejection, RejectionKind, Shield};
+use http::header::{HeaderValue, WWW_AUTHENTICATE};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -141,7 +141,9 @@ enum LoginFailure {
 /// with the same work for unknown users.
 fn check_credentials(username: &str, password: &str) -> Result<&'static DemoUser, LoginFailure> {
     let user = DEMO_USERS.iter().find(|u| u.name == username);
-    let (salt, expected) = user.map_or(("unknown-user-salt", [0u8; 32]), |u| (u.salt, decode_hex(u.sha256)));
+    let (salt, expected) = user.map_or(("unknown-user-salt", [0u8; 32]), |u| {
+        (u.salt, decode_hex(u.sha256))
+    });
     let digest = Sha256::digest(format!("{salt}:{password}").as_bytes());
     let matches: bool = expected.ct_eq(&digest[..]).into();
     match (user, matches) {

@@ -70,7 +70,11 @@ async fn start() -> Provider {
 }
 
 fn issuer_for(alg: Algorithm, pem: &str, kid: &str, iss: &str) -> TokenIssuer {
-    TokenIssuer::from_pem(alg, pem).unwrap().kid(kid).issuer(iss).audience(AUD)
+    TokenIssuer::from_pem(alg, pem)
+        .unwrap()
+        .kid(kid)
+        .issuer(iss)
+        .audience(AUD)
 }
 
 fn jwk(alg: Algorithm, pem: &str, kid: &str) -> Value {
@@ -88,7 +92,9 @@ fn jwk(alg: Algorithm, pem: &str, kid: &str) -> Value {
 }
 
 fn options() -> JwksOptions {
-    JwksOptions::default().timeout(Duration::from_millis(500)).connect_timeout(Duration::from_millis(300))
+    JwksOptions::default()
+        .timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(300))
 }
 
 #[tokio::test]
@@ -98,17 +104,45 @@ async fn oidc_discovery_checks_the_issuer_and_verifies_tokens_through_the_layer(
     let keys = JwksKeys::discover(&p.base, options()).await.unwrap();
     assert_eq!(keys.issuer(), Some(p.base.as_str()));
     let verifier = JwtAuth::jwks(keys).audience(AUD).build().unwrap();
-    let good = issuer_for(Algorithm::ES256, EC_PRIVATE, "a", &p.base).issue("alice", &json!({})).unwrap();
-    let other_iss = issuer_for(Algorithm::ES256, EC_PRIVATE, "a", "https://evil.example").issue("alice", &json!({})).unwrap();
-    assert_eq!(verifier.verify(&good.token).await.unwrap().principal().id(), "alice");
-    assert_eq!(verifier.verify(&other_iss.token).await.unwrap_err(), TokenError::WrongIssuer);
+    let good = issuer_for(Algorithm::ES256, EC_PRIVATE, "a", &p.base)
+        .issue("alice", &json!({}))
+        .unwrap();
+    let other_iss = issuer_for(Algorithm::ES256, EC_PRIVATE, "a", "https://evil.example")
+        .issue("alice", &json!({}))
+        .unwrap();
+    assert_eq!(
+        verifier.verify(&good.token).await.unwrap().principal().id(),
+        "alice"
+    );
+    assert_eq!(
+        verifier.verify(&other_iss.token).await.unwrap_err(),
+        TokenError::WrongIssuer
+    );
 
     let app = Router::new()
-        .route("/me", get(|Claims(c): Claims<Value>| async move { c["sub"].as_str().unwrap().to_owned() }))
+        .route(
+            "/me",
+            get(|Claims(c): Claims<Value>| async move { c["sub"].as_str().unwrap().to_owned() }),
+        )
         .route_layer(verifier.layer());
-    let req = |t: &str| Request::get("/me").header("authorization", format!("Bearer {t}")).body(Body::empty()).unwrap();
-    assert_eq!(app.clone().oneshot(req(&good.token)).await.unwrap().status(), StatusCode::OK);
-    assert_eq!(app.oneshot(req(&other_iss.token)).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let req = |t: &str| {
+        Request::get("/me")
+            .header("authorization", format!("Bearer {t}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(
+        app.clone()
+            .oneshot(req(&good.token))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.oneshot(req(&other_iss.token)).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -118,27 +152,49 @@ async fn discovery_naming_another_issuer_is_refused() {
     *p.advertised_issuer.lock().unwrap() = "https://login.evil.example".into();
     let err = JwksKeys::discover(&p.base, options()).await.unwrap_err();
     assert_eq!(err.setting(), "issuer");
-    assert_eq!(p.hits.load(Ordering::SeqCst), 0, "keys are not fetched from an impostor");
+    assert_eq!(
+        p.hits.load(Ordering::SeqCst),
+        0,
+        "keys are not fetched from an impostor"
+    );
 }
 
 #[tokio::test]
 async fn key_rotation_is_picked_up_on_an_unknown_kid() {
     let p = start().await;
     *p.jwks.lock().unwrap() = json!({ "keys": [jwk(Algorithm::ES256, EC_PRIVATE, "a")] });
-    let keys = JwksKeys::from_url(&format!("{}/jwks.json", p.base), options().unknown_kid_cooldown(Duration::from_millis(200))).unwrap();
-    let verifier = JwtAuth::jwks(keys.clone()).issuer(p.base.clone()).audience(AUD).build().unwrap();
-    let a = issuer_for(Algorithm::ES256, EC_PRIVATE, "a", &p.base).issue("alice", &json!({})).unwrap();
-    let b = issuer_for(Algorithm::RS256, RSA_PRIVATE, "b", &p.base).issue("bob", &json!({})).unwrap();
+    let keys = JwksKeys::from_url(
+        &format!("{}/jwks.json", p.base),
+        options().unknown_kid_cooldown(Duration::from_millis(200)),
+    )
+    .unwrap();
+    let verifier = JwtAuth::jwks(keys.clone())
+        .issuer(p.base.clone())
+        .audience(AUD)
+        .build()
+        .unwrap();
+    let a = issuer_for(Algorithm::ES256, EC_PRIVATE, "a", &p.base)
+        .issue("alice", &json!({}))
+        .unwrap();
+    let b = issuer_for(Algorithm::RS256, RSA_PRIVATE, "b", &p.base)
+        .issue("bob", &json!({}))
+        .unwrap();
     assert!(verifier.verify(&a.token).await.is_ok());
     assert_eq!(keys.fetch_count(), 1);
 
     // The provider rotates to key b.
     *p.jwks.lock().unwrap() = json!({ "keys": [jwk(Algorithm::RS256, RSA_PRIVATE, "b")] });
     tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(verifier.verify(&b.token).await.unwrap().principal().id(), "bob");
+    assert_eq!(
+        verifier.verify(&b.token).await.unwrap().principal().id(),
+        "bob"
+    );
     assert_eq!(keys.fetch_count(), 2);
     // Key a is gone; asking again within the cooldown does not fetch.
-    assert_eq!(verifier.verify(&a.token).await.unwrap_err(), TokenError::UnknownKey);
+    assert_eq!(
+        verifier.verify(&a.token).await.unwrap_err(),
+        TokenError::UnknownKey
+    );
     assert_eq!(keys.fetch_count(), 2);
 }
 
@@ -146,15 +202,28 @@ async fn key_rotation_is_picked_up_on_an_unknown_kid() {
 async fn kid_flood_causes_at_most_one_fetch_per_cooldown() {
     let p = start().await;
     *p.jwks.lock().unwrap() = json!({ "keys": [jwk(Algorithm::ES256, EC_PRIVATE, "a")] });
-    let keys = JwksKeys::from_url(&format!("{}/jwks.json", p.base), options().unknown_kid_cooldown(Duration::from_secs(60))).unwrap();
-    let verifier = JwtAuth::jwks(keys.clone()).issuer(p.base.clone()).audience(AUD).build().unwrap();
+    let keys = JwksKeys::from_url(
+        &format!("{}/jwks.json", p.base),
+        options().unknown_kid_cooldown(Duration::from_secs(60)),
+    )
+    .unwrap();
+    let verifier = JwtAuth::jwks(keys.clone())
+        .issuer(p.base.clone())
+        .audience(AUD)
+        .build()
+        .unwrap();
     for _round in 0..2 {
         let mut tasks = Vec::new();
         for i in 0..100 {
-            let token = issuer_for(Algorithm::ES256, EC_PRIVATE, &format!("random-{i}-{}", i * 7919), &p.base)
-                .issue("mallory", &json!({}))
-                .unwrap()
-                .token;
+            let token = issuer_for(
+                Algorithm::ES256,
+                EC_PRIVATE,
+                &format!("random-{i}-{}", i * 7919),
+                &p.base,
+            )
+            .issue("mallory", &json!({}))
+            .unwrap()
+            .token;
             let verifier = verifier.clone();
             tasks.push(tokio::spawn(async move { verifier.verify(&token).await }));
         }
@@ -164,7 +233,9 @@ async fn kid_flood_causes_at_most_one_fetch_per_cooldown() {
     }
     assert_eq!(p.hits.load(Ordering::SeqCst), 1);
     assert_eq!(keys.fetch_count(), 1);
-    let good = issuer_for(Algorithm::ES256, EC_PRIVATE, "a", &p.base).issue("alice", &json!({})).unwrap();
+    let good = issuer_for(Algorithm::ES256, EC_PRIVATE, "a", &p.base)
+        .issue("alice", &json!({}))
+        .unwrap();
     assert!(verifier.verify(&good.token).await.is_ok());
     assert_eq!(p.hits.load(Ordering::SeqCst), 1);
 }
@@ -176,15 +247,32 @@ async fn unreachable_key_set_fails_closed_with_503() {
     drop(closed);
     let keys = JwksKeys::from_url(&format!("http://{addr}/jwks.json"), options()).unwrap();
     let verifier = JwtAuth::jwks(keys.clone()).audience(AUD).build().unwrap();
-    let token = issuer_for(Algorithm::ES256, EC_PRIVATE, "a", "x").issue("alice", &json!({})).unwrap().token;
-    assert_eq!(verifier.verify(&token).await.unwrap_err(), TokenError::KeysUnavailable);
-    let app = Router::new().route("/me", get(|| async { "secret" })).route_layer(verifier.layer());
+    let token = issuer_for(Algorithm::ES256, EC_PRIVATE, "a", "x")
+        .issue("alice", &json!({}))
+        .unwrap()
+        .token;
+    assert_eq!(
+        verifier.verify(&token).await.unwrap_err(),
+        TokenError::KeysUnavailable
+    );
+    let app = Router::new()
+        .route("/me", get(|| async { "secret" }))
+        .route_layer(verifier.layer());
     let res = app
-        .oneshot(Request::get("/me").header("authorization", format!("Bearer {token}")).body(Body::empty()).unwrap())
+        .oneshot(
+            Request::get("/me")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(keys.fetch_count(), 1, "the cooldown also bounds retries of a failing endpoint");
+    assert_eq!(
+        keys.fetch_count(),
+        1,
+        "the cooldown also bounds retries of a failing endpoint"
+    );
 }
 
 #[tokio::test]
@@ -193,9 +281,18 @@ async fn slow_and_oversized_key_sets_are_cut_off() {
     let slow = JwksKeys::from_url(&format!("{}/slow.json", p.base), options()).unwrap();
     let start = Instant::now();
     assert!(slow.refresh().await.is_err());
-    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
     let big = JwksKeys::from_url(&format!("{}/big.json", p.base), options()).unwrap();
-    assert!(big.refresh().await.unwrap_err().to_string().contains("too large"));
+    assert!(big
+        .refresh()
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("too large"));
 }
 
 #[tokio::test]
@@ -206,7 +303,12 @@ async fn encryption_keys_and_symmetric_keys_in_a_key_set_are_not_used() {
     let oct = json!({ "kty": "oct", "kid": "h", "alg": "HS256", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0cw" });
     *p.jwks.lock().unwrap() = json!({ "keys": [enc, oct] });
     let keys = JwksKeys::from_url(&format!("{}/jwks.json", p.base), options()).unwrap();
-    assert!(keys.refresh().await.unwrap_err().to_string().contains("no usable"));
+    assert!(keys
+        .refresh()
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("no usable"));
 }
 
 #[test]
