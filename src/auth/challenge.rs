@@ -8,6 +8,7 @@ use crate::{Rejection, RejectionKind};
 /// Whether `s` may appear inside a quoted `WWW-Authenticate` parameter without escaping:
 /// RFC 6750 §3 limits `realm`, `scope` and `error_description` to printable ASCII minus
 /// `"` and `\`.
+#[cfg_attr(not(feature = "jwt"), allow(dead_code))]
 pub(crate) fn is_quotable(s: &str) -> bool {
     s.bytes()
         .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\')
@@ -49,6 +50,7 @@ pub(crate) fn missing(scheme: &str, realm: Option<&str>) -> Rejection {
 }
 
 /// 401 `error="invalid_token"`.
+#[cfg_attr(not(feature = "jwt"), allow(dead_code))]
 pub(crate) fn invalid_token(realm: Option<&str>, description: Option<&str>) -> Rejection {
     let mut params = vec![("error", "invalid_token")];
     if let Some(d) = description {
@@ -60,6 +62,7 @@ pub(crate) fn invalid_token(realm: Option<&str>, description: Option<&str>) -> R
 
 /// 400 `error="invalid_request"`: for example two `Authorization` headers or two methods
 /// of sending the token (RFC 6750 §3.1).
+#[cfg_attr(not(feature = "jwt"), allow(dead_code))]
 pub(crate) fn invalid_request(realm: Option<&str>) -> Rejection {
     Rejection::new(RejectionKind::BadRequest)
         .with_detail("The request carries more than one credential.")

@@ -3,9 +3,9 @@
 //! Authentication layers put a [`Principal`] into request extensions; rate limiting,
 //! authorization and the security log read it from there.
 //!
-//! - [`jwt`] (feature `jwt`): strict JWT verification ([`jwt::JwtAuth`]), the
-//!   [`jwt::Claims`] extractor, and [`TokenIssuer`] to sign tokens.
-//! - [`jwks`] (feature `jwks`): keys from a JWKS URL or OIDC discovery.
+//! - `jwt` (feature `jwt`): strict JWT verification (`jwt::JwtAuth`), the `jwt::Claims`
+//!   extractor, and `TokenIssuer` to sign tokens.
+//! - `jwks` (feature `jwks`): keys from a JWKS URL or OIDC discovery.
 //! - [`ApiKeyLayer`]: API keys stored as SHA-256 digests, compared in constant time.
 //! - [`AuthorizeLayer`]: scope and role requirements (`all`/`any`), answering RFC 6750 403s.
 //! - [`RevocationStore`]: a denylist keyed by (`iss`, `jti`), with an in-memory store.

@@ -68,6 +68,9 @@ pub trait RevocationStore: Send + Sync + 'static {
     ) -> RevocationFuture<'a, ()>;
 }
 
+/// (`iss`, `jti`) → `exp` of each revoked token.
+type Denylist = HashMap<(Box<str>, Box<str>), u64>;
+
 /// An in-memory [`RevocationStore`] for a single instance: entries expire with their tokens
 /// and the store is bounded.
 ///
@@ -75,7 +78,7 @@ pub trait RevocationStore: Send + Sync + 'static {
 /// than forgetting an earlier revocation (which would silently re-admit that token).
 #[derive(Clone)]
 pub struct MemoryRevocationStore {
-    inner: Arc<Mutex<HashMap<(Box<str>, Box<str>), u64>>>,
+    inner: Arc<Mutex<Denylist>>,
     capacity: usize,
 }
 
@@ -110,7 +113,7 @@ impl MemoryRevocationStore {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Box<str>, Box<str>), u64>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Denylist> {
         // A poisoned lock only means a panic elsewhere; the map itself stays consistent.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -3,14 +3,13 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use sha2::{Digest, Sha256};
-
 use super::VerifiedToken;
 
-/// Maps SHA-256(token) to its verified result. Keys are digests so that memory stays bounded
-/// by the entry count, whatever the token sizes.
+/// Maps a token to its verified result. The key is the whole token, so a lookup can only hit
+/// for the exact bytes that were verified (no digest collisions to reason about); memory is
+/// bounded by `capacity` × the token size cap.
 pub(crate) struct VerifiedCache {
-    map: Mutex<HashMap<[u8; 32], VerifiedToken>>,
+    map: Mutex<HashMap<Box<str>, VerifiedToken>>,
     capacity: usize,
 }
 
@@ -22,17 +21,13 @@ impl VerifiedCache {
         }
     }
 
-    pub(crate) fn key(token: &str) -> [u8; 32] {
-        Sha256::digest(token.as_bytes()).into()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], VerifiedToken>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, VerifiedToken>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The cached result if it is still within `exp` + leeway at `now`; expired entries are
     /// dropped.
-    pub(crate) fn get(&self, key: &[u8; 32], now: u64, leeway: u64) -> Option<VerifiedToken> {
+    pub(crate) fn get(&self, key: &str, now: u64, leeway: u64) -> Option<VerifiedToken> {
         let mut map = self.lock();
         let hit = map.get(key)?;
         if now >= hit.exp.saturating_add(leeway) {
@@ -42,18 +37,18 @@ impl VerifiedCache {
         Some(hit.clone())
     }
 
-    pub(crate) fn insert(&self, key: [u8; 32], token: VerifiedToken, now: u64) {
+    pub(crate) fn insert(&self, key: &str, token: VerifiedToken, now: u64) {
         let mut map = self.lock();
         if map.len() >= self.capacity {
             map.retain(|_, v| v.exp > now);
         }
         if map.len() >= self.capacity {
             // Still full of live tokens: drop an arbitrary one; the cache is only a speed-up.
-            if let Some(victim) = map.keys().next().copied() {
+            if let Some(victim) = map.keys().next().cloned() {
                 map.remove(&victim);
             }
         }
-        map.insert(key, token);
+        map.insert(Box::from(key), token);
     }
 
     pub(crate) fn len(&self) -> usize {

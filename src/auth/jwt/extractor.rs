@@ -54,6 +54,8 @@ impl<T> DerefMut for Claims<T> {
     }
 }
 
+// `Rejection` is the crate-wide error type; extractors return it unboxed like axum's own.
+#[allow(clippy::result_large_err)]
 fn decode<T: DeserializeOwned>(parts: &Parts, token: &VerifiedToken) -> Result<T, Rejection> {
     T::deserialize(token.claims()).map_err(|_| {
         SecurityEvent::for_parts(SecurityEventKind::AuthnTokenInvalid, parts)

@@ -116,6 +116,50 @@ pub struct VerifyingKey {
     pub(crate) kid: Option<Arc<str>>,
     pub(crate) alg: Algorithm,
     pub(crate) key: Arc<DecodingKey>,
+    /// For HMAC keys: the keyed state, computed once, so a verification is one clone and
+    /// one pass over the message.
+    pub(crate) hmac: Option<Arc<HmacKey>>,
+}
+
+/// A precomputed HMAC key (RFC 7518 §3.2), verified in constant time.
+pub(crate) enum HmacKey {
+    S256(hmac::Hmac<sha2::Sha256>),
+    S384(hmac::Hmac<sha2::Sha384>),
+    S512(hmac::Hmac<sha2::Sha512>),
+}
+
+impl HmacKey {
+    fn new(alg: Algorithm, secret: &[u8]) -> Option<Self> {
+        use hmac::Mac;
+        Some(match alg {
+            Algorithm::HS256 => Self::S256(hmac::Hmac::new_from_slice(secret).ok()?),
+            Algorithm::HS384 => Self::S384(hmac::Hmac::new_from_slice(secret).ok()?),
+            Algorithm::HS512 => Self::S512(hmac::Hmac::new_from_slice(secret).ok()?),
+            _ => return None,
+        })
+    }
+
+    /// Whether `signature` is the MAC of `message`; `verify_slice` compares in constant time.
+    pub(crate) fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        use hmac::Mac;
+        match self {
+            Self::S256(mac) => {
+                let mut mac = mac.clone();
+                mac.update(message);
+                mac.verify_slice(signature).is_ok()
+            }
+            Self::S384(mac) => {
+                let mut mac = mac.clone();
+                mac.update(message);
+                mac.verify_slice(signature).is_ok()
+            }
+            Self::S512(mac) => {
+                let mut mac = mac.clone();
+                mac.update(message);
+                mac.verify_slice(signature).is_ok()
+            }
+        }
+    }
 }
 
 impl VerifyingKey {
@@ -164,6 +208,7 @@ impl VerifyingKey {
             kid: None,
             alg,
             key: Arc::new(DecodingKey::from_secret(secret)),
+            hmac: HmacKey::new(alg, secret).map(Arc::new),
         })
     }
 
@@ -201,6 +246,7 @@ impl VerifyingKey {
             kid: None,
             alg,
             key: Arc::new(key),
+            hmac: None,
         })
     }
 
@@ -309,6 +355,7 @@ impl VerifyingKey {
             kid: jwk.common.key_id.as_deref().map(Arc::from),
             alg,
             key: Arc::new(key),
+            hmac: None,
         })
     }
 

@@ -317,7 +317,7 @@ impl JwtAuth {
     }
 
     /// Caches up to `capacity` verified tokens signed with asymmetric keys (RSA, EC, EdDSA),
-    /// keyed by the token's SHA-256. Cached tokens are still checked for expiry and
+    /// keyed by the whole token (memory: at most `capacity` × the token size cap). Cached tokens are still checked for expiry and
     /// revocation on every request. HMAC tokens are not cached: verifying them is cheaper
     /// than the lookup.
     pub fn cache_verified(mut self, capacity: usize) -> Self {
@@ -614,12 +614,8 @@ impl JwtVerifier {
         if token.len() > inner.rules.max_token_bytes {
             return Err(TokenError::TooLarge);
         }
-        let cache_key = inner.cache.as_ref().map(|cache| {
-            let key = VerifiedCache::key(token);
-            (cache, key)
-        });
-        if let Some((cache, key)) = &cache_key {
-            if let Some(hit) = cache.get(key, now, inner.rules.leeway) {
+        if let Some(cache) = &inner.cache {
+            if let Some(hit) = cache.get(token, now, inner.rules.leeway) {
                 if let Some(max_age) = inner.rules.max_age {
                     let fresh = hit.iat.is_some_and(|iat| {
                         now <= iat
@@ -651,8 +647,8 @@ impl JwtVerifier {
             iat: checked.iat,
         };
         if signed.asymmetric {
-            if let Some((cache, key)) = cache_key {
-                cache.insert(key, verified.clone(), now);
+            if let Some(cache) = &inner.cache {
+                cache.insert(token, verified.clone(), now);
             }
         }
         let _ = signed.kid_known;

@@ -278,7 +278,7 @@ fn rfc8037_appendix_a4_ed25519_vector_verifies() {
     let signed = validation::verify_signature(
         provider().unwrap(),
         &Rules::default(),
-        &[key.clone()],
+        std::slice::from_ref(&key),
         token,
     )
     .unwrap();

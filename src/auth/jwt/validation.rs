@@ -317,6 +317,9 @@ fn verify_with(
     message: &[u8],
     signature: &Vec<u8>,
 ) -> bool {
+    if let Some(hmac) = &key.hmac {
+        return hmac.verify(message, signature);
+    }
     match (provider.verifier_factory)(&alg, &key.key) {
         Ok(verifier) => verifier.verify(message, signature).is_ok(),
         Err(_) => false,
@@ -404,11 +407,10 @@ pub(crate) fn check_claims(
     match claims.get("aud") {
         None if !rules.audiences.is_empty() => return Err(TokenError::MissingAudience),
         None => {}
-        Some(Value::String(aud)) => {
-            if !rules.audiences.iter().any(|a| a == aud) {
-                return Err(TokenError::WrongAudience);
-            }
+        Some(Value::String(aud)) if !rules.audiences.iter().any(|a| a == aud) => {
+            return Err(TokenError::WrongAudience);
         }
+        Some(Value::String(_)) => {}
         Some(Value::Array(list)) => {
             let mut found = false;
             for item in list {

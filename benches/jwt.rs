@@ -1,0 +1,178 @@
+//! JWT verification cost per request, against a bare router in the same run.
+//!
+//! `cargo bench --bench jwt -- --warm-up-time 1 --measurement-time 3`
+
+use std::hint::black_box;
+
+use axum::body::Body;
+use axum::routing::get;
+use axum::Router;
+use axum_shield::auth::jwt::{Algorithm, JwtAuth, VerifyingKey};
+use axum_shield::auth::TokenIssuer;
+use axum_shield::Claims;
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::Request;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const SECRET: &[u8] = b"bench-secret-bench-secret-bench-secret!!";
+const ISS: &str = "https://id.example";
+const AUD: &str = "bench-api";
+const EC_PRIVATE: &str = include_str!("../tests/fixtures/auth/ec_private.pem");
+const EC_PUBLIC: &str = include_str!("../tests/fixtures/auth/ec_public.pem");
+const RSA_PRIVATE: &str = include_str!("../tests/fixtures/auth/rsa_private.pem");
+const RSA_PUBLIC: &str = include_str!("../tests/fixtures/auth/rsa_public.pem");
+
+async fn me(Claims(c): Claims<Value>) -> String {
+    c["sub"].as_str().unwrap_or("").to_owned()
+}
+
+fn protected(jwt: JwtAuth) -> Router {
+    Router::new()
+        .route("/me", get(me))
+        .route_layer(jwt.issuer(ISS).audience(AUD).layer().unwrap())
+}
+
+fn token(issuer: TokenIssuer) -> String {
+    issuer
+        .issuer(ISS)
+        .audience(AUD)
+        .issue(
+            "alice",
+            &json!({ "scope": "orders:read orders:write", "roles": ["user"] }),
+        )
+        .unwrap()
+        .token
+}
+
+fn request(token: Option<&str>) -> Request<Body> {
+    let mut builder = Request::get("/me");
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    builder.body(Body::empty()).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let bare = Router::new().route("/me", get(|| async { "alice" }));
+
+    let hs = protected(JwtAuth::hs256(SECRET).unwrap());
+    let hs_token = token(TokenIssuer::hs256(SECRET).unwrap());
+    // Same length, last signature character changed: fails at the signature check.
+    let mut forged = hs_token.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    let expired = TokenIssuer::hs256(SECRET)
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .issue_at("alice", &json!({}), 1_000_000)
+        .unwrap()
+        .token;
+
+    let es_key = || VerifyingKey::from_pem(Algorithm::ES256, EC_PUBLIC).unwrap();
+    let rs_key = || VerifyingKey::from_pem(Algorithm::RS256, RSA_PUBLIC).unwrap();
+    let es = protected(JwtAuth::new(es_key()).unwrap());
+    let es_cached = protected(JwtAuth::new(es_key()).unwrap().cache_verified(10_000));
+    let rs = protected(JwtAuth::new(rs_key()).unwrap());
+    let rs_cached = protected(JwtAuth::new(rs_key()).unwrap().cache_verified(10_000));
+    let es_token = token(TokenIssuer::from_pem(Algorithm::ES256, EC_PRIVATE).unwrap());
+    let rs_token = token(TokenIssuer::from_pem(Algorithm::RS256, RSA_PRIVATE).unwrap());
+
+    let mut group = c.benchmark_group("jwt");
+    let cases: Vec<(&str, &Router, Option<&str>, u16)> = vec![
+        ("bare_router", &bare, None, 200),
+        ("hs256_accepted", &hs, Some(&hs_token), 200),
+        ("hs256_rejected_bad_signature", &hs, Some(&forged), 401),
+        ("hs256_rejected_expired", &hs, Some(&expired), 401),
+        ("hs256_rejected_missing", &hs, None, 401),
+        ("es256_accepted", &es, Some(&es_token), 200),
+        ("es256_accepted_cached", &es_cached, Some(&es_token), 200),
+        ("rs256_accepted", &rs, Some(&rs_token), 200),
+        ("rs256_accepted_cached", &rs_cached, Some(&rs_token), 200),
+    ];
+    for (name, router, token, status) in cases {
+        // Sanity: each case answers what its name says.
+        let res = rt.block_on(router.clone().oneshot(request(token))).unwrap();
+        assert_eq!(res.status().as_u16(), status, "{name}");
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let router = router.clone();
+                let req = request(token);
+                async move { black_box(router.oneshot(req).await.unwrap()) }
+            })
+        });
+    }
+    group.finish();
+
+    // Verification + claims decode alone (no router, no response), the per-request crypto cost.
+    let mut group = c.benchmark_group("verify");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let hs_verifier = JwtAuth::hs256(SECRET)
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .build()
+        .unwrap();
+    let es_verifier = JwtAuth::new(es_key())
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .build()
+        .unwrap();
+    let es_cached_verifier = JwtAuth::new(es_key())
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .cache_verified(10_000)
+        .build()
+        .unwrap();
+    let rs_verifier = JwtAuth::new(rs_key())
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .build()
+        .unwrap();
+    let rs_cached_verifier = JwtAuth::new(rs_key())
+        .unwrap()
+        .issuer(ISS)
+        .audience(AUD)
+        .cache_verified(10_000)
+        .build()
+        .unwrap();
+    let direct = [
+        ("hs256_accepted", &hs_verifier, &hs_token, true),
+        ("hs256_rejected_bad_signature", &hs_verifier, &forged, false),
+        ("hs256_rejected_expired", &hs_verifier, &expired, false),
+        ("es256_accepted", &es_verifier, &es_token, true),
+        (
+            "es256_accepted_cached",
+            &es_cached_verifier,
+            &es_token,
+            true,
+        ),
+        ("rs256_accepted", &rs_verifier, &rs_token, true),
+        (
+            "rs256_accepted_cached",
+            &rs_cached_verifier,
+            &rs_token,
+            true,
+        ),
+    ];
+    for (name, verifier, token, ok) in direct {
+        assert_eq!(verifier.verify_at(token, now).is_ok(), ok, "{name}");
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(verifier.verify_at(black_box(token), now).is_ok()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
