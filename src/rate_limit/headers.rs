@@ -89,13 +89,19 @@ pub(crate) struct RateLimitFields {
 }
 
 impl RateLimitFields {
+    /// Adds the fields. `RateLimit-Policy` and `RateLimit` are structured-field Lists, so
+    /// when an inner limit (e.g. a route's) already set them, this limit's members are added
+    /// as further field lines (RFC 9110 §5.3) rather than replacing the inner, more specific
+    /// ones; the single-valued legacy fields are left to the inner limit.
     pub(crate) fn apply(self, headers: &mut HeaderMap) {
-        headers.insert(RATELIMIT_POLICY.clone(), self.policy);
-        headers.insert(RATELIMIT.clone(), self.limit);
+        headers.append(RATELIMIT_POLICY.clone(), self.policy);
+        headers.append(RATELIMIT.clone(), self.limit);
         if let Some((limit, remaining, reset)) = self.legacy {
-            headers.insert(X_RATELIMIT_LIMIT.clone(), HeaderValue::from(limit));
-            headers.insert(X_RATELIMIT_REMAINING.clone(), HeaderValue::from(remaining));
-            headers.insert(X_RATELIMIT_RESET.clone(), HeaderValue::from(reset));
+            if !headers.contains_key(&X_RATELIMIT_LIMIT) {
+                headers.insert(X_RATELIMIT_LIMIT.clone(), HeaderValue::from(limit));
+                headers.insert(X_RATELIMIT_REMAINING.clone(), HeaderValue::from(remaining));
+                headers.insert(X_RATELIMIT_RESET.clone(), HeaderValue::from(reset));
+            }
         }
     }
 }
