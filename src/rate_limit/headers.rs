@@ -68,11 +68,32 @@ pub(crate) fn policy_value(names: &[String], quotas: &[Quota]) -> HeaderValue {
     HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
 }
 
-/// The `RateLimit` value for the reported policy.
+/// The `RateLimit` value for the reported policy. Built by hand into one buffer that becomes
+/// the header's bytes without a copy: this runs on every allowed request.
 pub(crate) fn limit_value(name: &str, remaining: u32, reset: Duration) -> HeaderValue {
-    let mut out = String::with_capacity(name.len() + 24);
-    let _ = write!(out, "\"{name}\";r={remaining};t={}", ceil_secs(reset));
-    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
+    let mut out = Vec::with_capacity(name.len() + 32);
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\";r=");
+    push_u64(&mut out, u64::from(remaining));
+    out.extend_from_slice(b";t=");
+    push_u64(&mut out, ceil_secs(reset));
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(out))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
+}
+
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// `Retry-After` in whole seconds, rounded up, never below 1.
@@ -134,6 +155,10 @@ mod tests {
         assert_eq!(
             limit_value("ip-60s", 0, Duration::from_millis(11_200)),
             "\"ip-60s\";r=0;t=12"
+        );
+        assert_eq!(
+            limit_value("x", u32::MAX, Duration::ZERO),
+            "\"x\";r=4294967295;t=0"
         );
         let same = [Quota::per_minute(5), Quota::per_minute(50)];
         assert_eq!(policy_names("x", &same), ["x-60s", "x-60s-2"]);
