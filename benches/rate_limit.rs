@@ -185,8 +185,92 @@ fn bench_layer(c: &mut Criterion) {
 
 criterion_group!(benches, bench_check, bench_layer);
 
+/// Redis checks per second and latency percentiles on loopback, through the layer, against a
+/// `redis-server` started here on a free port (feature `redis`).
+#[cfg(feature = "redis")]
+fn redis_numbers() {
+    use axum_shield::rate_limit::{FailureMode, RedisStore};
+    use std::time::{Duration, Instant};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Ok(mut child) = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+    else {
+        println!("redis: redis-server not found, skipped");
+        return;
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = RedisStore::connect(&format!("redis://127.0.0.1:{port}/"))
+            .await
+            .unwrap();
+        let app: Router = Router::new().route("/", get(|| async { "ok" })).layer(
+            RateLimit::per_ip(Quota::per_second(u32::MAX))
+                .unwrap()
+                .redis(store, FailureMode::Closed)
+                .layer(),
+        );
+        let _ = app.clone().oneshot(request()).await;
+        let mut lat = Vec::with_capacity(20_000);
+        for _ in 0..20_000 {
+            let t = Instant::now();
+            let res = app.clone().oneshot(request()).await.unwrap();
+            assert_eq!(res.status(), 200);
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+        println!(
+            "redis sequential: {:.0} checks/s, p50 {:?}, p99 {:?}",
+            lat.len() as f64 / lat.iter().sum::<Duration>().as_secs_f64(),
+            p(0.50),
+            p(0.99)
+        );
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let app = app.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..500 {
+                    let _ = app.clone().oneshot(request()).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        println!(
+            "redis 64 concurrent clients: {:.0} checks/s",
+            32_000.0 / start.elapsed().as_secs_f64()
+        );
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 fn main() {
     memory_flood();
+    #[cfg(feature = "redis")]
+    redis_numbers();
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

@@ -68,11 +68,32 @@ pub(crate) fn policy_value(names: &[String], quotas: &[Quota]) -> HeaderValue {
     HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
 }
 
-/// The `RateLimit` value for the reported policy.
+/// The `RateLimit` value for the reported policy. Built by hand into one buffer that becomes
+/// the header's bytes without a copy: this runs on every allowed request.
 pub(crate) fn limit_value(name: &str, remaining: u32, reset: Duration) -> HeaderValue {
-    let mut out = String::with_capacity(name.len() + 24);
-    let _ = write!(out, "\"{name}\";r={remaining};t={}", ceil_secs(reset));
-    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
+    let mut out = Vec::with_capacity(name.len() + 32);
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\";r=");
+    push_u64(&mut out, u64::from(remaining));
+    out.extend_from_slice(b";t=");
+    push_u64(&mut out, ceil_secs(reset));
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(out))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
+}
+
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// `Retry-After` in whole seconds, rounded up, never below 1.
@@ -89,13 +110,19 @@ pub(crate) struct RateLimitFields {
 }
 
 impl RateLimitFields {
+    /// Adds the fields. `RateLimit-Policy` and `RateLimit` are structured-field Lists, so
+    /// when an inner limit (e.g. a route's) already set them, this limit's members are added
+    /// as further field lines (RFC 9110 §5.3) rather than replacing the inner, more specific
+    /// ones; the single-valued legacy fields are left to the inner limit.
     pub(crate) fn apply(self, headers: &mut HeaderMap) {
-        headers.insert(RATELIMIT_POLICY.clone(), self.policy);
-        headers.insert(RATELIMIT.clone(), self.limit);
+        headers.append(RATELIMIT_POLICY.clone(), self.policy);
+        headers.append(RATELIMIT.clone(), self.limit);
         if let Some((limit, remaining, reset)) = self.legacy {
-            headers.insert(X_RATELIMIT_LIMIT.clone(), HeaderValue::from(limit));
-            headers.insert(X_RATELIMIT_REMAINING.clone(), HeaderValue::from(remaining));
-            headers.insert(X_RATELIMIT_RESET.clone(), HeaderValue::from(reset));
+            if !headers.contains_key(&X_RATELIMIT_LIMIT) {
+                headers.insert(X_RATELIMIT_LIMIT.clone(), HeaderValue::from(limit));
+                headers.insert(X_RATELIMIT_REMAINING.clone(), HeaderValue::from(remaining));
+                headers.insert(X_RATELIMIT_RESET.clone(), HeaderValue::from(reset));
+            }
         }
     }
 }
@@ -128,6 +155,10 @@ mod tests {
         assert_eq!(
             limit_value("ip-60s", 0, Duration::from_millis(11_200)),
             "\"ip-60s\";r=0;t=12"
+        );
+        assert_eq!(
+            limit_value("x", u32::MAX, Duration::ZERO),
+            "\"x\";r=4294967295;t=0"
         );
         let same = [Quota::per_minute(5), Quota::per_minute(50)];
         assert_eq!(policy_names("x", &same), ["x-60s", "x-60s-2"]);

@@ -812,7 +812,7 @@ impl Shared {
             Ok(key) => key,
             Err(rejection) => return Verdict::Refuse(rejection.into_response()),
         };
-        if self.exempt_keys.contains(&key) {
+        if !self.exempt_keys.is_empty() && self.exempt_keys.contains(&key) {
             return Verdict::Pass(None);
         }
         let tier = self.tier_for(&key, parts);
@@ -1171,6 +1171,42 @@ mod tests {
             }
         }
         assert_eq!(ok, 25);
+    }
+
+    #[tokio::test]
+    async fn a_route_refusal_keeps_its_own_policy_under_the_default_limit() {
+        let clock = FakeRelativeClock::default();
+        let route = RateLimit::per_ip("1/minute")
+            .unwrap()
+            .name("login")
+            .unwrap()
+            .clock(clock.clone())
+            .layer();
+        let shield = Shield::api()
+            .rate_limit(RateLimit::per_ip("100/hour").unwrap().clock(clock))
+            .build()
+            .unwrap();
+        let app = Router::new()
+            .route("/", get(|| async { "ok" }).route_layer(route))
+            .layer(shield);
+        app.clone()
+            .oneshot(request("192.0.2.1", &[]))
+            .await
+            .unwrap();
+        let refused = app.oneshot(request("192.0.2.1", &[])).await.unwrap();
+        assert_eq!(refused.status(), 429);
+        let policies: Vec<_> = refused
+            .headers()
+            .get_all("ratelimit-policy")
+            .iter()
+            .collect();
+        assert_eq!(policies[0], "\"login-60s\";q=1;w=60");
+        assert_eq!(policies[1], "\"ip-3600s\";q=100;w=3600");
+        let limits: Vec<_> = refused.headers().get_all("ratelimit").iter().collect();
+        assert!(limits[0]
+            .to_str()
+            .unwrap()
+            .starts_with("\"login-60s\";r=0;"));
     }
 
     #[tokio::test]

@@ -56,6 +56,10 @@
 //! normalised account and per IP, with exponential backoff, the same answer for existing and
 //! unknown accounts, and only the handler's failures charged ([`LoginAttempt`]).
 
+// `Rejection` (the crate's one refusal type, ~136 bytes) is returned by value as everywhere in
+// the crate; it is only built on the refusal path.
+#![allow(clippy::result_large_err)]
+
 mod headers;
 mod key;
 mod layer;
