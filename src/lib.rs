@@ -40,6 +40,7 @@ pub mod headers;
 pub mod rejection;
 pub mod request_id;
 mod shield;
+pub mod validate;
 
 pub use client_ip::ClientIp;
 pub use error::ConfigError;
