@@ -1061,7 +1061,8 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for KeyVisitor<'_, '_, V> {
     }
 
     fn visit_bool<E: de::Error>(mut self, v: bool) -> Result<Self::Value, E> {
-        self.map.record(self.state, if v { "true" } else { "false" })?;
+        self.map
+            .record(self.state, if v { "true" } else { "false" })?;
         self.inner.visit_bool(v)
     }
 
@@ -1091,5 +1092,174 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for KeyVisitor<'_, '_, V> {
 
     fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<Self::Value, A::Error> {
         self.inner.visit_enum(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    fn guard(bytes: &[u8]) -> Result<Value, JsonError> {
+        from_slice(bytes, &JsonLimits::default())
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_at_the_cap() {
+        let ok = format!("{}{}", "[".repeat(32), "]".repeat(32));
+        assert!(guard(ok.as_bytes()).is_ok());
+        let deep = format!("{}{}", "[".repeat(33), "]".repeat(33));
+        assert!(matches!(
+            guard(deep.as_bytes()),
+            Err(JsonError::Guard {
+                violation: Violation::TooDeep,
+                ..
+            })
+        ));
+        let huge = "[".repeat(100_000);
+        assert!(matches!(
+            guard(huge.as_bytes()),
+            Err(JsonError::Guard {
+                violation: Violation::TooDeep,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_even_in_ignored_fields() {
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Known {
+            a: u8,
+        }
+        let limits = JsonLimits::default();
+        let err = from_slice::<Known>(br#"{"a":1,"x":{"k":1,"k":2}}"#, &limits).unwrap_err();
+        assert_eq!(
+            err,
+            JsonError::Guard {
+                violation: Violation::DuplicateKey,
+                path: "x.k".into()
+            }
+        );
+        // Escaped and plain spellings of the same key are the same key.
+        assert!(guard(br#"{"a":1,"\u0061":2}"#).is_err());
+        assert!(guard(br#"{"a":1,"b":2}"#).is_ok());
+    }
+
+    #[test]
+    fn string_key_and_count_limits_apply() {
+        let limits = JsonLimits::default()
+            .max_string_len(4)
+            .max_object_keys(2)
+            .max_array_len(3);
+        let check = |doc: &str| from_slice::<Value>(doc.as_bytes(), &limits);
+        assert!(check(r#"{"ab":"abcd"}"#).is_ok());
+        assert!(matches!(
+            check(r#"{"ab":"abcde"}"#),
+            Err(JsonError::Guard {
+                violation: Violation::StringTooLong,
+                ..
+            })
+        ));
+        assert!(matches!(
+            check(r#"{"abcde":1}"#),
+            Err(JsonError::Guard {
+                violation: Violation::StringTooLong,
+                ..
+            })
+        ));
+        assert!(matches!(
+            check(r#"{"a":1,"b":2,"c":3}"#),
+            Err(JsonError::Guard {
+                violation: Violation::TooManyKeys,
+                ..
+            })
+        ));
+        assert!(matches!(
+            check("[1,2,3,4]"),
+            Err(JsonError::Guard {
+                violation: Violation::ArrayTooLong,
+                ..
+            })
+        ));
+        assert!(JsonLimits::default().max_depth(0).validated().is_err());
+        assert!(JsonLimits::default().max_depth(129).validated().is_err());
+        assert!(JsonLimits::default().max_array_len(0).validated().is_err());
+    }
+
+    #[test]
+    fn nul_is_refused_only_when_asked() {
+        let doc = br#"{"a":"x\u0000y","b":"tab\tnewline\n"}"#;
+        assert!(guard(doc).is_ok());
+        let strict = JsonLimits::default().reject_control_chars(true);
+        assert!(matches!(
+            from_slice::<Value>(doc, &strict),
+            Err(JsonError::Guard {
+                violation: Violation::ControlCharacter,
+                ..
+            })
+        ));
+        assert!(from_slice::<Value>(br#"{"b":"tab\tnewline\n"}"#, &strict).is_ok());
+    }
+
+    #[test]
+    fn enums_and_options_go_through_the_guard() {
+        #[derive(Deserialize, Debug, PartialEq)]
+        enum Shape {
+            Circle { r: Vec<u8> },
+            Named(String),
+        }
+        // Variant names are strings too: "Circle" needs 6 bytes.
+        let limits = JsonLimits::default().max_array_len(2).max_string_len(6);
+        assert!(from_slice::<Shape>(br#"{"Circle":{"r":[1,2]}}"#, &limits).is_ok());
+        assert!(from_slice::<Shape>(br#"{"Circle":{"r":[1,2,3]}}"#, &limits).is_err());
+        assert!(from_slice::<Option<Shape>>(br#"{"Named":"abcdefg"}"#, &limits).is_err());
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| Value::from(n)),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| Value::from(f)),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(6, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,8}", inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_never_panic_and_never_accept_what_serde_json_refuses(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let guarded = guard(&bytes);
+            let plain = serde_json::from_slice::<Value>(&bytes);
+            match (guarded, plain) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                (Ok(_), Err(_)) => prop_assert!(false, "guard accepted what serde_json refused"),
+                _ => {}
+            }
+        }
+
+        #[test]
+        fn verdict_matches_serde_json_on_valid_documents(doc in arb_json()) {
+            let text = serde_json::to_string(&doc).unwrap();
+            let guarded = guard(text.as_bytes());
+            prop_assert_eq!(guarded.ok(), Some(serde_json::from_str::<Value>(&text).unwrap()));
+        }
+
+        #[test]
+        fn json_like_bytes_never_panic(s in r#"[\[\]{}",:0-9a\\u ]{0,64}"#) {
+            let _ = guard(s.as_bytes());
+            let _ = check(s.as_bytes(), &JsonLimits::default());
+        }
     }
 }

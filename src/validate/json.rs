@@ -395,11 +395,7 @@ where
 
 /// A copy of what a security event needs from a request that will be consumed: method, URI
 /// and the request id, client IP, principal and event sinks from its extensions.
-pub(crate) fn event_parts(
-    method: &http::Method,
-    uri: &http::Uri,
-    ext: &http::Extensions,
-) -> Parts {
+pub(crate) fn event_parts(method: &http::Method, uri: &http::Uri, ext: &http::Extensions) -> Parts {
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = method.clone();
     parts.uri = uri.clone();

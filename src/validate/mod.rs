@@ -74,8 +74,7 @@ mod valid;
 
 pub use guard::{JsonError, JsonLimits, Violation};
 pub use json::{
-    is_json_content_type, GuardedJson, JsonGuard, JsonGuardConfig, JsonGuardFuture,
-    JsonGuardLayer,
+    is_json_content_type, GuardedJson, JsonGuard, JsonGuardConfig, JsonGuardFuture, JsonGuardLayer,
 };
 #[cfg(feature = "validate")]
 pub use names::Shape;

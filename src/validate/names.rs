@@ -274,7 +274,10 @@ impl<'de> de::MapAccess<'de> for ProbeStruct<'_> {
         }
     }
 
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Self::Error> {
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Self::Error> {
         let name = self.shape.fields.get(self.index).copied().unwrap_or("");
         self.index += 1;
         let mut child = None;
@@ -331,7 +334,10 @@ impl<'de> de::MapAccess<'de> for ProbeOne<'_> {
         .map(Some)
     }
 
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Self::Error> {
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Self::Error> {
         self.done = true;
         seed.deserialize(Probe {
             out: self.out,

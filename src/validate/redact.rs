@@ -103,7 +103,10 @@ impl Default for RedactFieldsLayer {
     fn default() -> Self {
         Self {
             shared: Arc::new(Shared {
-                names: DEFAULT_REDACTED_FIELDS.iter().map(|n| normalize(n)).collect(),
+                names: DEFAULT_REDACTED_FIELDS
+                    .iter()
+                    .map(|n| normalize(n))
+                    .collect(),
                 max_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             }),
         }

@@ -269,7 +269,10 @@ mod tests {
         // Output encoding neutralises all of them for HTML.
         for payload in ["<scr<script>ipt>", attr, "<img src=x onerror=alert(1)>"] {
             let encoded = encode_html(payload);
-            assert!(!encoded.contains('<') && !encoded.contains('"'), "{encoded}");
+            assert!(
+                !encoded.contains('<') && !encoded.contains('"'),
+                "{encoded}"
+            );
         }
     }
 
@@ -282,7 +285,10 @@ mod tests {
 
     #[test]
     fn nul_and_c1_controls_are_stripped_but_newlines_kept() {
-        assert_eq!(strip_invisible("a\0b\u{85}c\u{1b}[31m\td\n"), "abc[31m\td\n");
+        assert_eq!(
+            strip_invisible("a\0b\u{85}c\u{1b}[31m\td\n"),
+            "abc[31m\td\n"
+        );
     }
 
     #[test]

@@ -113,8 +113,7 @@ where
         let this = self.project();
         let response = ready!(this.future.poll(cx))?;
         let status = response.status();
-        if !status.is_server_error() || response.extensions().get::<RenderedRejection>().is_some()
-        {
+        if !status.is_server_error() || response.extensions().get::<RenderedRejection>().is_some() {
             return Poll::Ready(Ok(response.map(Body::new)));
         }
         let kind = if status == http::StatusCode::SERVICE_UNAVAILABLE {

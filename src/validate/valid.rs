@@ -206,7 +206,9 @@ where
                     415 => (
                         RejectionKind::UnsupportedMediaType,
                         "unsupported_media_type",
-                        Some("The request body must be a form (application/x-www-form-urlencoded)."),
+                        Some(
+                            "The request body must be a form (application/x-www-form-urlencoded).",
+                        ),
                     ),
                     422 => (
                         RejectionKind::ValidationFailed,
@@ -394,7 +396,12 @@ pub fn field_errors(errors: &ValidationErrors, shape: &Shape) -> Vec<FieldError>
     out
 }
 
-fn collect(errors: &ValidationErrors, shape: Option<&Shape>, prefix: &str, out: &mut Vec<FieldError>) {
+fn collect(
+    errors: &ValidationErrors,
+    shape: Option<&Shape>,
+    prefix: &str,
+    out: &mut Vec<FieldError>,
+) {
     for (name, kind) in errors.errors() {
         let (path, child) = if name == "__all__" {
             (prefix.to_owned(), shape)
