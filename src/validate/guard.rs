@@ -1222,10 +1222,10 @@ mod tests {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(|n| Value::from(n)),
+            any::<i64>().prop_map(Value::from),
             any::<f64>()
                 .prop_filter("finite", |f| f.is_finite())
-                .prop_map(|f| Value::from(f)),
+                .prop_map(Value::from),
             ".{0,12}".prop_map(Value::String),
         ];
         leaf.prop_recursive(6, 64, 8, |inner| {
