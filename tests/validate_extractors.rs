@@ -453,3 +453,42 @@ async fn validation_with_context_uses_router_state() {
     assert!(body.contains(r#""rule":"banned""#), "{body}");
     assert!(!body.contains("root"), "{body}");
 }
+
+// --- sanitize, then validate -------------------------------------------------------------
+
+#[derive(Deserialize, Validate)]
+struct Comment {
+    #[validate(length(min = 1, max = 8))]
+    author: String,
+    body: String,
+}
+
+impl axum_shield::validate::Sanitize for Comment {
+    fn sanitize(&mut self) {
+        axum_shield::validate::sanitize::text(&mut self.author);
+        axum_shield::validate::sanitize::invisible(&mut self.body);
+    }
+}
+
+#[tokio::test]
+async fn sanitized_fields_are_cleaned_before_validation() {
+    use axum_shield::validate::Sanitized;
+    let app = Router::new().route(
+        "/comments",
+        post(
+            |Valid(Sanitized(Json(c))): Valid<Sanitized<Json<Comment>>>| async move {
+                format!("{}|{}", c.author, c.body)
+            },
+        ),
+    );
+    // Padding and a bidi override would push the author past 8 characters.
+    let doc = json!({"author": "  Zoe\u{308}\u{202E}  ", "body": "hi\u{202E}\n<b>x</b>"});
+    let (status, body, _) = send(app.clone(), json_req("/comments", doc.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, "Zo\u{eb}|hi\n<b>x</b>");
+    // Only invisible characters: empty after cleaning, so the length rule refuses it.
+    let doc = json!({"author": " \u{200E}\u{0} ", "body": ""});
+    let (status, body, _) = send(app, json_req("/comments", doc.to_string())).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains(r#""field":"author""#), "{body}");
+}

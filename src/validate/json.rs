@@ -64,6 +64,20 @@ pub fn is_json_content_type(headers: &HeaderMap) -> bool {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GuardedJson<T>(pub T);
 
+impl<T> std::ops::Deref for GuardedJson<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> std::ops::DerefMut for GuardedJson<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
 impl<T, S> FromRequest<S> for GuardedJson<T>
 where
     T: DeserializeOwned,

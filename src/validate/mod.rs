@@ -87,5 +87,5 @@ pub use scrub::{ScrubFuture, ScrubServerErrors, ScrubServerErrorsLayer};
 #[cfg(feature = "validate")]
 pub use valid::{
     field_errors, FieldError, HasValidate, Valid, ValidSource, ValidWith, ValidationArgs,
-    ViaBuiltin, ViaHasValidate, ViaValid,
+    ViaBuiltin, ViaHasValidate, ViaSanitized, ViaValid,
 };

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::ops::DerefMut;
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::response::{IntoResponse, Response};
@@ -13,13 +14,16 @@ use validator::{Validate, ValidateArgs, ValidationError, ValidationErrors, Valid
 
 use super::json::{event_parts, extract_json, refuse};
 use super::names::Shape;
+use super::sanitize::{Sanitize, Sanitized};
 use crate::rejection::{Rejection, RejectionKind};
 
 /// An extractor whose output is validated with [`validator::Validate`] before the handler
 /// runs.
 ///
 /// Works with `Json<T>` (deserialized through the [JSON guard](super::guard) in one pass),
-/// `Query<T>`, `Form<T>`, `Path<T>`, and any extractor that implements [`HasValidate`].
+/// `Query<T>`, `Form<T>`, `Path<T>`, any extractor that implements [`HasValidate`], and
+/// `Sanitized<E>` of those (cleaned with [`Sanitize`] first, then validated:
+/// `Valid<Sanitized<Json<T>>>`).
 /// A failure is a 422 problem+json listing each failing field by its JSON path (serde
 /// `rename_all` honoured, `address.zip`, `items[2].qty`), the rule and a message, never the
 /// submitted value; it emits one `input_validation_fail` security event naming the fields.
@@ -301,6 +305,33 @@ where
 
     fn shape() -> Shape {
         Shape::of::<T>()
+    }
+}
+
+/// Marker for `Valid<Sanitized<E>>`: extract with `E`, clean, then validate.
+#[derive(Debug, Clone, Copy)]
+pub enum ViaSanitized {}
+
+impl<S, M, E, T> ValidSource<S, (ViaSanitized, M)> for Sanitized<E>
+where
+    S: Send + Sync,
+    E: ValidSource<S, M, Target = T> + DerefMut<Target = T> + Send,
+    T: Sanitize,
+{
+    type Target = T;
+
+    async fn extract(req: Request, state: &S) -> Result<(Self, Parts), Response> {
+        let (mut value, parts) = E::extract(req, state).await?;
+        value.sanitize();
+        Ok((Sanitized(value), parts))
+    }
+
+    fn target(&self) -> &T {
+        &self.0
+    }
+
+    fn shape() -> Shape {
+        E::shape()
     }
 }
 
