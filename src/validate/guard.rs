@@ -410,6 +410,35 @@ pub(crate) fn is_refused_control(c: char) -> bool {
     (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{7f}'
 }
 
+/// The key hashes of one object: inline for small objects, a hash set past 16 keys.
+#[derive(Default)]
+struct KeySet {
+    inline: [u64; 16],
+    len: usize,
+    spill: Option<std::collections::HashSet<u64>>,
+}
+
+impl KeySet {
+    /// Records `hash`; false when it was already there.
+    fn insert(&mut self, hash: u64) -> bool {
+        if let Some(set) = &mut self.spill {
+            return set.insert(hash);
+        }
+        if self.inline[..self.len].contains(&hash) {
+            return false;
+        }
+        if self.len < self.inline.len() {
+            self.inline[self.len] = hash;
+            self.len += 1;
+        } else {
+            let mut set: std::collections::HashSet<u64> = self.inline.iter().copied().collect();
+            set.insert(hash);
+            self.spill = Some(set);
+        }
+        true
+    }
+}
+
 /// FNV-1a: cheap, and a collision can only make the guard refuse a crafted document.
 fn key_hash(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -664,7 +693,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for GuardVisitor<'_, V> {
             inner: map,
             state: self.state,
             count: 0,
-            keys: Vec::new(),
+            keys: KeySet::default(),
             last_key: String::new(),
         });
         self.state.leave();
@@ -722,7 +751,7 @@ struct GuardMap<'s, A> {
     state: &'s State,
     count: usize,
     /// Hashes of the keys seen so far in this object.
-    keys: Vec<u64>,
+    keys: KeySet,
     last_key: String,
 }
 
@@ -856,7 +885,7 @@ impl<'de, T: DeserializeSeed<'de>> DeserializeSeed<'de> for GuardSeed<'_, T> {
 }
 
 struct KeyRecord<'m> {
-    keys: &'m mut Vec<u64>,
+    keys: &'m mut KeySet,
     last_key: &'m mut String,
     dedupe: bool,
 }
@@ -871,11 +900,9 @@ impl KeyRecord<'_> {
 
     fn record_bytes<E: de::Error>(&mut self, state: &State, bytes: &[u8]) -> Result<(), E> {
         if self.dedupe {
-            let hash = key_hash(bytes);
-            if self.keys.contains(&hash) {
+            if !self.keys.insert(key_hash(bytes)) {
                 return Err(state.violate(Violation::DuplicateKey));
             }
-            self.keys.push(hash);
         }
         Ok(())
     }
@@ -1146,6 +1173,11 @@ mod tests {
         // Escaped and plain spellings of the same key are the same key.
         assert!(guard(br#"{"a":1,"\u0061":2}"#).is_err());
         assert!(guard(br#"{"a":1,"b":2}"#).is_ok());
+        // Past the inline set, duplicates are still found.
+        let mut big: Vec<String> = (0..40).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        assert!(guard(format!("{{{}}}", big.join(",")).as_bytes()).is_ok());
+        big.push(r#""k3":0"#.into());
+        assert!(guard(format!("{{{}}}", big.join(",")).as_bytes()).is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use http_body::Body as HttpBody;
 use http_body_util::combinators::Collect;
 use http_body_util::{BodyExt, Limited};
 use pin_project_lite::pin_project;
+use serde::de;
 use serde_json::Value;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -355,6 +356,10 @@ where
                             return Poll::Ready(Ok(internal()));
                         }
                     };
+                    // A cheap allocation-free pass first: most responses hold no such key.
+                    if !matches!(has_redacted_key(&bytes, &shared.names), Ok(true)) {
+                        return Poll::Ready(Ok(Response::from_parts(parts, Body::from(bytes))));
+                    }
                     let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
                         return Poll::Ready(Ok(Response::from_parts(parts, Body::from(bytes))));
                     };
@@ -377,6 +382,96 @@ where
                 }
             }
         }
+    }
+}
+
+/// Whether any object key in the JSON document `bytes` matches `names`, without building
+/// the document. Not JSON (or nested beyond serde_json's 128 levels) is an error.
+fn has_redacted_key(bytes: &[u8], names: &[String]) -> Result<bool, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let found = de::DeserializeSeed::deserialize(Scan { names }, &mut de)?;
+    de.end()?;
+    Ok(found)
+}
+
+#[derive(Clone, Copy)]
+struct Scan<'n> {
+    names: &'n [String],
+}
+
+impl<'de> de::DeserializeSeed<'de> for Scan<'_> {
+    type Value = bool;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> de::Visitor<'de> for Scan<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        let mut found = false;
+        while let Some(hit) = seq.next_element_seed(self)? {
+            found |= hit;
+        }
+        Ok(found)
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let mut found = false;
+        while let Some(hit) = map.next_key_seed(KeyMatch { names: self.names })? {
+            found |= hit;
+            found |= map.next_value_seed(self)?;
+        }
+        Ok(found)
+    }
+}
+
+struct KeyMatch<'n> {
+    names: &'n [String],
+}
+
+impl<'de> de::DeserializeSeed<'de> for KeyMatch<'_> {
+    type Value = bool;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> de::Visitor<'de> for KeyMatch<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<bool, E> {
+        Ok(self.names.iter().any(|name| matches(key, name)))
     }
 }
 
