@@ -899,10 +899,8 @@ impl KeyRecord<'_> {
     }
 
     fn record_bytes<E: de::Error>(&mut self, state: &State, bytes: &[u8]) -> Result<(), E> {
-        if self.dedupe {
-            if !self.keys.insert(key_hash(bytes)) {
-                return Err(state.violate(Violation::DuplicateKey));
-            }
+        if self.dedupe && !self.keys.insert(key_hash(bytes)) {
+            return Err(state.violate(Violation::DuplicateKey));
         }
         Ok(())
     }
