@@ -42,11 +42,13 @@ use axum::{Extension, Json, Router};
 use axum_shield::audit::{Audit, SecurityEvent, SecurityEventKind};
 use axum_shield::auth::{AuthorizeLayer, Principal, TokenIssuer};
 use axum_shield::rate_limit::{LoginAttempt, LoginGuard, RateLimit};
+use axum_shield::validate::{GuardedJson, JsonGuardLayer, JsonLimits, RedactFieldsLayer, Valid};
 use axum_shield::{Claims, ConfigError, JwtAuth, Rejection, RejectionKind, Shield};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use validator::Validate;
 
 /// The `iss` of the tokens this API issues and accepts.
 pub const ISSUER: &str = "http://127.0.0.1:3000";
@@ -160,6 +162,13 @@ pub fn app(settings: &Settings) -> Result<Router, ConfigError> {
         .route("/sensitive-action", post(sensitive_action))
         .route_layer(jwt.layer());
 
+    // Input: the JSON guard's limits for the body, then `Valid<Json<_>>` in the handler.
+    // Output: the redaction layer as a safety net in case a response leaks a secret field.
+    let users = Router::new()
+        .route("/users", post(create_user))
+        .layer(JsonGuardLayer::new(JsonLimits::default())?)
+        .layer(RedactFieldsLayer::default());
+
     Ok(Router::new()
         .route("/health", get(health))
         .route(
@@ -169,6 +178,7 @@ pub fn app(settings: &Settings) -> Result<Router, ConfigError> {
                 .route_layer(login_guard.layer()),
         )
         .merge(protected)
+        .merge(users)
         .with_state(AppState { tokens })
         .layer(shield))
 }
@@ -250,7 +260,7 @@ struct TokenResponse {
 async fn login(
     State(state): State<AppState>,
     attempt: LoginAttempt,
-    Json(credentials): Json<LoginRequest>,
+    GuardedJson(credentials): GuardedJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, Rejection> {
     let user = attempt
         .verify(&credentials.username, || async {
@@ -273,6 +283,47 @@ async fn login(
         token_type: "Bearer",
         expires_in: issued.expires_at.saturating_sub(now),
     }))
+}
+
+/// The request DTO of `POST /users`: only what a client may set, each field validated.
+#[derive(Debug, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    #[validate(email)]
+    email: String,
+    #[validate(length(min = 1, max = 64))]
+    name: String,
+    #[validate(range(min = 13, max = 130))]
+    age: u8,
+    #[validate(nested)]
+    address: Address,
+}
+
+#[derive(Debug, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+struct Address {
+    #[validate(length(min = 1, max = 85))]
+    city: String,
+    #[validate(length(min = 3, max = 10))]
+    zip: String,
+}
+
+/// The response DTO: only what a client may see.
+#[derive(Debug, Serialize)]
+struct UserCreated {
+    email: String,
+    name: String,
+}
+
+/// `POST /users`: 201 with the new user, or 415/413/400/422 problem+json before this runs.
+async fn create_user(Valid(Json(user)): Valid<Json<NewUser>>) -> (StatusCode, Json<UserCreated>) {
+    (
+        StatusCode::CREATED,
+        Json(UserCreated {
+            email: user.email,
+            name: user.name,
+        }),
+    )
 }
 
 #[derive(Deserialize)]

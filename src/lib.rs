@@ -41,6 +41,7 @@ pub mod rate_limit;
 pub mod rejection;
 pub mod request_id;
 pub mod shield;
+pub mod validate;
 
 #[cfg(feature = "jwt")]
 pub use auth::jwt::{Claims, JwtAuth};

@@ -1,6 +1,7 @@
 //! Load and fault tests through the full quickstart stack over real sockets on loopback
 //! (issue: proof). Bounded in requests and time; every response must be one of the expected
 //! statuses with the expected headers, and no request may get a 5xx it should not.
+#![cfg(all(feature = "jwt", feature = "validate"))]
 
 #[path = "../examples/quickstart.rs"]
 #[allow(dead_code, unreachable_pub)]
@@ -67,6 +68,8 @@ enum Kind {
     MissingToken,
     ForgedToken,
     NotAdmin,
+    NewUser,
+    InvalidUser,
     Attacker,
 }
 
@@ -75,11 +78,13 @@ impl Kind {
         if i < ATTACKER_REQUESTS {
             return Kind::Attacker;
         }
-        match i % 4 {
+        match i % 6 {
             0 => Kind::Valid,
             1 => Kind::MissingToken,
             2 => Kind::ForgedToken,
-            _ => Kind::NotAdmin,
+            3 => Kind::NotAdmin,
+            4 => Kind::NewUser,
+            _ => Kind::InvalidUser,
         }
     }
 
@@ -88,6 +93,8 @@ impl Kind {
             Kind::Valid => status == 200,
             Kind::MissingToken | Kind::ForgedToken => status == 401,
             Kind::NotAdmin => status == 403,
+            Kind::NewUser => status == 201,
+            Kind::InvalidUser => status == 422,
             Kind::Attacker => status == 200 || status == 429,
         }
     }
@@ -113,6 +120,14 @@ async fn one(client: &reqwest::Client, base: &str, tokens: &Tokens, i: usize) ->
         Kind::NotAdmin => client
             .get(format!("{base}/admin/stats"))
             .bearer_auth(&tokens.alice),
+        Kind::NewUser => client.post(format!("{base}/users")).json(&json!({
+            "email": "ann@example.com", "name": "Ann", "age": 30,
+            "address": { "city": "Oslo", "zip": "0150" }
+        })),
+        Kind::InvalidUser => client.post(format!("{base}/users")).json(&json!({
+            "email": "not-an-email", "name": "", "age": 7,
+            "address": { "city": "Oslo", "zip": "1" }
+        })),
     };
     let response = request
         .header("x-forwarded-for", client_ip)

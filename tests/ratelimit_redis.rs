@@ -214,3 +214,61 @@ async fn login_guard_and_revocations_are_shared_through_redis() {
         .await
         .unwrap());
 }
+
+/// The Redis list is a `RevocationStore`: a JWT revoked on one instance is refused by a
+/// verifier on another, and an unreachable Redis refuses (fails closed) instead of admitting.
+#[cfg(feature = "jwt")]
+#[tokio::test]
+async fn jwt_revoked_through_redis_is_refused_everywhere_and_redis_down_fails_closed() {
+    use axum_shield::auth::{RevocationStore, TokenIssuer};
+    use axum_shield::JwtAuth;
+    use std::sync::Arc;
+
+    let mut redis = RedisServer::start();
+    let secret = b"redis-revocation-secret-0123456789-abcdef";
+    let issued = TokenIssuer::hs256(secret)
+        .unwrap()
+        .issuer("https://id.example")
+        .audience("api")
+        .issue("alice", &serde_json::json!({}))
+        .unwrap();
+    let verifier = |list: RedisRevocationList| {
+        JwtAuth::hs256(secret)
+            .unwrap()
+            .issuer("https://id.example")
+            .audience("api")
+            .revocation(Arc::new(list))
+            .build()
+            .unwrap()
+    };
+    let instance_a = RedisRevocationList::new(RedisStore::connect(&redis.url()).await.unwrap());
+    let instance_b = verifier(RedisRevocationList::new(
+        RedisStore::connect(&redis.url()).await.unwrap(),
+    ));
+    assert!(instance_b.verify(&issued.token).await.is_ok());
+
+    RevocationStore::revoke(
+        &instance_a,
+        "https://id.example",
+        &issued.jti,
+        issued.expires_at,
+    )
+    .await
+    .unwrap();
+    assert!(
+        instance_b.verify(&issued.token).await.is_err(),
+        "revoked jti accepted"
+    );
+
+    redis.kill();
+    let fresh = TokenIssuer::hs256(secret)
+        .unwrap()
+        .issuer("https://id.example")
+        .audience("api")
+        .issue("bob", &serde_json::json!({}))
+        .unwrap();
+    assert!(
+        instance_b.verify(&fresh.token).await.is_err(),
+        "a token must not be admitted while revocation cannot be checked"
+    );
+}

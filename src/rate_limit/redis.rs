@@ -427,6 +427,42 @@ impl RedisRevocationList {
     }
 }
 
+/// Plugs the Redis list into the JWT layer: `JwtAuth::…revocation(Arc::new(list))`. A Redis
+/// failure is a [`RevocationError`](crate::auth::RevocationError), on which the JWT layer fails
+/// closed (503), never admitting a token it could not check.
+#[cfg(feature = "jwt")]
+impl crate::auth::RevocationStore for RedisRevocationList {
+    fn is_revoked<'a>(
+        &'a self,
+        issuer: &'a str,
+        jti: &'a str,
+    ) -> crate::auth::RevocationFuture<'a, bool> {
+        Box::pin(async move {
+            RedisRevocationList::is_revoked(self, issuer, jti)
+                .await
+                .map_err(|e| crate::auth::RevocationError::new(e.to_string()))
+        })
+    }
+
+    fn revoke<'a>(
+        &'a self,
+        issuer: &'a str,
+        jti: &'a str,
+        expires_at: u64,
+    ) -> crate::auth::RevocationFuture<'a, ()> {
+        Box::pin(async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            // Keep the entry until the token would expire anyway (at least a second).
+            let ttl = Duration::from_secs(expires_at.saturating_sub(now).max(1));
+            RedisRevocationList::revoke(self, issuer, jti, ttl)
+                .await
+                .map_err(|e| crate::auth::RevocationError::new(e.to_string()))
+        })
+    }
+}
+
 fn timeout_error() -> redis::RedisError {
     redis::RedisError::from(std::io::Error::new(
         std::io::ErrorKind::TimedOut,

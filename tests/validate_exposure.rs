@@ -1,0 +1,153 @@
+//! Response redaction and the 5xx scrubber, end to end.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use axum_shield::audit::{EventSinks, SecurityEvent, SecurityEventKind, SecurityEventSink};
+use axum_shield::validate::{RedactFieldsLayer, ScrubServerErrorsLayer};
+use axum_shield::Shield;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+type Events = Arc<Mutex<Vec<(SecurityEventKind, Vec<(&'static str, String)>)>>>;
+
+fn sinks(events: &Events) -> Extension<EventSinks> {
+    let events = events.clone();
+    let sink: Arc<dyn SecurityEventSink> = Arc::new(move |e: &SecurityEvent| {
+        events.lock().unwrap().push((e.kind(), e.fields().to_vec()));
+    });
+    Extension(EventSinks::new(vec![sink]))
+}
+
+async fn body_of(app: Router, uri: &str) -> (StatusCode, http::HeaderMap, String) {
+    let response = app
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8(bytes.to_vec()).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn redaction_removes_nested_fields_and_reports_names_only() {
+    let events = Events::default();
+    let app = Router::new()
+        .route(
+            "/users",
+            get(|| async {
+                Json(json!({
+                    "users": [
+                        {"id": 1, "name": "ann", "password_hash": "$argon2id$SECRETHASH",
+                         "profile": {"ssn": "078-05-1120", "apiKey": "SECRETKEY"}},
+                        {"id": 2, "name": "bob", "Token": "SECRETTOKEN"}
+                    ],
+                    "total": 2
+                }))
+            }),
+        )
+        .layer(RedactFieldsLayer::default())
+        .layer(sinks(&events));
+    let (status, headers, body) = body_of(app, "/users").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers
+        .get("content-length")
+        .is_none_or(|l| l.to_str().unwrap() == body.len().to_string()));
+    assert!(
+        !body.contains("SECRET") && !body.contains("078-05"),
+        "{body}"
+    );
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        doc,
+        json!({"users": [{"id": 1, "name": "ann", "profile": {}}, {"id": 2, "name": "bob"}], "total": 2})
+    );
+    let events = events.lock().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].0, SecurityEventKind::DataExposureBlocked);
+    let fields = format!("{:?}", events[0].1);
+    assert!(fields.contains("password_hash") && fields.contains("apiKey"));
+    assert!(!fields.contains("SECRET"));
+}
+
+#[tokio::test]
+async fn redaction_leaves_clean_and_non_json_responses_alone() {
+    let events = Events::default();
+    let app = Router::new()
+        .route("/clean", get(|| async { Json(json!({"id": 1})) }))
+        .route("/text", get(|| async { "password: not json, left alone" }))
+        .layer(RedactFieldsLayer::new(["password"]).unwrap())
+        .layer(sinks(&events));
+    let (_, _, body) = body_of(app.clone(), "/clean").await;
+    assert_eq!(body, r#"{"id":1}"#);
+    let (_, _, body) = body_of(app, "/text").await;
+    assert_eq!(body, "password: not json, left alone");
+    assert!(events.lock().unwrap().is_empty());
+}
+
+#[test]
+fn redaction_config_is_validated() {
+    assert!(RedactFieldsLayer::new(Vec::<String>::new()).is_err());
+    assert!(RedactFieldsLayer::new(["_"]).is_err());
+    assert!(RedactFieldsLayer::default().max_response_bytes(0).is_err());
+}
+
+#[tokio::test]
+async fn scrubber_hides_a_handlers_internal_error_text() {
+    let app = Router::new()
+        .route(
+            "/boom",
+            get(|| async {
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "ERROR: password authentication failed for user \"app\" at /srv/db.rs:42",
+                )
+            }),
+        )
+        .route(
+            "/busy",
+            get(|| async {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [("retry-after", "5")],
+                    "redis at 10.0.0.7:6379 refused",
+                )
+            }),
+        )
+        .route("/ok", get(|| async { "fine" }))
+        .layer(ScrubServerErrorsLayer::new())
+        .layer(Shield::api().build().unwrap())
+        .layer(Extension(axum::extract::ConnectInfo(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 4000)),
+        )));
+
+    let (status, headers, body) = body_of(app.clone(), "/boom").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert!(
+        !body.contains("password") && !body.contains("db.rs"),
+        "{body}"
+    );
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["code"], "internal_error");
+    assert_eq!(
+        doc["request_id"],
+        headers["x-request-id"].to_str().unwrap(),
+        "{body}"
+    );
+
+    let (status, headers, body) = body_of(app.clone(), "/busy").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "5");
+    assert!(!body.contains("10.0.0.7"), "{body}");
+
+    let (status, _, body) = body_of(app, "/ok").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "fine"));
+}
