@@ -36,10 +36,13 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let peer = MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000)));
-    let bare = routes().layer(peer);
+    // `with_state(())` turns handlers into services once, as `axum::serve` does; without it a
+    // `Router<()>` called directly re-applies its layers on every request.
+    let bare = routes().layer(peer).with_state(());
     let shield = routes()
         .layer(Shield::api().access_log(false).build().unwrap())
-        .layer(peer);
+        .layer(peer)
+        .with_state(());
 
     let mut group = c.benchmark_group("stack");
     group.bench_function("bare_router", |b| {

@@ -48,6 +48,9 @@ use serde::Deserialize;
 use crate::rejection::{Rejection, RejectionKind};
 use crate::ConfigError;
 
+/// The IPv6 prefix length that groups addresses into one rate-limit key unless configured.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+
 /// Which forwarding header the trusted proxies write.
 ///
 /// Only one is read: if your proxy writes `X-Forwarded-For` but passes a client's `Forwarded`
@@ -88,7 +91,7 @@ impl Default for ClientIpConfig {
         Self {
             trusted_proxies: Vec::new(),
             header: ForwardedHeader::default(),
-            ipv6_prefix: 64,
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
         }
     }
 }

@@ -40,10 +40,6 @@ use tower::util::{option_layer, Either};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::cors::{Cors as CorsService, CorsLayer};
 use tower_http::limit::{RequestBodyLimit, RequestBodyLimitLayer};
-use tower_http::sensitive_headers::{
-    SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeaders,
-    SetSensitiveResponseHeadersLayer,
-};
 use tower_http::trace::{DefaultOnBodyChunk, DefaultOnEos, DefaultOnFailure, Trace, TraceLayer};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -415,11 +411,13 @@ impl ShieldBuilder {
                 sensitive_headers.push(name);
             }
         }
+        let sensitive_headers: Arc<[http::HeaderName]> = sensitive_headers.into();
         Ok(Shield {
             core: Arc::new(CoreShared {
                 resolver,
                 render: self.render,
                 sinks: EventSinks::new(self.sinks),
+                sensitive_headers: sensitive_headers.clone(),
             }),
             headers: self.headers.layer()?,
             https_redirect: self.https_redirect.as_ref().map(HttpsRedirect::layer),
@@ -431,7 +429,7 @@ impl ShieldBuilder {
             log: LogSettings {
                 access_log: self.config.access_log,
                 record_query: self.config.log_query,
-                sensitive_headers: sensitive_headers.into(),
+                sensitive_headers,
                 pseudonymizer: self.pseudonymizer,
             },
         })
@@ -448,20 +446,18 @@ fn parse_sensitive_header(name: &str) -> Result<http::HeaderName, ConfigError> {
     })
 }
 
-/// Sensitive request headers marked before the trace layer sees the request; sensitive
-/// response headers marked inside it, before it sees the response (tower-http's documented
-/// placement).
-type TraceStack<S> = SetSensitiveRequestHeaders<
-    Trace<
-        SetSensitiveResponseHeaders<RequestAudit<S>>,
-        SharedClassifier<ServerErrorsAsFailures>,
-        MakeRequestSpan,
-        (),
-        OnRequestEnd,
-        DefaultOnBodyChunk,
-        DefaultOnEos,
-        DefaultOnFailure,
-    >,
+/// Sensitive request headers are marked by [`ShieldCore`] before the trace layer sees the
+/// request; sensitive response headers by [`RequestAudit`], inside it, before it sees the
+/// response (the placement tower-http documents for its sensitive-headers layers).
+type TraceStack<S> = Trace<
+    RequestAudit<S>,
+    SharedClassifier<ServerErrorsAsFailures>,
+    MakeRequestSpan,
+    (),
+    OnRequestEnd,
+    DefaultOnBodyChunk,
+    DefaultOnEos,
+    DefaultOnFailure,
 >;
 
 type Limits<S> =
@@ -489,18 +485,14 @@ impl<S> Layer<S> for Shield {
         let inner = option_layer(self.cors.clone()).layer(inner);
         let inner = option_layer(self.https_redirect.clone()).layer(inner);
         let inner = CatchPanic { inner };
-        let inner = RequestAuditLayer::new(self.log.pseudonymizer.clone()).layer(inner);
-        let inner =
-            SetSensitiveResponseHeadersLayer::from_shared(self.log.sensitive_headers.clone())
-                .layer(inner);
+        let inner = RequestAuditLayer::new(self.log.pseudonymizer.clone())
+            .sensitive_headers(self.log.sensitive_headers.clone())
+            .layer(inner);
         let inner = TraceLayer::new_for_http()
             .make_span_with(self.log.make_span())
             .on_request(())
             .on_response(OnRequestEnd::new(self.log.access_log))
             .layer(inner);
-        let inner =
-            SetSensitiveRequestHeadersLayer::from_shared(self.log.sensitive_headers.clone())
-                .layer(inner);
         let inner = self.headers.layer(inner);
         ShieldService {
             inner: ShieldCore {
@@ -546,6 +538,8 @@ struct CoreShared {
     resolver: ClientIpResolver,
     render: Option<RenderRejection>,
     sinks: EventSinks,
+    /// Request headers marked sensitive before the trace layer sees the request.
+    sensitive_headers: Arc<[http::HeaderName]>,
 }
 
 /// The outermost service of [`Shield`]: request id, client IP, rejection rendering.
@@ -580,6 +574,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        crate::audit::mark_sensitive(req.headers_mut(), &self.shared.sensitive_headers);
         let id = match req.headers().get(&REQUEST_ID_HEADER) {
             Some(value) if request_id::is_acceptable(value) => value.clone(),
             _ => {
@@ -601,7 +596,11 @@ where
         if let Some(https) = resolved.forwarded_https() {
             extensions.insert(ForwardedProto { https });
         }
-        extensions.insert(self.shared.resolver.clone());
+        // Read by rate-limit keys for the IPv6 prefix; without it they use the default /64, so
+        // the common configuration saves an allocation per request.
+        if self.shared.resolver.ipv6_prefix() != crate::client_ip::DEFAULT_IPV6_PREFIX {
+            extensions.insert(self.shared.resolver.clone());
+        }
         if !self.shared.sinks.is_empty() {
             extensions.insert(self.shared.sinks.clone());
         }

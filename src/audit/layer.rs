@@ -16,7 +16,7 @@ use super::pseudonym::Pseudonymizer;
 use crate::client_ip::ClientIp;
 use crate::request_id::RequestId;
 
-/// Headers whose values are marked sensitive (tower-http's sensitive-headers layers), so
+/// Headers whose values are marked sensitive (`HeaderValue::set_sensitive`, as tower-http's sensitive-headers layers do), so
 /// no `Debug` of a request or response and no trace formatter ever prints them:
 /// `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie` and `X-Api-Key`
 /// (RFC 9110 §11.6.2, §11.7.2; RFC 6265 §4). Add your own API-key headers with
@@ -59,13 +59,38 @@ pub(crate) struct PanicMessage(pub(crate) String);
 #[derive(Debug, Clone, Default)]
 pub struct RequestAuditLayer {
     pseudonymizer: Option<Pseudonymizer>,
+    sensitive: Arc<[HeaderName]>,
 }
 
 impl RequestAuditLayer {
     /// A layer that reports panics; with `pseudonymizer`, it also leaves the key in the
     /// request extensions for [`SecurityEvent::for_request`] and [`super::record_principal`].
     pub fn new(pseudonymizer: Option<Pseudonymizer>) -> Self {
-        Self { pseudonymizer }
+        Self {
+            pseudonymizer,
+            sensitive: DEFAULT_SENSITIVE_HEADERS.to_vec().into(),
+        }
+    }
+
+    /// Marks these response headers sensitive (instead of [`DEFAULT_SENSITIVE_HEADERS`])
+    /// before the trace layer outside sees the response.
+    pub fn sensitive_headers(mut self, names: Arc<[HeaderName]>) -> Self {
+        self.sensitive = names;
+        self
+    }
+}
+
+/// Marks every value of the `names` headers sensitive, in one pass over `headers`.
+///
+/// tower-http's `SetSensitive*Headers` layers look each name up with `HeaderMap::entry`, which
+/// reserves capacity on every call; with five names that was about 1 900 instructions per
+/// request in the stack benchmark. Requests and responses carry few headers, so one pass
+/// comparing names does the same work for a fraction of it.
+pub(crate) fn mark_sensitive(headers: &mut http::HeaderMap, names: &[HeaderName]) {
+    for (name, value) in headers.iter_mut() {
+        if names.contains(name) {
+            value.set_sensitive(true);
+        }
     }
 }
 
@@ -76,6 +101,7 @@ impl<S> Layer<S> for RequestAuditLayer {
         RequestAudit {
             inner,
             pseudonymizer: self.pseudonymizer.clone(),
+            sensitive: self.sensitive.clone(),
         }
     }
 }
@@ -86,6 +112,7 @@ impl<S> Layer<S> for RequestAuditLayer {
 pub struct RequestAudit<S> {
     inner: S,
     pseudonymizer: Option<Pseudonymizer>,
+    sensitive: Arc<[HeaderName]>,
 }
 
 /// What a `sys_crash` event needs to know about its request, captured cheaply (reference
@@ -157,7 +184,8 @@ where
         };
         RequestAuditFuture {
             future: self.inner.call(req),
-            context: Some(context),
+            context: Some(Box::new(context)),
+            sensitive: self.sensitive.clone(),
         }
     }
 }
@@ -168,7 +196,9 @@ pin_project! {
     pub struct RequestAuditFuture<F> {
         #[pin]
         future: F,
-        context: Option<CrashContext>,
+        // Boxed: outer layers move this future by value on every request.
+        context: Option<Box<CrashContext>>,
+        sensitive: Arc<[HeaderName]>,
     }
 }
 
@@ -181,6 +211,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = ready!(this.future.poll(cx))?;
+        mark_sensitive(response.headers_mut(), this.sensitive);
         if let Some(PanicMessage(message)) = response.extensions_mut().remove::<PanicMessage>() {
             if let Some(context) = this.context.take() {
                 context

@@ -91,7 +91,7 @@ pub use escape::{escape, MAX_FIELD_CHARS};
 pub use event::{
     ActionOutcome, EventSinks, SecurityEvent, SecurityEventKind, SecurityEventSink, SECURITY_TARGET,
 };
-pub(crate) use layer::{LogSettings, PanicMessage};
+pub(crate) use layer::{mark_sensitive, LogSettings, PanicMessage};
 pub use layer::{RequestAudit, RequestAuditFuture, RequestAuditLayer, DEFAULT_SENSITIVE_HEADERS};
 pub use pseudonym::{Pseudonym, Pseudonymizer, MIN_PSEUDONYM_KEY_LEN};
 pub use sink::ChannelSink;

@@ -123,7 +123,8 @@ pub fn client_ip_key(parts: &Parts) -> Result<LimitKey, Rejection> {
     Ok(LimitKey::Ip(
         match parts.extensions.get::<ClientIpResolver>() {
             Some(resolver) => resolver.key(ip),
-            None => ip_key(ip, 64),
+            // `Shield` leaves the resolver out when it uses the default prefix.
+            None => ip_key(ip, crate::client_ip::DEFAULT_IPV6_PREFIX),
         },
     ))
 }

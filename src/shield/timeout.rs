@@ -54,8 +54,9 @@ pin_project! {
     pub struct TimeoutFuture<F> {
         #[pin]
         inner: F,
-        #[pin]
-        sleep: Option<Sleep>,
+        // Boxed: a `Sleep` is large, and every layer outside moves this future by value; the
+        // box is only allocated for requests that are still pending after their first poll.
+        sleep: Option<Pin<Box<Sleep>>>,
         deadline: Instant,
         status: StatusCode,
     }
@@ -69,16 +70,15 @@ where
     type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         if let Poll::Ready(result) = this.inner.poll(cx) {
             return Poll::Ready(result);
         }
-        if this.sleep.is_none() {
-            this.sleep
-                .set(Some(tokio::time::sleep_until(*this.deadline)));
-        }
-        if let Some(sleep) = this.sleep.as_pin_mut() {
-            if sleep.poll(cx).is_ready() {
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*this.deadline)));
+        {
+            if sleep.as_mut().poll(cx).is_ready() {
                 let mut response = Response::new(B::default());
                 *response.status_mut() = *this.status;
                 return Poll::Ready(Ok(response));
