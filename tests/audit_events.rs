@@ -617,3 +617,49 @@ fn logging_settings_load_from_config_and_are_validated() {
         "pseudonymize"
     );
 }
+
+/// The real JWT layer (not a stand-in) records the verified `sub` on the request span, and its
+/// refusal of a forged token is one `authn_token_invalid` event in that span.
+#[cfg(feature = "jwt")]
+#[tokio::test(flavor = "current_thread")]
+async fn jwt_layer_records_the_principal_and_reports_forged_tokens() {
+    use axum_shield::auth::TokenIssuer;
+    use axum_shield::JwtAuth;
+
+    let secret = [7u8; 32];
+    let token = TokenIssuer::hs256(secret)
+        .unwrap()
+        .issuer("https://id.example")
+        .audience("orders")
+        .issue("alice", &serde_json::json!({}))
+        .unwrap()
+        .token;
+    let jwt = JwtAuth::hs256(secret)
+        .unwrap()
+        .issuer("https://id.example")
+        .audience("orders")
+        .build()
+        .unwrap();
+    let app = shielded(
+        Router::new()
+            .route("/orders/{id}", post(|| async { "ok" }))
+            .route_layer(jwt.layer()),
+    );
+
+    let (capture, _guard) = json_capture(Level::INFO);
+    let response = send(&app, post_to("/orders/7", Some(&token))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let access = capture.access_lines();
+    assert_eq!(access.len(), 1);
+    assert_eq!(access[0]["span"]["principal"], "alice");
+
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    let response = send(&app, post_to("/orders/7", Some(&forged))).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let event = capture.event("authn_token_invalid");
+    assert_eq!(event["span"]["route"], "/orders/{id}");
+    assert!(
+        !capture.text().contains(&forged),
+        "the token must never be logged"
+    );
+}

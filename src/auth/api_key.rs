@@ -404,6 +404,7 @@ where
         };
         match outcome {
             Ok(principal) => {
+                crate::audit::record_principal(&principal, req.extensions());
                 req.extensions_mut().insert(principal);
                 ApiKeyFuture {
                     inner: Some(self.inner.call(req)),

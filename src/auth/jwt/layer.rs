@@ -178,6 +178,8 @@ fn refusal(verifier: &JwtVerifier, failure: Failure) -> Rejection {
 }
 
 fn insert<B>(req: &mut Request<B>, token: VerifiedToken) {
+    // Records the principal on the request span of `Shield` (a no-op without it).
+    crate::audit::record_principal(token.principal(), req.extensions());
     req.extensions_mut().insert(token.principal().clone());
     req.extensions_mut().insert(token);
 }
