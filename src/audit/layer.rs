@@ -40,7 +40,9 @@ pub(crate) struct LogSettings {
 
 impl LogSettings {
     pub(crate) fn make_span(&self) -> super::MakeRequestSpan {
-        let span = super::MakeRequestSpan::new().record_query(self.record_query);
+        let span = super::MakeRequestSpan::new()
+            .record_query(self.record_query)
+            .debug_level(!self.access_log);
         match &self.pseudonymizer {
             Some(p) => span.pseudonymize(p.clone()),
             None => span,

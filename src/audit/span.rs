@@ -36,6 +36,7 @@ pub const REQUEST_TARGET: &str = "axum_shield::request";
 pub struct MakeRequestSpan {
     record_query: bool,
     pseudonymizer: Option<Pseudonymizer>,
+    debug_level: bool,
 }
 
 impl MakeRequestSpan {
@@ -47,6 +48,14 @@ impl MakeRequestSpan {
     /// Records the (escaped) query string in a `query` field. Off by default.
     pub fn record_query(mut self, enabled: bool) -> Self {
         self.record_query = enabled;
+        self
+    }
+
+    /// Opens the span at DEBUG instead of INFO. `Shield` does this when the access line is
+    /// off: security events carry the request id, client IP, method and route themselves, so
+    /// at INFO nothing is lost, and a subscriber at INFO then pays nothing for the span.
+    pub fn debug_level(mut self, enabled: bool) -> Self {
+        self.debug_level = enabled;
         self
     }
 
@@ -89,25 +98,35 @@ fn route_of<B>(request: &Request<B>) -> Cow<'_, str> {
 impl<B> MakeSpan<B> for MakeRequestSpan {
     fn make_span(&mut self, request: &Request<B>) -> Span {
         // Every value is computed inside the macro, so a disabled span costs nothing more.
-        tracing::info_span!(
-            target: REQUEST_TARGET,
-            "request",
-            request_id = request_id::of(request.extensions()).map(display),
-            client_ip = request
-                .extensions()
-                .get::<ClientIp>()
-                .map(|ip| display(self.client(ip.0))),
-            method = display(request.method().as_str()),
-            route = display(route_of(request)),
-            query = if self.record_query {
-                request.uri().query().map(|q| display(escape(q)))
-            } else {
-                None
-            },
-            principal = Empty,
-            status = Empty,
-            latency_ms = Empty,
-        )
+        macro_rules! request_span {
+            ($level:expr) => {
+                tracing::span!(
+                    target: REQUEST_TARGET,
+                    $level,
+                    "request",
+                    request_id = request_id::of(request.extensions()).map(display),
+                    client_ip = request
+                        .extensions()
+                        .get::<ClientIp>()
+                        .map(|ip| display(self.client(ip.0))),
+                    method = display(request.method().as_str()),
+                    route = display(route_of(request)),
+                    query = if self.record_query {
+                        request.uri().query().map(|q| display(escape(q)))
+                    } else {
+                        None
+                    },
+                    principal = Empty,
+                    status = Empty,
+                    latency_ms = Empty,
+                )
+            };
+        }
+        if self.debug_level {
+            request_span!(tracing::Level::DEBUG)
+        } else {
+            request_span!(tracing::Level::INFO)
+        }
     }
 }
 

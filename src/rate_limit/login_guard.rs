@@ -631,7 +631,12 @@ impl AccountAttempt {
         if let Some(attempt) = self.attempt.take() {
             record_failure(&attempt, &self.account).await;
         }
-        Rejection::new(RejectionKind::InvalidCredentials)
+        // RFC 9110 §15.5.2: a 401 carries a challenge; the login exchanges credentials for a
+        // bearer token, so the challenge names that scheme.
+        Rejection::new(RejectionKind::InvalidCredentials).with_header(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        )
     }
 }
 
