@@ -351,4 +351,31 @@ mod tests {
         assert_eq!(q.emission_interval(), Duration::from_millis(100));
         assert_eq!(q.to_governor().burst_size().get(), 10);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// Any text: a quota or a `ConfigError`, never a panic or a zero quota.
+            #[test]
+            fn any_quota_text_parses_or_fails_cleanly(text in "\\PC{0,40}") {
+                match Quota::parse_list(&text) {
+                    Ok(list) => prop_assert!(!list.is_empty()),
+                    Err(e) => prop_assert!(!e.to_string().is_empty()),
+                }
+                let _ = Quota::parse(&text);
+            }
+
+            /// Well-formed texts round-trip to the count and period they name.
+            #[test]
+            fn well_formed_quotas_mean_what_they_say(n in 1u32..100_000, secs in 1u64..100_000) {
+                let quota = Quota::parse(&format!("{n} per {secs} seconds")).unwrap();
+                prop_assert_eq!(quota, Quota::new(n, Duration::from_secs(secs)).unwrap());
+                prop_assert_eq!(quota.period(), Duration::from_secs(secs));
+            }
+        }
+    }
 }

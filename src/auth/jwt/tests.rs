@@ -1140,3 +1140,53 @@ fn key_rotation_with_kids_selects_the_right_key() {
         TokenError::BadSignature
     );
 }
+
+mod bearer_properties {
+    use super::*;
+    use http::header::{AUTHORIZATION, COOKIE};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any `Authorization` / `Cookie` bytes, once or twice: extraction never panics, a
+        /// found token is a substring of the header, and nothing forged ever verifies.
+        #[test]
+        fn any_credential_header_never_panics_and_never_verifies(
+            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+            twice in any::<bool>(),
+            prefix in prop_oneof![Just(""), Just("Bearer "), Just("bearer  "), Just("BEARER\t")],
+        ) {
+            let verifier = verifier();
+            let mut headers = http::HeaderMap::new();
+            let mut value = prefix.as_bytes().to_vec();
+            value.extend_from_slice(&bytes);
+            if let Ok(v) = http::HeaderValue::from_bytes(&value) {
+                headers.append(AUTHORIZATION, v.clone());
+                headers.append(COOKIE, v.clone());
+                if twice {
+                    headers.append(AUTHORIZATION, v);
+                }
+            }
+            let uri: http::Uri = "/orders?access_token=abc.def.ghi".parse().unwrap();
+            match verifier.extract(&headers, &uri) {
+                Ok(Some(token)) => {
+                    prop_assert!(!twice);
+                    let header = headers[AUTHORIZATION].to_str().unwrap();
+                    prop_assert!(header.contains(token.as_ref()));
+                    prop_assert!(verifier.verify_at(&token, now()).is_err());
+                }
+                Ok(None) | Err(_) => {}
+            }
+        }
+
+        /// Any three dot-separated segments: verification refuses without panicking.
+        #[test]
+        fn any_token_shape_is_refused_without_panicking(
+            a in "[A-Za-z0-9_=-]{0,80}", b in "[A-Za-z0-9_=-]{0,200}", c in "[A-Za-z0-9_=-]{0,80}",
+        ) {
+            let token = format!("{a}.{b}.{c}");
+            prop_assert!(verifier().verify_at(&token, now()).is_err());
+        }
+    }
+}
