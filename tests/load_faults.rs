@@ -227,61 +227,21 @@ async fn twenty_thousand_mixed_requests_get_only_expected_answers() {
 }
 
 #[cfg(feature = "redis")]
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+#[cfg(feature = "redis")]
 mod with_redis {
+    use super::redis_server::RedisServer;
     use super::*;
-    use std::process::{Child, Command, Stdio};
-
-    struct RedisServer {
-        child: Option<Child>,
-    }
-
-    impl RedisServer {
-        fn start(port: u16) -> Self {
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server is installed (the redis feature's tests need it)");
-            for _ in 0..200 {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Self { child: Some(child) }
-        }
-
-        fn kill(&mut self) {
-            if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-
-    impl Drop for RedisServer {
-        fn drop(&mut self) {
-            self.kill();
-        }
-    }
-
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
 
     /// Valid requests from distinct clients while Redis is killed and restarted: before,
     /// 200; during the outage, the configured fail-closed 503 problem+json (never a hang, a
     /// panic or a bypassed limit); after the restart, 200 again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_killed_and_restarted_mid_run_fails_closed_then_recovers() {
-        let port = free_port();
-        let mut redis = RedisServer::start(port);
+        let mut redis = RedisServer::start();
+        let port = redis.port;
         let mut settings = settings();
         settings.redis = Some(
             axum_shield::rate_limit::RedisStore::connect(&format!("redis://127.0.0.1:{port}/"))
@@ -336,7 +296,7 @@ mod with_redis {
             .expect("no request hangs while Redis is down");
         assert!(during.iter().all(|s| *s == 503), "fail closed: {during:?}");
 
-        let _redis = RedisServer::start(port);
+        let _redis = RedisServer::start_on(port);
         let mut recovered = false;
         for _ in 0..100 {
             let statuses = phase(20, 3).await;
