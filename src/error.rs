@@ -37,6 +37,17 @@ impl ConfigError {
         }
     }
 
+    /// Parses a header name given for `setting`, or says it is not one and how to `fix` it.
+    /// Shared by every builder that takes header names.
+    pub(crate) fn header_name(
+        setting: &'static str,
+        name: &str,
+        fix: &'static str,
+    ) -> Result<http::HeaderName, Self> {
+        http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| Self::new(setting, format!("{name:?} is not a valid header name"), fix))
+    }
+
     /// The name of the setting that is wrong, as spelled in the builder or config file.
     pub fn setting(&self) -> &str {
         &self.setting

@@ -437,13 +437,11 @@ impl ShieldBuilder {
 }
 
 fn parse_sensitive_header(name: &str) -> Result<http::HeaderName, ConfigError> {
-    http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-        ConfigError::new(
-            "sensitive_headers",
-            format!("{name:?} is not a valid header name"),
-            "use a header name such as x-api-key",
-        )
-    })
+    ConfigError::header_name(
+        "sensitive_headers",
+        name,
+        "use a header name such as x-api-key",
+    )
 }
 
 /// Sensitive request headers are marked by [`ShieldCore`] before the trace layer sees the

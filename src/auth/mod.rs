@@ -14,6 +14,8 @@ mod api_key;
 mod challenge;
 mod principal;
 mod revocation;
+#[cfg(all(feature = "redis", feature = "jwt"))]
+pub(crate) use revocation::now_unix;
 mod scope;
 
 #[cfg(feature = "jwt")]

@@ -262,16 +262,18 @@ const PERMISSIONS_DENY_ALL: &str = "accelerometer=(), autoplay=(), camera=(), \
     publickey-credentials-get=(), screen-wake-lock=(), serial=(), usb=(), web-share=(), \
     xr-spatial-tracking=()";
 
+const NAME_FIX: &str = "use a lowercase token such as \"referrer-policy\"";
+
 fn invalid_name(name: &str) -> ConfigError {
     ConfigError::new(
         "security_headers",
         format!("{name:?} is not a valid header name"),
-        "use a lowercase token such as \"referrer-policy\"",
+        NAME_FIX,
     )
 }
 
 fn parse_name(name: &str) -> Result<HeaderName, ConfigError> {
-    HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid_name(name))
+    ConfigError::header_name("security_headers", name, NAME_FIX)
 }
 
 impl SecurityHeaders {

@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use governor::clock::FakeRelativeClock;
 use http::request::Parts;
-use http::{HeaderName, Request};
+use http::Request;
 use ipnet::IpNet;
 use pin_project_lite::pin_project;
 use tokio::sync::Notify;
@@ -110,13 +110,11 @@ impl RateLimit<()> {
         name: &str,
         quotas: impl IntoQuotas,
     ) -> Result<RateLimitBuilder, ConfigError> {
-        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-            ConfigError::new(
-                "rate_limit.header",
-                format!("{name:?} is not a valid header name"),
-                "use a header name such as \"x-tenant-id\"",
-            )
-        })?;
+        let header = ConfigError::header_name(
+            "rate_limit.header",
+            name,
+            "use a header name such as \"x-tenant-id\"",
+        )?;
         RateLimitBuilder::new(KeySource::Header(header), quotas)
     }
 

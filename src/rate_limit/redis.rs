@@ -451,9 +451,7 @@ impl crate::auth::RevocationStore for RedisRevocationList {
         expires_at: u64,
     ) -> crate::auth::RevocationFuture<'a, ()> {
         Box::pin(async move {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let now = crate::auth::now_unix();
             // Keep the entry until the token would expire anyway (at least a second).
             let ttl = Duration::from_secs(expires_at.saturating_sub(now).max(1));
             RedisRevocationList::revoke(self, issuer, jti, ttl)
