@@ -44,6 +44,11 @@ impl ClaimPath {
         Self(segments.into_iter().map(Into::into).collect())
     }
 
+    /// The path's segments.
+    pub(crate) fn parts(&self) -> &[String] {
+        &self.0
+    }
+
     fn lookup<'a>(&self, claims: &'a Value) -> Option<&'a Value> {
         self.0.iter().try_fold(claims, |v, key| v.get(key))
     }
@@ -119,6 +124,16 @@ impl PrincipalClaims {
     pub fn roles_from(mut self, path: ClaimPath) -> Self {
         self.roles.push(path);
         self
+    }
+
+    /// Where scopes are read, in order.
+    pub(crate) fn scope_paths(&self) -> &[ClaimPath] {
+        &self.scopes
+    }
+
+    /// Where roles are read, in order.
+    pub(crate) fn role_paths(&self) -> &[ClaimPath] {
+        &self.roles
     }
 
     /// The principal for `subject` with the scopes and roles found in `claims`.

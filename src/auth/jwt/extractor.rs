@@ -57,7 +57,7 @@ impl<T> DerefMut for Claims<T> {
 // `Rejection` is the crate-wide error type; extractors return it unboxed like axum's own.
 #[allow(clippy::result_large_err)]
 fn decode<T: DeserializeOwned>(parts: &Parts, token: &VerifiedToken) -> Result<T, Rejection> {
-    T::deserialize(token.claims()).map_err(|_| {
+    serde_json::from_str(token.claims_json()).map_err(|_| {
         SecurityEvent::for_parts(SecurityEventKind::AuthnTokenInvalid, parts)
             .reason("claims_shape")
             .emit();

@@ -41,6 +41,7 @@ mod cache;
 mod extractor;
 mod keys;
 mod layer;
+mod scan;
 mod validation;
 
 use std::borrow::Cow;
@@ -65,23 +66,60 @@ use self::cache::VerifiedCache;
 use self::validation::Rules;
 use super::challenge;
 use super::revocation::{now_unix, RevocationStore};
-use super::{Principal, PrincipalClaims, PrincipalKind};
+use super::{Principal, PrincipalClaims};
 use crate::ConfigError;
 
 /// A verified token: its claims and the [`Principal`] derived from them. The JWT layer puts
 /// it into request extensions; [`Claims`] reads it.
+///
+/// Verification reads only the registered claims and the principal mapping's claims; the
+/// whole claims set is kept as the signed JSON text, which [`Claims<T>`](Claims) decodes
+/// straight into `T`, and [`claims`](Self::claims) parses once on first use.
 #[derive(Clone)]
 pub struct VerifiedToken {
-    claims: Arc<Value>,
+    data: Arc<TokenData>,
     principal: Principal,
     pub(crate) exp: u64,
     iat: Option<u64>,
 }
 
+struct TokenData {
+    json: Box<str>,
+    iss: Option<Box<str>>,
+    jti: Option<Box<str>>,
+    value: std::sync::OnceLock<Value>,
+}
+
 impl VerifiedToken {
-    /// The whole claims set.
+    fn from_checked(checked: validation::CheckedClaims) -> Self {
+        let value = std::sync::OnceLock::new();
+        if let Some(v) = checked.value {
+            let _ = value.set(v);
+        }
+        Self {
+            data: Arc::new(TokenData {
+                json: checked.json,
+                iss: checked.iss,
+                jti: checked.jti,
+                value,
+            }),
+            principal: checked.principal,
+            exp: checked.exp,
+            iat: checked.iat,
+        }
+    }
+
+    /// The whole claims set (parsed on the first call, then kept).
     pub fn claims(&self) -> &Value {
-        &self.claims
+        self.data.value.get_or_init(|| {
+            // Verification accepted this text as a JSON object, so this parse succeeds.
+            serde_json::from_str(&self.data.json).unwrap_or(Value::Null)
+        })
+    }
+
+    /// The claims set as the JSON text that was signed.
+    pub fn claims_json(&self) -> &str {
+        &self.data.json
     }
 
     /// The principal: `sub`, scopes and roles.
@@ -101,12 +139,12 @@ impl VerifiedToken {
 
     /// `iss`, when present.
     pub fn issuer(&self) -> Option<&str> {
-        self.claims.get("iss").and_then(Value::as_str)
+        self.data.iss.as_deref()
     }
 
     /// `jti`, when present.
     pub fn jti(&self) -> Option<&str> {
-        self.claims.get("jti").and_then(Value::as_str)
+        self.data.jti.as_deref()
     }
 }
 
@@ -631,21 +669,8 @@ impl JwtVerifier {
         }
         let keys = self.current_keys()?;
         let signed = validation::verify_signature(inner.provider, &inner.rules, &keys, token)?;
-        let checked = validation::check_claims(&inner.rules, &signed.payload, now)?;
-        let subject = checked
-            .claims
-            .get("sub")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let principal = inner
-            .mapping
-            .principal(PrincipalKind::Jwt, subject, &checked.claims);
-        let verified = VerifiedToken {
-            claims: checked.claims,
-            principal,
-            exp: checked.exp,
-            iat: checked.iat,
-        };
+        let checked = validation::check_claims(&inner.rules, &inner.mapping, signed.payload, now)?;
+        let verified = VerifiedToken::from_checked(checked);
         if signed.asymmetric {
             if let Some(cache) = &inner.cache {
                 cache.insert(token, verified.clone(), now);
@@ -765,13 +790,28 @@ impl JwtVerifier {
     }
 }
 
+/// Bytes allowed in an RFC 6750 §2.1 `b64token` body, as a table: this runs over every byte
+/// of every bearer token.
+const B64TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] =
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        b += 1;
+    }
+    table
+};
+
 /// RFC 6750 §2.1 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
 fn is_token68(s: &str) -> bool {
     let body = s.trim_end_matches('=');
+    // A fold without early exit: branch-free over the token, which is valid in the common case.
     !body.is_empty()
         && body
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+            .fold(true, |ok, b| ok & B64TOKEN[usize::from(b)])
 }
 
 #[cfg(test)]

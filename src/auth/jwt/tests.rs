@@ -411,6 +411,43 @@ fn expired_exp_is_rejected_after_the_leeway() {
     );
 }
 
+/// RFC 7519 §4: duplicate claim names are refused, so the layer, the principal and a
+/// handler's `Claims<T>` can never read different values of one claim.
+#[test]
+fn duplicate_claims_are_rejected() {
+    let exp = now() + 600;
+    let header = r#"{"alg":"HS256","typ":"JWT"}"#;
+    for payload in [
+        format!(r#"{{"sub":"alice","sub":"admin","iss":"{ISS}","aud":"{AUD}","exp":{exp}}}"#),
+        format!(
+            r#"{{"sub":"alice","iss":"{ISS}","aud":"{AUD}","exp":{exp},"exp":{}}}"#,
+            exp + 1
+        ),
+        format!(
+            r#"{{"sub":"alice","iss":"{ISS}","aud":"{AUD}","exp":{exp},"scope":"a","scope":"admin"}}"#
+        ),
+        format!(r#"{{"sub":"alice","iss":"{ISS}","aud":"{AUD}","aud":"other","exp":{exp}}}"#),
+    ] {
+        assert_eq!(
+            check(&hs256_raw(header, &payload, SECRET)).unwrap_err(),
+            TokenError::InvalidClaim,
+            "{payload}"
+        );
+    }
+}
+
+/// A typed `Claims<T>` and the principal read the same signed text.
+#[test]
+fn claims_json_is_the_signed_payload() {
+    let claims = good_claims();
+    let verified = check(&hs256(&claims)).unwrap();
+    let reparsed: Value = serde_json::from_str(verified.claims_json()).unwrap();
+    assert_eq!(reparsed, claims);
+    assert_eq!(verified.claims(), &claims);
+    assert_eq!(verified.issuer(), Some(ISS));
+    assert_eq!(verified.principal().scopes(), ["orders:read"]);
+}
+
 #[test]
 fn string_exp_is_rejected() {
     let exp = (now() + 600).to_string();

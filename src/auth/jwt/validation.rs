@@ -1,7 +1,7 @@
 //! The strict validation of one compact JWS/JWT: parsing, header rules, signature, claims.
 
+use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -13,6 +13,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::keys::{parse_alg, VerifyingKey};
+use super::scan::{self, Audience, Claim, ScanError};
+use crate::auth::{Principal, PrincipalClaims, PrincipalKind};
 
 /// Why a token was refused. Shown only in logs and security events (its
 /// [`reason`](Self::reason)), never to the client unless `error_description` is enabled.
@@ -181,6 +183,13 @@ pub(crate) struct SignedParts {
 /// The maximum `kid` length we look up; longer ids are refused as malformed.
 const MAX_KID_BYTES: usize = 256;
 
+/// The longest signature segment accepted: an RSA-8192 signature is 1 366 base64url
+/// characters; anything longer cannot verify and is refused before decoding.
+const MAX_SIGNATURE_B64: usize = 1400;
+
+/// Header segments up to this many decoded bytes are decoded on the stack.
+const MAX_STACK_HEADER: usize = 512;
+
 /// Splits, decodes and checks the header and signature of a compact JWS against `keys`.
 ///
 /// Errors are the header-level failures and [`TokenError::UnknownKey`] when no key fits
@@ -208,9 +217,9 @@ pub(crate) fn verify_signature(
         return Err(TokenError::Malformed);
     }
     // URL_SAFE_NO_PAD refuses padding and non-canonical trailing bits (RFC 7515 §2).
-    let header_json = URL_SAFE_NO_PAD
-        .decode(h64)
-        .map_err(|_| TokenError::Malformed)?;
+    // Headers are small: decode into the stack, not the heap (this runs on every request).
+    let mut header_buf = [0u8; MAX_STACK_HEADER];
+    let header_json = decode_into(h64, &mut header_buf)?;
     // RFC 7515 §4: the header is a JSON object (serde would also accept an array for a struct).
     if header_json.trim_ascii_start().first() != Some(&b'{') {
         return Err(TokenError::Malformed);
@@ -264,7 +273,11 @@ pub(crate) fn verify_signature(
         });
     }
 
-    let signature = decode_bounded(s64)?;
+    if s64.len() > MAX_SIGNATURE_B64 {
+        return Err(TokenError::BadSignature);
+    }
+    let mut signature_buf = [0u8; MAX_SIGNATURE_B64 * 3 / 4 + 3];
+    let signature = decode_into(s64, &mut signature_buf)?;
     let message = &token.as_bytes()[..h64.len() + 1 + p64.len()];
     let mut tried = 0usize;
     let mut verified = None;
@@ -300,14 +313,19 @@ pub(crate) fn verify_signature(
     })
 }
 
-fn decode_bounded(s64: &str) -> Result<Vec<u8>, TokenError> {
-    // The largest signature we support is RSA-8192 (1024 bytes).
-    if s64.len() > 1400 {
-        return Err(TokenError::BadSignature);
+/// Base64url-decodes `text` into `buf` when it fits, else onto the heap.
+fn decode_into<'b>(text: &str, buf: &'b mut [u8]) -> Result<Cow<'b, [u8]>, TokenError> {
+    if text.len() / 4 * 3 + 3 <= buf.len() {
+        let n = URL_SAFE_NO_PAD
+            .decode_slice(text, buf)
+            .map_err(|_| TokenError::Malformed)?;
+        Ok(Cow::Borrowed(&buf[..n]))
+    } else {
+        URL_SAFE_NO_PAD
+            .decode(text)
+            .map(Cow::Owned)
+            .map_err(|_| TokenError::Malformed)
     }
-    URL_SAFE_NO_PAD
-        .decode(s64)
-        .map_err(|_| TokenError::Malformed)
 }
 
 fn verify_with(
@@ -315,13 +333,14 @@ fn verify_with(
     alg: Algorithm,
     key: &VerifyingKey,
     message: &[u8],
-    signature: &Vec<u8>,
+    signature: &[u8],
 ) -> bool {
     if let Some(hmac) = &key.hmac {
         return hmac.verify(message, signature);
     }
     match (provider.verifier_factory)(&alg, &key.key) {
-        Ok(verifier) => verifier.verify(message, signature).is_ok(),
+        // jsonwebtoken verifiers take a `Vec`; the copy is small next to an asymmetric check.
+        Ok(verifier) => verifier.verify(message, &signature.to_vec()).is_ok(),
         Err(_) => false,
     }
 }
@@ -336,42 +355,53 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     }
 }
 
-/// The claims of a verified token.
-#[derive(Debug, Clone)]
+/// The claims of a verified token, read in one pass by [`scan`](super::scan).
+#[derive(Debug)]
 pub(crate) struct CheckedClaims {
-    pub(crate) claims: Arc<Value>,
     pub(crate) exp: u64,
     pub(crate) iat: Option<u64>,
+    pub(crate) iss: Option<Box<str>>,
+    pub(crate) jti: Option<Box<str>>,
+    pub(crate) principal: Principal,
+    /// The whole claims set, as signed (valid UTF-8 JSON object).
+    pub(crate) json: Box<str>,
+    /// Already parsed when the principal mapping needed it.
+    pub(crate) value: Option<Value>,
 }
 
-fn numeric_date(
-    claims: &serde_json::Map<String, Value>,
-    name: &str,
-) -> Result<Option<u64>, TokenError> {
-    match claims.get(name) {
-        None => Ok(None),
-        // RFC 7519 §2 allows fractional NumericDates; this profile accepts integers only, so
-        // that strings, floats, negatives and huge values are all refused the same way.
-        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or(TokenError::InvalidClaim),
-        Some(_) => Err(TokenError::InvalidClaim),
+fn numeric_date(claim: Claim<u64>) -> Result<Option<u64>, TokenError> {
+    match claim {
+        Claim::Absent => Ok(None),
+        Claim::Invalid => Err(TokenError::InvalidClaim),
+        Claim::Present(n) => Ok(Some(n)),
     }
 }
 
-/// Checks the registered claims of a decoded payload at time `now` (Unix seconds).
+/// Checks the registered claims of a verified payload at time `now` (Unix seconds) and maps
+/// it to a [`Principal`] with `mapping`.
 pub(crate) fn check_claims(
     rules: &Rules,
-    payload: &[u8],
+    mapping: &PrincipalClaims,
+    payload: Vec<u8>,
     now: u64,
 ) -> Result<CheckedClaims, TokenError> {
-    let value: Value = serde_json::from_slice(payload).map_err(|_| TokenError::NotAClaimsSet)?;
-    let Value::Object(claims) = &value else {
-        return Err(TokenError::NotAClaimsSet);
-    };
+    let fast = scan::fast_path_fits(mapping);
+    let none = PrincipalClaims::none();
+    let mut claims = scan::scan(
+        &payload,
+        &rules.audiences,
+        if fast { mapping } else { &none },
+    )
+    .map_err(|e| match e {
+        // RFC 7519 §4: duplicate claim names are refused rather than resolved.
+        ScanError::Duplicate => TokenError::InvalidClaim,
+        ScanError::NotAClaimsSet => TokenError::NotAClaimsSet,
+    })?;
     let leeway = rules.leeway;
     // RFC 8725 §3.10 / RFC 7519 §4.1.4: tokens without an expiry are refused.
-    let exp = numeric_date(claims, "exp")?.ok_or(TokenError::MissingExpiry)?;
-    let nbf = numeric_date(claims, "nbf")?;
-    let iat = numeric_date(claims, "iat")?;
+    let exp = numeric_date(std::mem::take(&mut claims.exp))?.ok_or(TokenError::MissingExpiry)?;
+    let nbf = numeric_date(std::mem::take(&mut claims.nbf))?;
+    let iat = numeric_date(std::mem::take(&mut claims.iat))?;
     if now >= exp.saturating_add(leeway) {
         return Err(TokenError::Expired);
     }
@@ -393,52 +423,62 @@ pub(crate) fn check_claims(
         }
     }
     // RFC 7519 §4.1.1 / RFC 8725 §3.8: exact, case-sensitive issuer match.
-    if !rules.issuers.is_empty() {
-        match claims.get("iss") {
-            None => return Err(TokenError::MissingIssuer),
-            Some(Value::String(iss)) if rules.issuers.iter().any(|i| i == iss) => {}
-            Some(Value::String(_)) => return Err(TokenError::WrongIssuer),
-            Some(_) => return Err(TokenError::InvalidClaim),
+    let iss = match std::mem::take(&mut claims.iss) {
+        Claim::Invalid => return Err(TokenError::InvalidClaim),
+        Claim::Absent if !rules.issuers.is_empty() => return Err(TokenError::MissingIssuer),
+        Claim::Present(iss)
+            if !rules.issuers.is_empty() && !rules.issuers.iter().any(|i| *i == iss) =>
+        {
+            return Err(TokenError::WrongIssuer)
         }
-    } else if claims.get("iss").is_some_and(|v| !v.is_string()) {
-        return Err(TokenError::InvalidClaim);
-    }
+        Claim::Absent => None,
+        Claim::Present(iss) => Some(iss),
+    };
     // RFC 7519 §4.1.3 / RFC 8725 §3.9: a present `aud` must name us; configured means required.
-    match claims.get("aud") {
-        None if !rules.audiences.is_empty() => return Err(TokenError::MissingAudience),
-        None => {}
-        Some(Value::String(aud)) if !rules.audiences.iter().any(|a| a == aud) => {
-            return Err(TokenError::WrongAudience);
-        }
-        Some(Value::String(_)) => {}
-        Some(Value::Array(list)) => {
-            let mut found = false;
-            for item in list {
-                let Value::String(aud) = item else {
-                    return Err(TokenError::InvalidClaim);
-                };
-                found |= rules.audiences.iter().any(|a| a == aud);
-            }
-            if !found {
-                return Err(TokenError::WrongAudience);
-            }
-        }
-        Some(_) => return Err(TokenError::InvalidClaim),
+    match claims.aud {
+        Audience::Absent if !rules.audiences.is_empty() => return Err(TokenError::MissingAudience),
+        Audience::Absent | Audience::Matched => {}
+        Audience::NotMatched => return Err(TokenError::WrongAudience),
+        Audience::Invalid => return Err(TokenError::InvalidClaim),
     }
-    match claims.get("sub") {
-        Some(Value::String(sub)) if !sub.is_empty() => {}
-        Some(Value::String(_)) | None if rules.require_sub => {
+    let sub = match std::mem::take(&mut claims.sub) {
+        Claim::Invalid => return Err(TokenError::InvalidClaim),
+        Claim::Present(sub) if !sub.is_empty() => sub,
+        Claim::Absent | Claim::Present(_) if rules.require_sub => {
             return Err(TokenError::MissingSubject)
         }
-        None | Some(Value::String(_)) => {}
-        Some(_) => return Err(TokenError::InvalidClaim),
-    }
-    if claims.get("jti").is_some_and(|v| !v.is_string()) {
-        return Err(TokenError::InvalidClaim);
-    }
+        Claim::Absent | Claim::Present(_) => std::borrow::Cow::Borrowed(""),
+    };
+    let jti = match std::mem::take(&mut claims.jti) {
+        Claim::Invalid => return Err(TokenError::InvalidClaim),
+        Claim::Absent => None,
+        Claim::Present(jti) => Some(Box::from(jti.as_ref())),
+    };
+    let (principal, value) = if fast {
+        let (scopes, roles) = claims.scopes_and_roles(mapping);
+        let principal = Principal::new(PrincipalKind::Jwt, sub.as_ref())
+            .with_scopes(scopes)
+            .with_roles(roles);
+        (principal, None)
+    } else {
+        let value: Value =
+            serde_json::from_slice(&payload).map_err(|_| TokenError::NotAClaimsSet)?;
+        let principal = mapping.principal(PrincipalKind::Jwt, &sub, &value);
+        (principal, Some(value))
+    };
+    let iss = iss.map(|i| Box::from(i.as_ref()));
+    drop(claims);
+    // A payload the scan accepted is JSON, but strings it skipped were not checked for UTF-8.
+    let json = String::from_utf8(payload)
+        .map_err(|_| TokenError::NotAClaimsSet)?
+        .into_boxed_str();
     Ok(CheckedClaims {
         exp,
         iat,
-        claims: Arc::new(value),
+        iss,
+        jti,
+        principal,
+        json,
+        value,
     })
 }
