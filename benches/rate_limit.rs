@@ -19,6 +19,7 @@ use axum::Router;
 use axum_shield::rate_limit::{LimitKey, Quota, RateLimit};
 use criterion::{black_box, criterion_group, Criterion};
 use http::Request;
+use tower::Layer;
 use tower::ServiceExt;
 
 struct Counting;
@@ -108,23 +109,32 @@ fn bench_layer(c: &mut Criterion) {
         .build()
         .unwrap();
     let _guard = rt.enter();
-    let bare: Router = Router::new().route("/", get(|| async { "ok" }));
-    let limited = bare.clone().layer(
-        RateLimit::per_ip(Quota::per_second(u32::MAX))
-            .unwrap()
-            .layer(),
-    );
-    let refusing = bare
+    // `with_state(())` turns handlers and layers into services once, as `axum::serve` does;
+    // without it a `Router<()>` called directly re-applies its layers on every request.
+    let routes: Router = Router::new().route("/", get(|| async { "ok" }));
+    let bare = routes.clone().with_state(());
+    let limited = routes
         .clone()
-        .layer(RateLimit::per_ip("1/hour").unwrap().layer());
+        .layer(
+            RateLimit::per_ip(Quota::per_second(u32::MAX))
+                .unwrap()
+                .layer(),
+        )
+        .with_state(());
+    let refusing = routes
+        .clone()
+        .layer(RateLimit::per_ip("1/hour").unwrap().layer())
+        .with_state(());
     let governor_allowed = {
         let config = tower_governor::governor::GovernorConfigBuilder::default()
             .per_nanosecond(1)
             .burst_size(u32::MAX)
             .finish()
             .unwrap();
-        bare.clone()
+        routes
+            .clone()
             .layer(tower_governor::GovernorLayer::new(Arc::new(config)))
+            .with_state(())
     };
     let governor_refusing = {
         let config = tower_governor::governor::GovernorConfigBuilder::default()
@@ -132,8 +142,10 @@ fn bench_layer(c: &mut Criterion) {
             .burst_size(1)
             .finish()
             .unwrap();
-        bare.clone()
+        routes
+            .clone()
             .layer(tower_governor::GovernorLayer::new(Arc::new(config)))
+            .with_state(())
     };
     // Spend the single unit of the refusing limiters.
     rt.block_on(async {
@@ -180,6 +192,54 @@ fn bench_layer(c: &mut Criterion) {
                 .iter(|| async { black_box(app.clone().oneshot(request()).await.unwrap()) })
         });
     }
+    group.finish();
+
+    // The layer alone around a service that answers at once: no routing and no per-layer
+    // boxing by `Router::layer`, so the difference is the limiter's own work.
+    let inner = || {
+        tower::service_fn(|_req: Request<Body>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(Body::from("ok")))
+        })
+    };
+    let alone_allowed = RateLimit::per_ip(Quota::per_second(u32::MAX))
+        .unwrap()
+        .layer()
+        .layer(inner());
+    let alone_refusing = RateLimit::per_ip("1/hour").unwrap().layer().layer(inner());
+    rt.block_on(async {
+        assert_eq!(
+            alone_refusing
+                .clone()
+                .oneshot(request())
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(
+            alone_refusing
+                .clone()
+                .oneshot(request())
+                .await
+                .unwrap()
+                .status(),
+            429
+        );
+    });
+    let mut group = c.benchmark_group("layer_only");
+    group.bench_function("bare_service", |b| {
+        let svc = inner();
+        b.to_async(&rt)
+            .iter(|| async { black_box(svc.oneshot(request()).await.unwrap()) })
+    });
+    group.bench_function("allowed_with_headers", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(alone_allowed.clone().oneshot(request()).await.unwrap()) })
+    });
+    group.bench_function("refused", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(alone_refusing.clone().oneshot(request()).await.unwrap()) })
+    });
     group.finish();
 }
 

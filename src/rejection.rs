@@ -275,9 +275,7 @@ impl Rejection {
 
     /// The problem+json response without the protocol headers.
     pub(crate) fn to_response_without_headers(&self, request_id: Option<&str>) -> Response {
-        let body = serde_json::to_vec(&self.problem(request_id))
-            .unwrap_or_else(|_| br#"{"type":"about:blank","status":500}"#.to_vec());
-        let mut response = Response::new(Body::from(body));
+        let mut response = Response::new(Body::from(self.problem_json(request_id)));
         *response.status_mut() = self.status();
         response
             .headers_mut()
@@ -295,6 +293,116 @@ impl Rejection {
         response
             .extensions_mut()
             .insert(RenderedRejection(Arc::new(self.clone())));
+    }
+
+    /// [`problem`](Self::problem) serialized, member by member into one buffer (the same
+    /// bytes `serde_json` writes for [`Problem`], without its map machinery): refusals are
+    /// rendered on every flooded request.
+    fn problem_json(&self, request_id: Option<&str>) -> Vec<u8> {
+        let inner = &*self.inner;
+        // Built-in titles, codes and default details have nothing to escape (checked by the
+        // tests), so they are copied without a scan.
+        let default_detail =
+            matches!(&inner.detail, Cow::Borrowed(d) if *d == inner.kind.default_detail());
+        let (title, code) = (inner.kind.title(), inner.kind.code());
+        let detail_len = if default_detail {
+            inner.detail.len() + 2
+        } else {
+            json_str_len(&inner.detail)
+        };
+        let id_len = request_id.map_or(0, |id| 14 + json_str_len(id));
+        // Sized exactly when there are no extension members, so that the body's `Bytes` takes
+        // the buffer over without another allocation.
+        let mut out =
+            Vec::with_capacity(62 + title.len() + 2 + detail_len + code.len() + 2 + id_len);
+        out.extend_from_slice(br#"{"type":"about:blank","title":""#);
+        out.extend_from_slice(title.as_bytes());
+        out.extend_from_slice(br#"","status":"#);
+        let status = inner.kind.status().as_u16();
+        out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+        out.extend_from_slice(br#","detail":"#);
+        if default_detail {
+            out.push(b'"');
+            out.extend_from_slice(inner.detail.as_bytes());
+            out.push(b'"');
+        } else {
+            json_str(&mut out, &inner.detail);
+        }
+        out.extend_from_slice(br#","code":""#);
+        out.extend_from_slice(code.as_bytes());
+        out.push(b'"');
+        if let Some(id) = request_id {
+            out.extend_from_slice(br#","request_id":"#);
+            json_str(&mut out, id);
+        }
+        for (name, value) in inner.extensions.iter().flatten() {
+            out.push(b',');
+            json_str(&mut out, name);
+            out.push(b':');
+            if serde_json::to_writer(&mut out, value).is_err() {
+                out.extend_from_slice(b"null");
+            }
+        }
+        out.push(b'}');
+        out
+    }
+
+    /// Renders this rejection for the request whose `extensions` are given, the way an outer
+    /// [`Shield`](crate::Shield) would: with the request id in the body and through the
+    /// Shield's [`RenderRejection`] hook when it has one. The Shield then passes the response
+    /// through instead of rendering it a second time, so layers that can see the request
+    /// should prefer this to [`into_response`](IntoResponse::into_response).
+    ///
+    /// ```
+    /// use axum_shield::{Rejection, RejectionKind};
+    ///
+    /// fn refuse<B>(req: &http::Request<B>) -> axum::response::Response {
+    ///     Rejection::new(RejectionKind::Forbidden).into_response_for(req.extensions())
+    /// }
+    /// # assert_eq!(refuse(&http::Request::new(())).status(), 403);
+    /// ```
+    pub fn into_response_for(self, extensions: &http::Extensions) -> Response {
+        self.respond(extensions, [])
+    }
+
+    /// [`into_response_for`](Self::into_response_for) with protocol headers added straight to
+    /// the response rather than collected in the rejection first (the rate limiter's 429).
+    pub(crate) fn respond<I>(self, extensions: &http::Extensions, headers: I) -> Response
+    where
+        I: IntoIterator<Item = (HeaderName, HeaderValue)>,
+    {
+        self.log();
+        let id = crate::request_id::of(extensions);
+        let custom = extensions.get::<RenderRejection>();
+        let mut response = match custom {
+            Some(render) => render.render_body(&self, id),
+            None => self.to_response_without_headers(id),
+        };
+        let response_headers = response.headers_mut();
+        for (name, value) in headers {
+            response_headers.append(name, value);
+        }
+        // Server errors keep the marker so that `ScrubErrors` knows the body is a rendered
+        // rejection. With a custom renderer the Shield renders again from the marker (same
+        // output): only problem+json without a marker passes through it untouched.
+        if custom.is_some() || self.status().is_server_error() {
+            self.finish_owned(&mut response);
+        } else {
+            for (name, value) in &self.inner.headers {
+                response.headers_mut().append(name, value.clone());
+            }
+        }
+        response
+    }
+
+    /// [`finish`](Self::finish) without the clone, for a rejection rendering itself.
+    fn finish_owned<B>(self, response: &mut http::Response<B>) {
+        for (name, value) in &self.inner.headers {
+            response.headers_mut().append(name, value.clone());
+        }
+        response
+            .extensions_mut()
+            .insert(RenderedRejection(Arc::new(self)));
     }
 
     pub(crate) fn log(&self) {
@@ -332,8 +440,41 @@ impl std::error::Error for Rejection {}
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         self.log();
-        self.to_response(None)
+        let mut response = self.to_response_without_headers(None);
+        self.finish_owned(&mut response);
+        response
     }
+}
+
+/// Appends `text` as a JSON string (RFC 8259 §7 escapes, as `serde_json` writes them). Text
+/// without a character to escape (every built-in title, code and detail, every generated
+/// request id) is copied as is.
+fn json_str(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().any(needs_escape) {
+        if serde_json::to_writer(&mut *out, text).is_err() {
+            out.extend_from_slice(b"\"\"");
+        }
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    }
+}
+
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// The length of `text` written by [`json_str`], quotes included.
+fn json_str_len(text: &str) -> usize {
+    2 + text
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\x08' | b'\x0c' | b'\n' | b'\r' | b'\t' => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
 }
 
 /// Marker left in a response's extensions by a rendered [`Rejection`].
@@ -448,6 +589,46 @@ mod tests {
         assert_eq!(body["request_id"], "abc");
     }
 
+    /// `problem_json` copies these without escaping.
+    #[test]
+    fn built_in_texts_need_no_escape() {
+        for kind in ALL_KINDS {
+            for text in [kind.title(), kind.code(), kind.default_detail()] {
+                assert!(!text.bytes().any(needs_escape), "{text:?}");
+            }
+        }
+    }
+
+    /// The hand-written body is byte for byte what `serde_json` writes for `Problem`.
+    #[test]
+    fn problem_json_matches_serde() {
+        let cases = [
+            Rejection::new(RejectionKind::RateLimited),
+            Rejection::new(RejectionKind::ValidationFailed)
+                .with_detail("quote \" backslash \\ newline \n tab \t nul \u{0} bidi \u{202e} é")
+                .with_extension(
+                    "errors",
+                    serde_json::json!([{"field": "e\"mail", "n": 1.5}]),
+                )
+                .with_extension("a_first", serde_json::json!(null)),
+            Rejection::new(RejectionKind::Internal),
+            Rejection::new(RejectionKind::Forbidden).with_detail("\u{1} \u{8} \u{c} \u{1f} \u{7f}"),
+        ];
+        for rejection in cases {
+            for id in [None, Some("id-\"1\"\r\n")] {
+                let expected = serde_json::to_vec(&rejection.problem(id)).unwrap();
+                let body = rejection.problem_json(id);
+                if rejection.extensions().is_none() {
+                    assert_eq!(body.len(), body.capacity(), "sized exactly");
+                }
+                assert_eq!(
+                    String::from_utf8(body).unwrap(),
+                    String::from_utf8(expected).unwrap()
+                );
+            }
+        }
+    }
+
     #[tokio::test]
     async fn extensions_cannot_override_reserved_members() {
         let rejection = Rejection::new(RejectionKind::ValidationFailed)
@@ -461,8 +642,15 @@ mod tests {
 
     #[test]
     fn every_kind_has_a_title_and_an_error_status() {
+        for kind in ALL_KINDS {
+            assert!(kind.status().as_u16() >= 400, "{kind}");
+            assert_ne!(kind.title(), "Error", "{kind}");
+        }
+    }
+
+    const ALL_KINDS: [RejectionKind; 17] = {
         use RejectionKind::*;
-        for kind in [
+        [
             BadRequest,
             MalformedBody,
             MissingCredentials,
@@ -480,9 +668,6 @@ mod tests {
             Internal,
             Misconfigured,
             ServiceUnavailable,
-        ] {
-            assert!(kind.status().as_u16() >= 400, "{kind}");
-            assert_ne!(kind.title(), "Error", "{kind}");
-        }
-    }
+        ]
+    };
 }

@@ -602,6 +602,10 @@ where
         if !self.shared.sinks.is_empty() {
             extensions.insert(self.shared.sinks.clone());
         }
+        // Layers that render their own refusals (`Rejection::into_response_for`) use it.
+        if let Some(render) = &self.shared.render {
+            extensions.insert(render.clone());
+        }
         CoreFuture {
             state: CoreState::Inner {
                 future: self.inner.call(req),

@@ -300,6 +300,38 @@ impl SecurityEvent {
         event
     }
 
+    /// Whether an event of `kind` for a request with these `extensions` would reach anyone:
+    /// a `tracing` subscriber listening at the kind's level on [`SECURITY_TARGET`], a sink
+    /// that [`Shield`](crate::Shield) put in the extensions, or (feature `metrics`) the
+    /// counter. Hot refusal paths check it before building an event, as `tracing` does for
+    /// its own macros, so that refusing a flood costs no more than serving it.
+    pub fn is_wanted(kind: SecurityEventKind, extensions: &http::Extensions) -> bool {
+        if cfg!(feature = "metrics") {
+            return true;
+        }
+        if extensions
+            .get::<EventSinks>()
+            .is_some_and(|s| !s.is_empty())
+        {
+            return true;
+        }
+        match kind.level() {
+            tracing::Level::ERROR => {
+                tracing::enabled!(target: SECURITY_TARGET, tracing::Level::ERROR)
+            }
+            tracing::Level::WARN => {
+                tracing::enabled!(target: SECURITY_TARGET, tracing::Level::WARN)
+            }
+            tracing::Level::INFO => {
+                tracing::enabled!(target: SECURITY_TARGET, tracing::Level::INFO)
+            }
+            tracing::Level::DEBUG => {
+                tracing::enabled!(target: SECURITY_TARGET, tracing::Level::DEBUG)
+            }
+            _ => tracing::enabled!(target: SECURITY_TARGET, tracing::Level::TRACE),
+        }
+    }
+
     /// Like [`for_request`](Self::for_request), from request parts.
     pub fn for_parts(kind: SecurityEventKind, parts: &http::request::Parts) -> Self {
         Self::for_request(kind, &parts.method, &parts.uri, &parts.extensions)

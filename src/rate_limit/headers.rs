@@ -68,32 +68,35 @@ pub(crate) fn policy_value(names: &[String], quotas: &[Quota]) -> HeaderValue {
     HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
 }
 
-/// The `RateLimit` value for the reported policy. Built by hand into one buffer that becomes
-/// the header's bytes without a copy: this runs on every allowed request.
+/// The `RateLimit` value for the reported policy. Written into a stack buffer and copied once
+/// into the header's bytes: this runs on every allowed request.
 pub(crate) fn limit_value(name: &str, remaining: u32, reset: Duration) -> HeaderValue {
-    let mut out = Vec::with_capacity(name.len() + 32);
-    out.push(b'"');
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\";r=");
-    push_u64(&mut out, u64::from(remaining));
-    out.extend_from_slice(b";t=");
-    push_u64(&mut out, ceil_secs(reset));
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(out))
-        .unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
-}
-
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+    let (mut r, mut t) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let parts: [&[u8]; 6] = [
+        b"\"",
+        name.as_bytes(),
+        b"\";r=",
+        r.format(remaining).as_bytes(),
+        b";t=",
+        t.format(ceil_secs(reset)).as_bytes(),
+    ];
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut stack = [0u8; 256];
+    let mut heap = Vec::new();
+    // Policy names are at most 64 + 1 + 64 characters plus a window (`is_safe_name`), so the
+    // stack buffer always fits in practice; the heap keeps longer ones correct anyway.
+    let buf: &mut [u8] = if len <= stack.len() {
+        &mut stack[..len]
+    } else {
+        heap.resize(len, 0);
+        &mut heap
+    };
+    let mut at = 0;
+    for part in parts {
+        buf[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
     }
-    out.extend_from_slice(&digits[i..]);
+    HeaderValue::from_bytes(buf).unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
 }
 
 /// `Retry-After` in whole seconds, rounded up, never below 1.

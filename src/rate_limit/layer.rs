@@ -769,31 +769,39 @@ impl Shared {
         if d.allowed {
             return Verdict::Pass(self.headers_on_success.then(|| self.fields(tier, &d)));
         }
-        SecurityEvent::for_parts(SecurityEventKind::ExcessRateLimitExceeded, parts)
-            .reason(if self.dry_run {
-                "dry_run"
-            } else {
-                "quota_exhausted"
-            })
-            .field("limit", self.name.to_string())
-            .field("policy", tier.names[d.index].clone())
-            .emit();
+        let kind = SecurityEventKind::ExcessRateLimitExceeded;
+        if SecurityEvent::is_wanted(kind, &parts.extensions) {
+            SecurityEvent::for_parts(kind, parts)
+                .reason(if self.dry_run {
+                    "dry_run"
+                } else {
+                    "quota_exhausted"
+                })
+                .field("limit", self.name.to_string())
+                .field("policy", tier.names[d.index].clone())
+                .emit();
+        }
         if self.dry_run {
             return Verdict::Pass(None);
         }
         let fields = self.fields(tier, &d);
-        let (retry_name, retry_value) = retry_after_value(d.retry_after);
-        let mut rejection = Rejection::new(RejectionKind::RateLimited)
-            .with_header(retry_name, retry_value)
-            .with_header(RATELIMIT_POLICY.clone(), fields.policy)
-            .with_header(RATELIMIT.clone(), fields.limit);
-        if let Some((limit, remaining, reset)) = fields.legacy {
-            rejection = rejection
-                .with_header(X_RATELIMIT_LIMIT.clone(), limit.into())
-                .with_header(X_RATELIMIT_REMAINING.clone(), remaining.into())
-                .with_header(X_RATELIMIT_RESET.clone(), reset.into());
-        }
-        Verdict::Refuse(rejection.into_response())
+        let legacy = fields.legacy.map(|(limit, remaining, reset)| {
+            [
+                (X_RATELIMIT_LIMIT.clone(), limit.into()),
+                (X_RATELIMIT_REMAINING.clone(), remaining.into()),
+                (X_RATELIMIT_RESET.clone(), reset.into()),
+            ]
+        });
+        let headers = [
+            retry_after_value(d.retry_after),
+            (RATELIMIT_POLICY.clone(), fields.policy),
+            (RATELIMIT.clone(), fields.limit),
+        ];
+        let response = Rejection::new(RejectionKind::RateLimited).respond(
+            &parts.extensions,
+            headers.into_iter().chain(legacy.into_iter().flatten()),
+        );
+        Verdict::Refuse(response)
     }
 
     /// Exemptions, then the key; `None` = exempt.
