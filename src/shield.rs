@@ -37,16 +37,14 @@ use http_body::Body as HttpBody;
 use pin_project_lite::pin_project;
 use serde::Deserialize;
 use tower::util::{option_layer, Either};
-use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::cors::{Cors as CorsService, CorsLayer};
 use tower_http::limit::{RequestBodyLimit, RequestBodyLimitLayer};
-use tower_http::trace::{DefaultOnBodyChunk, DefaultOnEos, DefaultOnFailure, Trace, TraceLayer};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::audit::{
-    EventSinks, LogSettings, MakeRequestSpan, OnRequestEnd, Pseudonymizer, RequestAudit,
-    RequestAuditLayer, SecurityEventSink, DEFAULT_SENSITIVE_HEADERS,
+    EventSinks, LogSettings, OnRequestEnd, Pseudonymizer, RequestAudit, RequestAuditLayer,
+    SecurityEventSink, DEFAULT_SENSITIVE_HEADERS,
 };
 use crate::client_ip::{
     missing_connect_info, ClientIp, ClientIpConfig, ClientIpResolver, ForwardedHeader,
@@ -444,19 +442,9 @@ fn parse_sensitive_header(name: &str) -> Result<http::HeaderName, ConfigError> {
     )
 }
 
-/// Sensitive request headers are marked by [`ShieldCore`] before the trace layer sees the
-/// request; sensitive response headers by [`RequestAudit`], inside it, before it sees the
-/// response (the placement tower-http documents for its sensitive-headers layers).
-type TraceStack<S> = Trace<
-    RequestAudit<S>,
-    SharedClassifier<ServerErrorsAsFailures>,
-    MakeRequestSpan,
-    (),
-    OnRequestEnd,
-    DefaultOnBodyChunk,
-    DefaultOnEos,
-    DefaultOnFailure,
->;
+/// Sensitive request headers are marked by [`ShieldCore`] before the request span opens;
+/// sensitive response headers by [`RequestAudit`] before its access line sees the response.
+type TraceStack<S> = RequestAudit<S>;
 
 type Limits<S> =
     RequestTimeout<RequestBodyLimit<<DefaultBodyLimit as Layer<Either<RateLimit<S>, S>>>::Service>>;
@@ -485,11 +473,7 @@ impl<S> Layer<S> for Shield {
         let inner = CatchPanic { inner };
         let inner = RequestAuditLayer::new(self.log.pseudonymizer.clone())
             .sensitive_headers(self.log.sensitive_headers.clone())
-            .layer(inner);
-        let inner = TraceLayer::new_for_http()
-            .make_span_with(self.log.make_span())
-            .on_request(())
-            .on_response(OnRequestEnd::new(self.log.access_log))
+            .with_span(self.log.make_span(), OnRequestEnd::new(self.log.access_log))
             .layer(inner);
         let inner = self.headers.layer(inner);
         ShieldService {

@@ -4,15 +4,19 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::extract::MatchedPath;
 use http::{HeaderName, Method, Request, Response, Uri};
 use pin_project_lite::pin_project;
+use tower_http::trace::{MakeSpan, OnResponse};
 use tower_layer::Layer;
 use tower_service::Service;
+use tracing::Span;
 
 use super::event::{EventSinks, SecurityEvent, SecurityEventKind};
 use super::pseudonym::Pseudonymizer;
+use super::span::{MakeRequestSpan, OnRequestEnd, REQUEST_TARGET};
 use crate::client_ip::ClientIp;
 use crate::request_id::RequestId;
 
@@ -56,12 +60,12 @@ impl LogSettings {
 #[derive(Debug, Clone)]
 pub(crate) struct PanicMessage(pub(crate) String);
 
-/// Layer of [`RequestAudit`]; [`Shield`](crate::Shield) places it inside the request span and
-/// outside panic catching.
+/// Layer of [`RequestAudit`]; [`Shield`](crate::Shield) places it outside panic catching.
 #[derive(Debug, Clone, Default)]
 pub struct RequestAuditLayer {
     pseudonymizer: Option<Pseudonymizer>,
     sensitive: Arc<[HeaderName]>,
+    span: Option<(MakeRequestSpan, OnRequestEnd)>,
 }
 
 impl RequestAuditLayer {
@@ -71,13 +75,24 @@ impl RequestAuditLayer {
         Self {
             pseudonymizer,
             sensitive: DEFAULT_SENSITIVE_HEADERS.to_vec().into(),
+            span: None,
         }
     }
 
     /// Marks these response headers sensitive (instead of [`DEFAULT_SENSITIVE_HEADERS`])
-    /// before the trace layer outside sees the response.
+    /// before the request's span sees the response.
     pub fn sensitive_headers(mut self, names: Arc<[HeaderName]>) -> Self {
         self.sensitive = names;
+        self
+    }
+
+    /// Also opens the request span with `make` (entered while the inner service is called and
+    /// polled, so every event inside carries its fields) and ends it with `on_end` (the access
+    /// line). This is what tower-http's `TraceLayer` does, without wrapping the response body:
+    /// the body type stays the inner one, so no layer outside has to box it, and no clock is
+    /// read when neither the span nor the access line has a subscriber.
+    pub fn with_span(mut self, make: MakeRequestSpan, on_end: OnRequestEnd) -> Self {
+        self.span = Some((make, on_end));
         self
     }
 }
@@ -103,18 +118,32 @@ impl<S> Layer<S> for RequestAuditLayer {
         RequestAudit {
             inner,
             pseudonymizer: self.pseudonymizer.clone(),
-            sensitive: self.sensitive.clone(),
+            make_span: self.span.as_ref().map(|(make, _)| make.clone()),
+            shared: Arc::new(AuditShared {
+                sensitive: self.sensitive.clone(),
+                on_end: self.span.as_ref().map(|(_, on_end)| *on_end),
+            }),
         }
     }
 }
 
-/// Puts the pseudonymization key into request extensions and emits `sys_crash`, with the
+/// What every request of one [`RequestAudit`] shares: one reference count per request.
+#[derive(Debug)]
+struct AuditShared {
+    sensitive: Arc<[HeaderName]>,
+    on_end: Option<OnRequestEnd>,
+}
+
+/// Opens the request span (when configured with
+/// [`RequestAuditLayer::with_span`]), puts the pseudonymization key into request extensions,
+/// marks sensitive response headers, writes the access line, and emits `sys_crash`, with the
 /// request id, client IP, method and route, when the inner panic catcher caught a panic.
 #[derive(Debug, Clone)]
 pub struct RequestAudit<S> {
     inner: S,
     pseudonymizer: Option<Pseudonymizer>,
-    sensitive: Arc<[HeaderName]>,
+    make_span: Option<MakeRequestSpan>,
+    shared: Arc<AuditShared>,
 }
 
 /// What a `sys_crash` event needs to know about its request, captured cheaply (reference
@@ -174,20 +203,40 @@ where
         if let Some(p) = &self.pseudonymizer {
             req.extensions_mut().insert(p.clone());
         }
+        let span = match &mut self.make_span {
+            Some(make) => make.make_span(&req),
+            None => Span::none(),
+        };
+        // The clock is read only for a span or an access line that someone records.
+        let access_line = self.shared.on_end.is_some_and(|e| e.access_log)
+            && tracing::enabled!(target: REQUEST_TARGET, tracing::Level::INFO);
+        let start = (access_line || !span.is_disabled()).then(Instant::now);
+        // A panic is rare; its context is captured only when its event has a listener.
         let extensions = req.extensions();
-        let context = CrashContext {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            request_id: extensions.get::<RequestId>().cloned(),
-            client_ip: extensions.get::<ClientIp>().copied(),
-            route: extensions.get::<MatchedPath>().cloned(),
-            sinks: extensions.get::<EventSinks>().cloned(),
-            pseudonymizer: self.pseudonymizer.clone(),
+        let context =
+            SecurityEvent::is_wanted(SecurityEventKind::SysCrash, extensions).then(|| {
+                Box::new(CrashContext {
+                    method: req.method().clone(),
+                    uri: req.uri().clone(),
+                    request_id: extensions.get::<RequestId>().cloned(),
+                    client_ip: extensions.get::<ClientIp>().copied(),
+                    route: extensions.get::<MatchedPath>().cloned(),
+                    sinks: extensions.get::<EventSinks>().cloned(),
+                    pseudonymizer: self.pseudonymizer.clone(),
+                })
+            });
+        let future = if span.is_disabled() {
+            self.inner.call(req)
+        } else {
+            let _entered = span.enter();
+            self.inner.call(req)
         };
         RequestAuditFuture {
-            future: self.inner.call(req),
-            context: Some(Box::new(context)),
-            sensitive: self.sensitive.clone(),
+            future,
+            context,
+            shared: self.shared.clone(),
+            span,
+            start,
         }
     }
 }
@@ -200,7 +249,9 @@ pin_project! {
         future: F,
         // Boxed: outer layers move this future by value on every request.
         context: Option<Box<CrashContext>>,
-        sensitive: Arc<[HeaderName]>,
+        shared: Arc<AuditShared>,
+        span: Span,
+        start: Option<Instant>,
     }
 }
 
@@ -212,8 +263,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let span: &Span = this.span;
+        let _entered = (!span.is_disabled()).then(|| span.enter());
         let mut response = ready!(this.future.poll(cx))?;
-        mark_sensitive(response.headers_mut(), this.sensitive);
+        mark_sensitive(response.headers_mut(), &this.shared.sensitive);
         if let Some(PanicMessage(message)) = response.extensions_mut().remove::<PanicMessage>() {
             if let Some(context) = this.context.take() {
                 context
@@ -222,6 +275,10 @@ where
                     .field("panic", message)
                     .emit();
             }
+        }
+        if let Some(on_end) = this.shared.on_end {
+            let latency = this.start.map_or(Duration::ZERO, |start| start.elapsed());
+            on_end.on_response(&response, latency, span);
         }
         Poll::Ready(Ok(response))
     }

@@ -135,7 +135,7 @@ impl<B> MakeSpan<B> for MakeRequestSpan {
 ///
 /// Authentication layers call it right where they insert the [`Principal`] into the request
 /// extensions, from their `Service::call` or response future (both run inside the request
-/// span opened by [`MakeRequestSpan`], which `tower_http::trace::Trace` enters for the
+/// span opened by [`MakeRequestSpan`], which [`RequestAudit`](super::RequestAudit) enters for the
 /// inner `call` and every `poll`). `extensions` are the request's, where the Shield leaves its
 /// [`Pseudonymizer`]. Without a request span (no Shield, or logging off) it does nothing.
 ///

@@ -417,7 +417,7 @@ where
                     .emit();
                 ApiKeyFuture {
                     inner: None,
-                    refused: Some(refuse(kind)),
+                    refused: Some(refuse(kind).into_response_for(req.extensions())),
                 }
             }
         }
@@ -429,7 +429,7 @@ pin_project! {
     pub struct ApiKeyFuture<F> {
         #[pin]
         inner: Option<F>,
-        refused: Option<Rejection>,
+        refused: Option<Response>,
     }
 }
 
@@ -443,8 +443,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if let Some(rejection) = this.refused.take() {
-            return Poll::Ready(Ok(rejection.into_response()));
+        if let Some(response) = this.refused.take() {
+            return Poll::Ready(Ok(response));
         }
         match this.inner.as_pin_mut() {
             Some(fut) => fut.poll(cx).map(|r| r.map(|res| res.map(Body::new))),

@@ -390,7 +390,9 @@ where
             }
         };
         match refusal {
-            Some(rejection) => AuthorizeFuture::refused(rejection),
+            Some(rejection) => {
+                AuthorizeFuture::refused(rejection.into_response_for(req.extensions()))
+            }
             None => AuthorizeFuture::inner(self.inner.call(req)),
         }
     }
@@ -401,15 +403,15 @@ pin_project! {
     pub struct AuthorizeFuture<F> {
         #[pin]
         inner: Option<F>,
-        refused: Option<Rejection>,
+        refused: Option<Response>,
     }
 }
 
 impl<F> AuthorizeFuture<F> {
-    fn refused(rejection: Rejection) -> Self {
+    fn refused(response: Response) -> Self {
         Self {
             inner: None,
-            refused: Some(rejection),
+            refused: Some(response),
         }
     }
 
@@ -431,8 +433,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if let Some(rejection) = this.refused.take() {
-            return Poll::Ready(Ok(rejection.into_response()));
+        if let Some(response) = this.refused.take() {
+            return Poll::Ready(Ok(response));
         }
         match this.inner.as_pin_mut() {
             Some(fut) => fut.poll(cx).map(|r| r.map(|res| res.map(Body::new))),

@@ -95,9 +95,11 @@ impl<S> JwtAuthService<S> {
         let verifier = &self.verifier;
         let realm = verifier.inner.realm.as_deref();
         let event = |kind: SecurityEventKind, reason: &'static str| {
-            SecurityEvent::for_request(kind, req.method(), req.uri(), req.extensions())
-                .reason(reason)
-                .emit();
+            if SecurityEvent::is_wanted(kind, req.extensions()) {
+                SecurityEvent::for_request(kind, req.method(), req.uri(), req.extensions())
+                    .reason(reason)
+                    .emit();
+            }
         };
         let token = match verifier.extract(req.headers(), req.uri()) {
             Ok(Some(token)) => token,
@@ -213,7 +215,8 @@ where
             }
             Decision::Refuse(rejection) => JwtAuthFuture {
                 state: State::Refused {
-                    rejection: Some(rejection),
+                    // Rendered here, with the request id: an outer Shield keeps it as is.
+                    response: Some(rejection.into_response_for(req.extensions())),
                 },
             },
             Decision::Async(check) => {
@@ -251,7 +254,7 @@ pin_project! {
     where
         S: Service<Request<ReqBody>>,
     {
-        Refused { rejection: Option<Rejection> },
+        Refused { response: Option<Response> },
         Checking {
             check: CheckFuture,
             req: Option<Request<ReqBody>>,
@@ -283,11 +286,10 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Refused { rejection } => {
-                    let rejection = rejection
-                        .take()
-                        .unwrap_or_else(|| Rejection::new(RejectionKind::Internal));
-                    return Poll::Ready(Ok(rejection.into_response()));
+                StateProj::Refused { response } => {
+                    return Poll::Ready(Ok(response.take().unwrap_or_else(|| {
+                        Rejection::new(RejectionKind::Internal).into_response()
+                    })));
                 }
                 StateProj::Checking {
                     check,
@@ -323,7 +325,9 @@ where
                             .reason(reason)
                             .emit();
                             let rejection = refusal(verifier, failure);
-                            return Poll::Ready(Ok(rejection.into_response()));
+                            return Poll::Ready(Ok(
+                                rejection.into_response_for(request.extensions())
+                            ));
                         }
                     }
                 }
