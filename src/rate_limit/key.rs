@@ -119,38 +119,83 @@ impl KeySource {
 /// A `Misconfigured` rejection when the client address is unknown (no `Shield`, no
 /// `ConnectInfo`).
 pub fn client_ip_key(parts: &Parts) -> Result<LimitKey, Rejection> {
-    let ip = ClientIp::from_extensions(&parts.extensions)?.0;
-    Ok(LimitKey::Ip(
-        match parts.extensions.get::<ClientIpResolver>() {
-            Some(resolver) => resolver.key(ip),
-            // `Shield` leaves the resolver out when it uses the default prefix.
-            None => ip_key(ip, crate::client_ip::DEFAULT_IPV6_PREFIX),
-        },
-    ))
+    ip_key_of(&parts.extensions)
+}
+
+/// [`client_ip_key`] from request extensions.
+pub(crate) fn ip_key_of(extensions: &http::Extensions) -> Result<LimitKey, Rejection> {
+    let ip = ClientIp::from_extensions(extensions)?.0;
+    Ok(LimitKey::Ip(match extensions.get::<ClientIpResolver>() {
+        Some(resolver) => resolver.key(ip),
+        // `Shield` leaves the resolver out when it uses the default prefix.
+        None => ip_key(ip, crate::client_ip::DEFAULT_IPV6_PREFIX),
+    }))
 }
 
 /// The key from a synchronous source, or `None` for a custom function (resolved async).
 /// Missing principals or headers fall back to the client IP, so a request without them can
 /// never escape into a shared or empty key.
-pub(crate) fn sync_key(source: &KeySource, parts: &Parts) -> Option<Result<LimitKey, Rejection>> {
+pub(crate) fn sync_key<H: Head>(
+    source: &KeySource,
+    head: &H,
+) -> Option<Result<LimitKey, Rejection>> {
+    let extensions = head.extensions();
     Some(match source {
-        KeySource::Ip => client_ip_key(parts),
-        KeySource::Principal => match parts.extensions.get::<Principal>() {
+        KeySource::Ip => ip_key_of(extensions),
+        KeySource::Principal => match extensions.get::<Principal>() {
             Some(p) => Ok(LimitKey::Text(Arc::from(p.id()))),
-            None => client_ip_key(parts),
+            None => ip_key_of(extensions),
         },
-        KeySource::Header(name) => match parts.headers.get(name).and_then(|v| v.to_str().ok()) {
+        KeySource::Header(name) => match head.headers().get(name).and_then(|v| v.to_str().ok()) {
             Some(v) if !v.is_empty() && v.len() <= 256 => Ok(LimitKey::text(v)),
-            _ => client_ip_key(parts),
+            _ => ip_key_of(extensions),
         },
         KeySource::Route => Ok(LimitKey::text(
-            parts
-                .extensions
+            extensions
                 .get::<MatchedPath>()
                 .map(|p| p.as_str())
-                .unwrap_or_else(|| parts.uri.path()),
+                .unwrap_or_else(|| head.uri().path()),
         )),
         KeySource::Global => Ok(LimitKey::Global),
         KeySource::Custom(_) => return None,
     })
+}
+
+/// The parts of a request the limiter reads: a whole `Request` on the synchronous path (no
+/// `into_parts` and back on every request), its `Parts` on the asynchronous one.
+pub(crate) trait Head {
+    fn method(&self) -> &http::Method;
+    fn uri(&self) -> &http::Uri;
+    fn headers(&self) -> &http::HeaderMap;
+    fn extensions(&self) -> &http::Extensions;
+}
+
+impl Head for Parts {
+    fn method(&self) -> &http::Method {
+        &self.method
+    }
+    fn uri(&self) -> &http::Uri {
+        &self.uri
+    }
+    fn headers(&self) -> &http::HeaderMap {
+        &self.headers
+    }
+    fn extensions(&self) -> &http::Extensions {
+        &self.extensions
+    }
+}
+
+impl<B> Head for http::Request<B> {
+    fn method(&self) -> &http::Method {
+        self.method()
+    }
+    fn uri(&self) -> &http::Uri {
+        self.uri()
+    }
+    fn headers(&self) -> &http::HeaderMap {
+        self.headers()
+    }
+    fn extensions(&self) -> &http::Extensions {
+        self.extensions()
+    }
 }

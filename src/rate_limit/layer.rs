@@ -25,7 +25,7 @@ use super::headers::{
     is_safe_name, limit_value, policy_names, policy_value, retry_after_value, RateLimitFields,
     RATELIMIT, RATELIMIT_POLICY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
 };
-use super::key::{client_ip_key, sync_key, KeySource, LimitKey};
+use super::key::{client_ip_key, ip_key_of, sync_key, Head, KeySource, LimitKey};
 use super::memory::{
     spawn_evictor, Evict, KeyCapPolicy, LimiterClock, MemoryLimiter, DEFAULT_EVICTION_INTERVAL,
     DEFAULT_MAX_KEYS,
@@ -701,19 +701,19 @@ impl Shared {
         })
     }
 
-    fn is_exempt_ip(&self, parts: &Parts) -> bool {
+    fn is_exempt_ip<H: Head>(&self, head: &H) -> bool {
         !self.exempt_nets.is_empty()
-            && ClientIp::from_extensions(&parts.extensions)
+            && ClientIp::from_extensions(head.extensions())
                 .map(|ip| self.exempt_nets.iter().any(|n| n.contains(&ip.0)))
                 .unwrap_or(false)
     }
 
-    pub(crate) fn tier_for(&self, key: &LimitKey, parts: &Parts) -> &Tier {
+    pub(crate) fn tier_for<H: Head>(&self, key: &LimitKey, head: &H) -> &Tier {
         for (m, tier) in &self.tiers {
             let hit = match m {
                 TierMatch::Keys(keys) => keys.contains(key),
-                TierMatch::Role(role) => parts
-                    .extensions
+                TierMatch::Role(role) => head
+                    .extensions()
                     .get::<Principal>()
                     .is_some_and(|p| p.has_role(role)),
             };
@@ -765,13 +765,13 @@ impl Shared {
     }
 
     /// Turns a decision into what the service does.
-    pub(crate) fn verdict(&self, parts: &Parts, tier: &Tier, d: Decision) -> Verdict {
+    pub(crate) fn verdict<H: Head>(&self, head: &H, tier: &Tier, d: Decision) -> Verdict {
         if d.allowed {
             return Verdict::Pass(self.headers_on_success.then(|| self.fields(tier, &d)));
         }
         let kind = SecurityEventKind::ExcessRateLimitExceeded;
-        if SecurityEvent::is_wanted(kind, &parts.extensions) {
-            SecurityEvent::for_parts(kind, parts)
+        if SecurityEvent::is_wanted(kind, head.extensions()) {
+            SecurityEvent::for_request(kind, head.method(), head.uri(), head.extensions())
                 .reason(if self.dry_run {
                     "dry_run"
                 } else {
@@ -798,32 +798,34 @@ impl Shared {
             (RATELIMIT.clone(), fields.limit),
         ];
         let response = Rejection::new(RejectionKind::RateLimited).respond(
-            &parts.extensions,
+            head.extensions(),
             headers.into_iter().chain(legacy.into_iter().flatten()),
         );
         Verdict::Refuse(response)
     }
 
     /// Exemptions, then the key; `None` = exempt.
-    fn precheck(&self, parts: &Parts) -> Option<()> {
-        if self.is_exempt_path(parts.uri.path()) || self.is_exempt_ip(parts) {
+    fn precheck<H: Head>(&self, head: &H) -> Option<()> {
+        if self.is_exempt_path(head.uri().path()) || self.is_exempt_ip(head) {
             None
         } else {
             Some(())
         }
     }
 
-    fn decide_sync(&self, parts: &Parts, key: Result<LimitKey, Rejection>) -> Verdict {
+    fn decide_sync<H: Head>(&self, head: &H, key: Result<LimitKey, Rejection>) -> Verdict {
         let key = match key {
             Ok(key) => key,
-            Err(rejection) => return Verdict::Refuse(rejection.into_response()),
+            Err(rejection) => {
+                return Verdict::Refuse(rejection.into_response_for(head.extensions()))
+            }
         };
         if !self.exempt_keys.is_empty() && self.exempt_keys.contains(&key) {
             return Verdict::Pass(None);
         }
-        let tier = self.tier_for(&key, parts);
+        let tier = self.tier_for(&key, head);
         let d = self.decide_memory(tier, &key);
-        self.verdict(parts, tier, d)
+        self.verdict(head, tier, d)
     }
 
     async fn decide_async(self: Arc<Self>, parts: &Parts) -> Verdict {
@@ -880,11 +882,11 @@ where
         if !shared.evictor_started.load(Ordering::Relaxed) {
             shared.start_evictor();
         }
-        let (parts, body) = req.into_parts();
-        if shared.precheck(&parts).is_none() {
-            return ResponseFuture::inner(self.inner.call(Request::from_parts(parts, body)), None);
+        if shared.precheck(&req).is_none() {
+            return ResponseFuture::inner(self.inner.call(req), None);
         }
         if shared.needs_async() {
+            let (parts, body) = req.into_parts();
             let shared = shared.clone();
             let clone = self.inner.clone();
             let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -908,16 +910,14 @@ where
                 },
             };
         }
-        let key = sync_key(&shared.source, &parts).unwrap_or_else(|| client_ip_key(&parts));
-        match shared.decide_sync(&parts, key) {
+        let key = sync_key(&shared.source, &req).unwrap_or_else(|| ip_key_of(req.extensions()));
+        match shared.decide_sync(&req, key) {
             Verdict::Refuse(response) => ResponseFuture {
                 state: State::Ready {
                     response: Some(response),
                 },
             },
-            Verdict::Pass(fields) => {
-                ResponseFuture::inner(self.inner.call(Request::from_parts(parts, body)), fields)
-            }
+            Verdict::Pass(fields) => ResponseFuture::inner(self.inner.call(req), fields),
         }
     }
 }
