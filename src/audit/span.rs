@@ -122,9 +122,18 @@ impl<B> MakeSpan<B> for MakeRequestSpan {
                 )
             };
         }
+        // Checked first: with tracing's `log` feature (on through axum's default `tower-log`)
+        // and no subscriber ever set, `span!` would otherwise compute every field for `log`.
+        use tracing::metadata::Kind;
         if self.debug_level {
+            if !tracing::enabled!(kind: Kind::SPAN, target: REQUEST_TARGET, tracing::Level::DEBUG) {
+                return Span::none();
+            }
             request_span!(tracing::Level::DEBUG)
         } else {
+            if !tracing::enabled!(kind: Kind::SPAN, target: REQUEST_TARGET, tracing::Level::INFO) {
+                return Span::none();
+            }
             request_span!(tracing::Level::INFO)
         }
     }
