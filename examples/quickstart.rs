@@ -34,6 +34,7 @@
 //! | `REDIS_URL` | share limits and the login guard through Redis (feature `redis`) | in memory |
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -115,9 +116,10 @@ fn jwt_secret() -> Result<Vec<u8>, Box<dyn std::error::Error>> {
     }
 }
 
+/// Cloned by axum for every request that reaches a handler: one reference count to bump.
 #[derive(Clone)]
 struct AppState {
-    tokens: TokenIssuer,
+    tokens: Arc<TokenIssuer>,
 }
 
 /// Builds the application; `main` serves it, tests and benchmarks call it directly.
@@ -179,7 +181,9 @@ pub fn app(settings: &Settings) -> Result<Router, ConfigError> {
         )
         .merge(protected)
         .merge(users)
-        .with_state(AppState { tokens })
+        .with_state(AppState {
+            tokens: Arc::new(tokens),
+        })
         .layer(shield))
 }
 
