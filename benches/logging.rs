@@ -1,6 +1,7 @@
 //! Cost of the security log: the Shield stack with an INFO JSON subscriber writing through
 //! `tracing-appender`'s non-blocking writer into `io::sink()`, against the same stack with
-//! logging off and a bare router, in the same run.
+//! logging off and a bare router, in the same run; with tracing-subscriber's `.json()`
+//! formatter and with this crate's `audit::JsonLines`.
 //!
 //! ```text
 //! cargo bench --bench logging -- --warm-up-time 1 --measurement-time 3
@@ -13,7 +14,7 @@ use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use axum_shield::audit::{SecurityEvent, SecurityEventKind};
+use axum_shield::audit::{JsonLines, JsonLinesFields, SecurityEvent, SecurityEventKind};
 use axum_shield::{Rejection, RejectionKind, Shield};
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Request;
@@ -94,30 +95,47 @@ fn bench(c: &mut Criterion) {
         b.to_async(&rt).iter(|| run(&shielded, "/refused"))
     });
 
-    let (writer, _worker) = tracing_appender::non_blocking(std::io::sink());
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_max_level(tracing::Level::INFO)
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_writer(writer)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    group.bench_function("bare_router_min_trace_info_json", |b| {
-        b.to_async(&rt).iter(|| run(&floor, "/orders/7"))
-    });
-    group.bench_function("shield_info_json", |b| {
-        b.to_async(&rt).iter(|| run(&shielded, "/orders/7"))
-    });
-    group.bench_function("shield_info_json_no_access_line", |b| {
-        b.to_async(&rt).iter(|| run(&quiet, "/orders/7"))
-    });
-    group.bench_function("shield_info_json_refused", |b| {
-        b.to_async(&rt).iter(|| run(&shielded, "/refused"))
-    });
-    group.bench_function("shield_info_json_pseudonymized", |b| {
-        b.to_async(&rt).iter(|| run(&pseudonymized, "/orders/7"))
-    });
+    // The same requests under each JSON formatter, each writing through tracing-appender's
+    // non-blocking writer into `io::sink()`: tracing-subscriber's `.json()` (suffix `json`)
+    // and this crate's `audit::JsonLines` (suffix `json_lines`).
+    for formatter in ["json", "json_lines"] {
+        let (writer, _worker) = tracing_appender::non_blocking(std::io::sink());
+        let builder = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(writer);
+        let dispatch = if formatter == "json" {
+            tracing::Dispatch::new(
+                builder
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .finish(),
+            )
+        } else {
+            tracing::Dispatch::new(
+                builder
+                    .fmt_fields(JsonLinesFields::new())
+                    .event_format(JsonLines::new())
+                    .finish(),
+            )
+        };
+        let _guard = tracing::dispatcher::set_default(&dispatch);
+        group.bench_function(format!("bare_router_min_trace_info_{formatter}"), |b| {
+            b.to_async(&rt).iter(|| run(&floor, "/orders/7"))
+        });
+        group.bench_function(format!("shield_info_{formatter}"), |b| {
+            b.to_async(&rt).iter(|| run(&shielded, "/orders/7"))
+        });
+        group.bench_function(format!("shield_info_{formatter}_no_access_line"), |b| {
+            b.to_async(&rt).iter(|| run(&quiet, "/orders/7"))
+        });
+        group.bench_function(format!("shield_info_{formatter}_refused"), |b| {
+            b.to_async(&rt).iter(|| run(&shielded, "/refused"))
+        });
+        group.bench_function(format!("shield_info_{formatter}_pseudonymized"), |b| {
+            b.to_async(&rt).iter(|| run(&pseudonymized, "/orders/7"))
+        });
+    }
     group.finish();
 }
 
