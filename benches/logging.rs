@@ -1,6 +1,8 @@
 //! Cost of the security log: the Shield stack with an INFO JSON subscriber writing through
 //! `tracing-appender`'s non-blocking writer into `io::sink()`, against the same stack with
-//! logging off and a bare router, in the same run.
+//! logging off and a bare router, in the same run; with tracing-subscriber's `.json()`
+//! formatter and with this crate's `audit::JsonLines`, and each formatter alone (`_sync_sink`:
+//! written on the request's thread, without the non-blocking writer's channel and worker).
 //!
 //! ```text
 //! cargo bench --bench logging -- --warm-up-time 1 --measurement-time 3
@@ -13,7 +15,7 @@ use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use axum_shield::audit::{SecurityEvent, SecurityEventKind};
+use axum_shield::audit::{JsonLines, JsonLinesFields, SecurityEvent, SecurityEventKind};
 use axum_shield::{Rejection, RejectionKind, Shield};
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Request;
@@ -43,6 +45,33 @@ fn request(uri: &'static str) -> Request<Body> {
     let mut req = Request::get(uri).body(Body::empty()).unwrap();
     req.extensions_mut().insert(ConnectInfo(addr));
     req
+}
+
+/// An INFO subscriber writing to `writer` with tracing-subscriber's JSON formatter (`"json"`)
+/// or with `audit::JsonLines` (`"json_lines"`), both with the current span on every line.
+fn subscriber<W>(formatter: &str, writer: W) -> tracing::Dispatch
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(writer);
+    if formatter == "json" {
+        tracing::Dispatch::new(
+            builder
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .finish(),
+        )
+    } else {
+        tracing::Dispatch::new(
+            builder
+                .fmt_fields(JsonLinesFields::new())
+                .event_format(JsonLines::new())
+                .finish(),
+        )
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -94,30 +123,38 @@ fn bench(c: &mut Criterion) {
         b.to_async(&rt).iter(|| run(&shielded, "/refused"))
     });
 
-    let (writer, _worker) = tracing_appender::non_blocking(std::io::sink());
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_max_level(tracing::Level::INFO)
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_writer(writer)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    group.bench_function("bare_router_min_trace_info_json", |b| {
-        b.to_async(&rt).iter(|| run(&floor, "/orders/7"))
-    });
-    group.bench_function("shield_info_json", |b| {
-        b.to_async(&rt).iter(|| run(&shielded, "/orders/7"))
-    });
-    group.bench_function("shield_info_json_no_access_line", |b| {
-        b.to_async(&rt).iter(|| run(&quiet, "/orders/7"))
-    });
-    group.bench_function("shield_info_json_refused", |b| {
-        b.to_async(&rt).iter(|| run(&shielded, "/refused"))
-    });
-    group.bench_function("shield_info_json_pseudonymized", |b| {
-        b.to_async(&rt).iter(|| run(&pseudonymized, "/orders/7"))
-    });
+    // The same requests under each JSON formatter, each writing through tracing-appender's
+    // non-blocking writer into `io::sink()`: tracing-subscriber's `.json()` (suffix `json`)
+    // and this crate's `audit::JsonLines` (suffix `json_lines`).
+    for formatter in ["json", "json_lines"] {
+        let (writer, _worker) = tracing_appender::non_blocking(std::io::sink());
+        let dispatch = subscriber(formatter, writer);
+        let _guard = tracing::dispatcher::set_default(&dispatch);
+        group.bench_function(format!("bare_router_min_trace_info_{formatter}"), |b| {
+            b.to_async(&rt).iter(|| run(&floor, "/orders/7"))
+        });
+        group.bench_function(format!("shield_info_{formatter}"), |b| {
+            b.to_async(&rt).iter(|| run(&shielded, "/orders/7"))
+        });
+        group.bench_function(format!("shield_info_{formatter}_no_access_line"), |b| {
+            b.to_async(&rt).iter(|| run(&quiet, "/orders/7"))
+        });
+        group.bench_function(format!("shield_info_{formatter}_refused"), |b| {
+            b.to_async(&rt).iter(|| run(&shielded, "/refused"))
+        });
+        group.bench_function(format!("shield_info_{formatter}_pseudonymized"), |b| {
+            b.to_async(&rt).iter(|| run(&pseudonymized, "/orders/7"))
+        });
+    }
+    // The formatter alone: the same subscriber writing into `io::sink()` on the request's
+    // thread, without the non-blocking writer's channel and worker thread.
+    for formatter in ["json", "json_lines"] {
+        let dispatch = subscriber(formatter, std::io::sink);
+        let _guard = tracing::dispatcher::set_default(&dispatch);
+        group.bench_function(format!("shield_info_{formatter}_sync_sink"), |b| {
+            b.to_async(&rt).iter(|| run(&shielded, "/orders/7"))
+        });
+    }
     group.finish();
 }
 

@@ -41,6 +41,8 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use axum_shield::audit::{Audit, SecurityEvent, SecurityEventKind};
+#[cfg(feature = "json-log")]
+use axum_shield::audit::{JsonLines, JsonLinesFields};
 use axum_shield::auth::{AuthorizeLayer, Principal, TokenIssuer};
 use axum_shield::rate_limit::{LoginAttempt, LoginGuard, RateLimit};
 use axum_shield::validate::{GuardedJson, JsonGuardLayer, JsonLimits, RedactFieldsLayer, Valid};
@@ -379,7 +381,13 @@ async fn perform_sensitive_action() -> Result<(), &'static str> {
 /// or pipe never stalls requests. `RUST_LOG` filters as usual, e.g.
 /// `RUST_LOG=axum_shield::security=info` for security events only.
 fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    // Lines go through a channel to a worker thread, which writes them into a 64 KiB buffer
+    // and flushes it each time the channel is empty: a burst of lines costs a few write
+    // syscalls instead of one per line, and an idle server's lines are out at once.
+    let (writer, guard) = tracing_appender::non_blocking(std::io::BufWriter::with_capacity(
+        64 * 1024,
+        std::io::stdout(),
+    ));
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
@@ -390,6 +398,14 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
         .with_ansi(ansi)
         .with_writer(writer);
     if json {
+        // axum-shield's JSON-lines formatter (feature `json-log`, on by default): the same
+        // line shape as tracing-subscriber's `.json()`, several times cheaper per line.
+        #[cfg(feature = "json-log")]
+        builder
+            .fmt_fields(JsonLinesFields::new())
+            .event_format(JsonLines::new())
+            .init();
+        #[cfg(not(feature = "json-log"))]
         builder
             .json()
             .with_current_span(true)

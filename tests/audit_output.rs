@@ -128,11 +128,12 @@ fn assert_no_secret(capture: &Capture) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn credentials_never_appear_in_any_captured_output() {
-    for json in [false, true] {
-        let (capture, _guard) = if json {
-            json_capture(Level::TRACE)
-        } else {
-            text_capture(Level::TRACE, false)
+    for format in ["text", "json", "json_lines"] {
+        let (capture, _guard) = match format {
+            "json" => json_capture(Level::TRACE),
+            #[cfg(feature = "json-log")]
+            "json_lines" => audit_common::json_lines_capture(Level::TRACE),
+            _ => text_capture(Level::TRACE, false),
         };
         let addr = serve(app()).await;
         let body = format!(r#"{{"username":"alice","password":"{}"}}"#, SECRETS[4]);
@@ -229,4 +230,85 @@ fn tracing_subscriber_fmt_writes_display_values_verbatim() {
     let text = capture.text();
     assert!(text.contains("user=eve\r\nforged"), "{text:?}");
     assert!(text.contains("user=\"eve\\r\\nforged\""), "{text:?}");
+}
+
+/// The crate's own JSON formatter (`audit::JsonLines`): a real request through `Shield`, with
+/// a principal recorded after the span opened, is one JSON line carrying the whole context.
+#[cfg(feature = "json-log")]
+#[tokio::test(flavor = "current_thread")]
+async fn json_lines_access_line_carries_the_request_context() {
+    use axum_shield::audit;
+    use axum_shield::auth::{Principal, PrincipalKind};
+
+    async fn authenticate(req: Request, next: Next) -> Response {
+        let principal = Principal::new(PrincipalKind::Jwt, "alice\r\n\"admin\"");
+        audit::record_principal(&principal, req.extensions());
+        next.run(req).await
+    }
+
+    let (capture, _guard) = audit_common::json_lines_capture(Level::INFO);
+    let app = Router::new()
+        .route("/orders/{id}", get(|| async { "ok" }))
+        .route_layer(from_fn(authenticate))
+        .layer(Shield::api().build().unwrap());
+    let addr = serve(app).await;
+    let response = exchange(addr, "GET /orders/7?token=qs-secret HTTP/1.1", "").await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let request_id = response
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("request id")
+        .to_owned();
+
+    let text = capture.text();
+    let access: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("request completed"))
+        .collect();
+    assert_eq!(access.len(), 1, "{text}");
+    assert!(!text.contains("qs-secret"));
+    let line: serde_json::Value = serde_json::from_str(access[0]).unwrap();
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["target"], "axum_shield::request");
+    assert_eq!(line["fields"]["message"], "request completed");
+    assert_eq!(line["fields"]["status"], 200);
+    assert!(line["fields"]["latency_ms"].as_f64().unwrap() >= 0.0);
+    let timestamp = line["timestamp"].as_str().unwrap();
+    assert_eq!(
+        timestamp.len(),
+        "2026-11-28T04:12:38.179231Z".len(),
+        "{timestamp}"
+    );
+    assert!(timestamp.ends_with('Z') && timestamp.as_bytes()[10] == b'T');
+    let span = &line["span"];
+    assert_eq!(span["name"], "request");
+    assert_eq!(span["request_id"], request_id);
+    assert_eq!(span["client_ip"], "127.0.0.1");
+    assert_eq!(span["method"], "GET");
+    assert_eq!(span["route"], "/orders/{id}");
+    // Escaped once by `record_principal`, then JSON-encoded: still one line.
+    assert_eq!(span["principal"], "alice\\r\\n\"admin\"");
+}
+
+#[cfg(feature = "json-log")]
+#[tokio::test(flavor = "current_thread")]
+async fn crlf_and_ansi_in_username_produce_one_json_line() {
+    let (capture, _guard) = audit_common::json_lines_capture(Level::INFO);
+    let addr = serve(app()).await;
+    let body = serde_json::json!({ "username": FORGED, "password": "x" }).to_string();
+    let response = exchange(
+        addr,
+        "POST /login HTTP/1.1\r\nContent-Type: application/json",
+        &body,
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+    let text = capture.text();
+    assert!(!text.contains('\x1b') && !text.contains('\r') && !text.contains('\u{9b}'));
+    // Every line is one JSON object; the forged line is inside one of them.
+    let event = capture.event("authn_login_fail");
+    let username = event["fields"]["username"].as_str().unwrap();
+    assert!(username.starts_with("mallory\\r\\n2026-11-28T00:00:00.000000Z"));
+    assert!(username.ends_with("admin\\u{1b}[1A\\u{1b}[2K\\u{9b}2K"));
+    assert_eq!(capture.access_lines().len(), 1);
 }

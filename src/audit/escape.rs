@@ -20,7 +20,7 @@ pub const MAX_FIELD_CHARS: usize = 256;
 /// Whether `c` must be escaped: C0 and C1 controls, DEL, line and paragraph separators, and
 /// the bidirectional formatting characters that can visually reorder a line
 /// (CVE-2021-42574, "Trojan Source").
-fn needs_escape(c: char) -> bool {
+pub(crate) fn needs_escape(c: char) -> bool {
     c == '\\'
         || c.is_control()
         || matches!(

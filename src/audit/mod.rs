@@ -73,11 +73,18 @@
 //! `tracing-subscriber`'s `fmt` (checked with 0.3.23) writes `%` values verbatim and only
 //! sanitises ANSI in messages, so this crate escapes values itself before they reach any
 //! subscriber: a user name `"x\r\n\x1b[2K"` is logged as `x\r\n\u{1b}[2K` on one line.
+//!
+//! For JSON lines, the `json-log` feature (on by default) adds [`JsonLines`] and
+//! [`JsonLinesFields`], a formatter for `tracing-subscriber`'s `fmt` layer that writes the
+//! same line shape as its `.json().with_current_span(true).with_span_list(false)` at a
+//! fraction of the cost: span fields are serialized once, not re-parsed for every line.
 
 mod action;
 mod counters;
 mod escape;
 mod event;
+#[cfg(feature = "json-log")]
+mod json;
 mod layer;
 mod pseudonym;
 mod sink;
@@ -91,6 +98,8 @@ pub use escape::{escape, MAX_FIELD_CHARS};
 pub use event::{
     ActionOutcome, EventSinks, SecurityEvent, SecurityEventKind, SecurityEventSink, SECURITY_TARGET,
 };
+#[cfg(feature = "json-log")]
+pub use json::{json_lines_layer, JsonLines, JsonLinesFields};
 pub(crate) use layer::{mark_sensitive, LogSettings, PanicMessage};
 pub use layer::{RequestAudit, RequestAuditFuture, RequestAuditLayer, DEFAULT_SENSITIVE_HEADERS};
 pub use pseudonym::{Pseudonym, Pseudonymizer, MIN_PSEUDONYM_KEY_LEN};

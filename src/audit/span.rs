@@ -82,8 +82,56 @@ pub(crate) enum ClientField {
 impl fmt::Display for ClientField {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::Ip(IpAddr::V4(ip)) => {
+                // std's `Ipv4Addr` Display goes through `write!` four times; this writes the
+                // same text in one call (it is on every request's span).
+                let mut text = [0u8; 15];
+                let mut len = 0;
+                for (i, octet) in ip.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text[len] = b'.';
+                        len += 1;
+                    }
+                    let digits = [octet / 100, octet / 10 % 10, octet % 10];
+                    let skip = if octet >= 100 {
+                        0
+                    } else if octet >= 10 {
+                        1
+                    } else {
+                        2
+                    };
+                    for digit in &digits[skip..] {
+                        text[len] = b'0' + digit;
+                        len += 1;
+                    }
+                }
+                f.pad(std::str::from_utf8(&text[..len]).map_err(|_| fmt::Error)?)
+            }
             Self::Ip(ip) => fmt::Display::fmt(ip, f),
             Self::Pseudonym(p) => f.write_str(p.as_str()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod client_field_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn ipv4_is_written_as_std_writes_it(octets in any::<[u8; 4]>()) {
+            let ip = IpAddr::from(octets);
+            prop_assert_eq!(ClientField::Ip(ip).to_string(), ip.to_string());
+            prop_assert_eq!(format!("{:>16}", ClientField::Ip(ip)), format!("{:>16}", ip));
+        }
+    }
+
+    #[test]
+    fn ipv4_edge_values() {
+        for ip in ["0.0.0.0", "255.255.255.255", "10.0.100.9", "203.0.113.9"] {
+            let parsed: IpAddr = ip.parse().unwrap();
+            assert_eq!(ClientField::Ip(parsed).to_string(), ip);
         }
     }
 }

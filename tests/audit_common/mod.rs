@@ -85,6 +85,21 @@ pub fn json_capture(max_level: tracing::Level) -> (Capture, DefaultGuard) {
     (capture, guard)
 }
 
+/// A subscriber writing `axum_shield::audit::JsonLines` at `max_level` for this thread.
+#[cfg(feature = "json-log")]
+pub fn json_lines_capture(max_level: tracing::Level) -> (Capture, DefaultGuard) {
+    use axum_shield::audit::{JsonLines, JsonLinesFields};
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(max_level)
+        .fmt_fields(JsonLinesFields::new())
+        .event_format(JsonLines::new())
+        .with_writer(capture.writer())
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    (capture, guard)
+}
+
 /// A plain-text subscriber at `max_level` for this thread, logging span opens and closes.
 pub fn text_capture(max_level: tracing::Level, ansi: bool) -> (Capture, DefaultGuard) {
     let capture = Capture::default();
