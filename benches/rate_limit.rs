@@ -194,11 +194,17 @@ fn bench_layer(c: &mut Criterion) {
     }
     group.finish();
 
-    // The layer alone around a service that answers at once: no routing and no per-layer
-    // boxing by `Router::layer`, so the difference is the limiter's own work.
+    // The layer alone around a service that answers at once with a JSON-like response (as
+    // `benches/headers.rs` does): no routing and no per-layer boxing by `Router::layer`, so
+    // the difference is the limiter's own work.
     let inner = || {
         tower::service_fn(|_req: Request<Body>| async {
-            Ok::<_, std::convert::Infallible>(http::Response::new(Body::from("ok")))
+            let mut response = http::Response::new(Body::from("ok"));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            Ok::<_, std::convert::Infallible>(response)
         })
     };
     let alone_allowed = RateLimit::per_ip(Quota::per_second(u32::MAX))
