@@ -84,9 +84,9 @@ pub struct VerifiedToken {
 }
 
 struct TokenData {
-    json: Box<str>,
-    iss: Option<Box<str>>,
-    jti: Option<Box<str>>,
+    json: String,
+    iss: Option<validation::ClaimText>,
+    jti: Option<validation::ClaimText>,
     value: std::sync::OnceLock<Value>,
 }
 
@@ -139,12 +139,12 @@ impl VerifiedToken {
 
     /// `iss`, when present.
     pub fn issuer(&self) -> Option<&str> {
-        self.data.iss.as_deref()
+        self.data.iss.as_ref().map(|t| t.get(&self.data.json))
     }
 
     /// `jti`, when present.
     pub fn jti(&self) -> Option<&str> {
-        self.data.jti.as_deref()
+        self.data.jti.as_ref().map(|t| t.get(&self.data.json))
     }
 }
 
@@ -466,6 +466,7 @@ impl JwtAuth {
                 query: self.query,
                 revocation: self.revocation,
                 cache: self.cache.map(VerifiedCache::new),
+                header_memo: validation::HeaderMemo::new(),
                 realm: self.realm,
                 error_description: self.error_description,
             }),
@@ -503,6 +504,7 @@ pub(crate) struct VerifierInner {
     query: Option<String>,
     pub(crate) revocation: Option<Arc<dyn RevocationStore>>,
     cache: Option<VerifiedCache>,
+    header_memo: validation::HeaderMemo,
     pub(crate) realm: Option<String>,
     pub(crate) error_description: bool,
 }
@@ -635,13 +637,17 @@ impl JwtVerifier {
         }
     }
 
-    fn current_keys(&self) -> Result<Arc<[VerifyingKey]>, TokenError> {
+    /// The keys to verify with: borrowed when static (no reference count to bump on every
+    /// request), a snapshot of the current set for JWKS.
+    fn current_keys(&self) -> Result<std::borrow::Cow<'_, Arc<[VerifyingKey]>>, TokenError> {
         match &self.inner.keys {
-            KeySource::Static(keys) => Ok(keys.clone()),
+            KeySource::Static(keys) => Ok(std::borrow::Cow::Borrowed(keys)),
             #[cfg(feature = "jwks")]
             KeySource::Jwks(jwks) => {
                 jwks.refresh_in_background_if_stale();
-                jwks.current().ok_or(TokenError::KeysUnavailable)
+                jwks.current()
+                    .map(std::borrow::Cow::Owned)
+                    .ok_or(TokenError::KeysUnavailable)
             }
         }
     }
@@ -668,7 +674,13 @@ impl JwtVerifier {
             }
         }
         let keys = self.current_keys()?;
-        let signed = validation::verify_signature(inner.provider, &inner.rules, &keys, token)?;
+        let signed = validation::verify_signature(
+            inner.provider,
+            &inner.rules,
+            &keys,
+            &inner.header_memo,
+            token,
+        )?;
         let checked = validation::check_claims(&inner.rules, &inner.mapping, signed.payload, now)?;
         let verified = VerifiedToken::from_checked(checked);
         if signed.asymmetric {

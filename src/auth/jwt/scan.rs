@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::auth::PrincipalClaims;
+use crate::auth::{Principal, PrincipalClaims, PrincipalKind};
 
 /// What the payload held under one registered claim name.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -55,24 +55,27 @@ pub(crate) struct Scanned<'de> {
 }
 
 impl Scanned<'_> {
-    /// Scopes then roles, each in the order of the mapping's paths (then document order),
-    /// consecutive duplicates removed: what [`PrincipalClaims::principal`] returns for the
-    /// same claims.
-    pub(crate) fn scopes_and_roles(
+    /// The principal for `subject`: scopes then roles, each in the order of the mapping's
+    /// paths (then document order), consecutive duplicates removed, as
+    /// [`PrincipalClaims::principal`] finds them in the same claims.
+    pub(crate) fn principal(
         &mut self,
         mapping: &PrincipalClaims,
-    ) -> (Vec<String>, Vec<String>) {
-        self.found.sort_by_key(|(path, _)| *path);
+        kind: PrincipalKind,
+        subject: &str,
+    ) -> Principal {
         let first_role = mapping.scope_paths().len();
-        let split = self
-            .found
-            .partition_point(|(path, _)| usize::from(*path) < first_role);
-        let roles: Vec<String> = self.found.drain(split..).map(|(_, v)| v).collect();
-        let scopes: Vec<String> = self.found.drain(..).map(|(_, v)| v).collect();
-        let (mut scopes, mut roles) = (scopes, roles);
-        scopes.dedup();
-        roles.dedup();
-        (scopes, roles)
+        let is_role = |path: u8| usize::from(path) >= first_role;
+        self.found.sort_by_key(|(path, _)| *path);
+        // Consecutive duplicates within the scopes and within the roles, as `Vec::dedup` on
+        // each list would remove them.
+        self.found
+            .dedup_by(|(pa, a), (pb, b)| a == b && is_role(*pa) == is_role(*pb));
+        let split = self.found.partition_point(|(path, _)| !is_role(*path));
+        // Drained straight into the principal's shared slices: one allocation each.
+        let principal =
+            Principal::new(kind, subject).with_roles(self.found.drain(split..).map(|(_, v)| v));
+        principal.with_scopes(self.found.drain(..).map(|(_, v)| v))
     }
 }
 
@@ -528,13 +531,14 @@ impl<'de> Visitor<'de> for PathValue<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{ClaimPath, PrincipalKind};
+    use crate::auth::ClaimPath;
     use serde_json::{json, Value};
 
     fn scan_value(value: &Value, mapping: &PrincipalClaims) -> (Vec<String>, Vec<String>) {
         let text = serde_json::to_vec(value).unwrap();
         let mut scanned = scan(&text, &[], mapping).unwrap();
-        scanned.scopes_and_roles(mapping)
+        let p = scanned.principal(mapping, PrincipalKind::Jwt, "s");
+        (p.scopes().to_vec(), p.roles().to_vec())
     }
 
     /// The scanner finds the same scopes and roles as the `Value` route, in the same order.

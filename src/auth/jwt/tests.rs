@@ -279,6 +279,7 @@ fn rfc8037_appendix_a4_ed25519_vector_verifies() {
         provider().unwrap(),
         &Rules::default(),
         std::slice::from_ref(&key),
+        &validation::HeaderMemo::new(),
         token,
     )
     .unwrap();
@@ -436,6 +437,55 @@ fn duplicate_claims_are_rejected() {
     }
 }
 
+/// One verifier remembers the header of a verified token; every other header, and every
+/// bad signature under the remembered one, is still checked and refused.
+#[test]
+fn remembered_header_changes_no_outcome() {
+    let v = verifier();
+    let good = hs256(&good_claims());
+    assert!(v.verify_at(&good, now()).is_ok());
+    let none = hs256_raw(
+        r#"{"alg":"none","typ":"JWT"}"#,
+        &good_claims().to_string(),
+        SECRET,
+    );
+    assert_eq!(
+        v.verify_at(&none, now()).unwrap_err(),
+        TokenError::AlgorithmNotAllowed
+    );
+    let crit = hs256_raw(
+        r#"{"alg":"HS256","typ":"JWT","crit":["x"]}"#,
+        &good_claims().to_string(),
+        SECRET,
+    );
+    assert_eq!(
+        v.verify_at(&crit, now()).unwrap_err(),
+        TokenError::CriticalHeader
+    );
+    let mut forged = good.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    assert_eq!(
+        v.verify_at(&forged, now()).unwrap_err(),
+        TokenError::BadSignature
+    );
+    let wrong_key = hs256_raw(
+        r#"{"alg":"HS256","typ":"JWT"}"#,
+        &good_claims().to_string(),
+        b"another-secret-another-secret-an",
+    );
+    assert_eq!(
+        v.verify_at(&wrong_key, now()).unwrap_err(),
+        TokenError::BadSignature
+    );
+    let expired = hs256(&with(good_claims(), "exp", json!(now() - 3600)));
+    assert_eq!(
+        v.verify_at(&expired, now()).unwrap_err(),
+        TokenError::Expired
+    );
+    assert!(v.verify_at(&good, now()).is_ok());
+}
+
 /// A typed `Claims<T>` and the principal read the same signed text.
 #[test]
 fn claims_json_is_the_signed_payload() {
@@ -446,6 +496,16 @@ fn claims_json_is_the_signed_payload() {
     assert_eq!(verified.claims(), &claims);
     assert_eq!(verified.issuer(), Some(ISS));
     assert_eq!(verified.principal().scopes(), ["orders:read"]);
+    // `iss` and `jti` read back whether kept as a range of the text or decoded (escapes).
+    let exp = now() + 600;
+    for (raw, want) in [("plain-id", "plain-id"), (r"esc\u0061ped\n", "escaped\n")] {
+        let payload =
+            format!(r#"{{"sub":"alice","iss":"{ISS}","aud":"{AUD}","exp":{exp},"jti":"{raw}"}}"#);
+        let token = hs256_raw(r#"{"alg":"HS256"}"#, &payload, SECRET);
+        let verified = check(&token).unwrap();
+        assert_eq!(verified.jti(), Some(want));
+        assert_eq!(verified.issuer(), Some(ISS));
+    }
 }
 
 #[test]

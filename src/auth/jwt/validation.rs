@@ -174,6 +174,9 @@ struct Header<'a> {
 }
 
 /// What passed the signature check.
+/// The first header segment (base64url text, no `kid`) whose token verified, and its `alg`.
+pub(crate) type HeaderMemo = std::sync::OnceLock<(Box<str>, Algorithm)>;
+
 pub(crate) struct SignedParts {
     pub(crate) kid_known: bool,
     pub(crate) payload: Vec<u8>,
@@ -198,6 +201,7 @@ pub(crate) fn verify_signature(
     provider: &CryptoProvider,
     rules: &Rules,
     keys: &[VerifyingKey],
+    header_memo: &HeaderMemo,
     token: &str,
 ) -> Result<SignedParts, TokenError> {
     // RFC 8725 §3.x / our cap: bound all work by the token's size before decoding anything.
@@ -216,41 +220,53 @@ pub(crate) fn verify_signature(
     if h64.is_empty() || p64.is_empty() || s64.is_empty() {
         return Err(TokenError::Malformed);
     }
-    // URL_SAFE_NO_PAD refuses padding and non-canonical trailing bits (RFC 7515 §2).
-    // Headers are small: decode into the stack, not the heap (this runs on every request).
+    // The header of a token that verified before, byte for byte, parses to the same result:
+    // skip decoding and parsing it again (only headers without `kid` are remembered, and
+    // only once their token's signature verified).
     let mut header_buf = [0u8; MAX_STACK_HEADER];
-    let header_json = decode_into(h64, &mut header_buf)?;
-    // RFC 7515 §4: the header is a JSON object (serde would also accept an array for a struct).
-    if header_json.trim_ascii_start().first() != Some(&b'{') {
-        return Err(TokenError::Malformed);
-    }
-    let header: Header<'_> =
-        serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
-
-    // RFC 7515 §4.1.11: a `crit` we do not understand (we understand none) must be refused.
-    if header.crit.is_some() {
-        return Err(TokenError::CriticalHeader);
-    }
-    // RFC 8725 §3.10 and §2.1: never fetch or trust key material named by the token.
-    if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() || header.x5c.is_some()
-    {
-        return Err(TokenError::KeyReferenceHeader);
-    }
-    // RFC 8725 §3.11 explicit typing; RFC 7515 §4.1.9: compare case-insensitively, the
-    // `application/` prefix may be omitted.
-    match header.typ.as_deref() {
-        Some(typ) => {
-            let typ = strip_prefix_ci(typ, "application/").unwrap_or(typ);
-            if !rules.types.iter().any(|t| t.eq_ignore_ascii_case(typ)) {
-                return Err(TokenError::TypeNotAllowed);
+    let header_json;
+    let header: Header<'_>;
+    let (alg, kid) = match header_memo.get() {
+        Some((known, alg)) if **known == *h64 => (*alg, None),
+        _ => {
+            // URL_SAFE_NO_PAD refuses padding and non-canonical trailing bits (RFC 7515 §2).
+            // Headers are small: decode into the stack, not the heap (this runs on every request).
+            header_json = decode_into(h64, &mut header_buf)?;
+            // RFC 7515 §4: the header is a JSON object (serde would also accept an array for a struct).
+            if header_json.trim_ascii_start().first() != Some(&b'{') {
+                return Err(TokenError::Malformed);
             }
+            header = serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
+
+            // RFC 7515 §4.1.11: a `crit` we do not understand (we understand none) must be refused.
+            if header.crit.is_some() {
+                return Err(TokenError::CriticalHeader);
+            }
+            // RFC 8725 §3.10 and §2.1: never fetch or trust key material named by the token.
+            if header.jku.is_some()
+                || header.x5u.is_some()
+                || header.jwk.is_some()
+                || header.x5c.is_some()
+            {
+                return Err(TokenError::KeyReferenceHeader);
+            }
+            // RFC 8725 §3.11 explicit typing; RFC 7515 §4.1.9: compare case-insensitively, the
+            // `application/` prefix may be omitted.
+            match header.typ.as_deref() {
+                Some(typ) => {
+                    let typ = strip_prefix_ci(typ, "application/").unwrap_or(typ);
+                    if !rules.types.iter().any(|t| t.eq_ignore_ascii_case(typ)) {
+                        return Err(TokenError::TypeNotAllowed);
+                    }
+                }
+                None if rules.require_typ => return Err(TokenError::TypeNotAllowed),
+                None => {}
+            }
+            // RFC 8725 §3.1: `none` and unknown names never parse.
+            let alg = parse_alg(&header.alg).ok_or(TokenError::AlgorithmNotAllowed)?;
+            (alg, header.kid.as_deref())
         }
-        None if rules.require_typ => return Err(TokenError::TypeNotAllowed),
-        None => {}
-    }
-    // RFC 8725 §3.1: `none` and unknown names never parse.
-    let alg = parse_alg(&header.alg).ok_or(TokenError::AlgorithmNotAllowed)?;
-    let kid = header.kid.as_deref();
+    };
     if let Some(kid) = kid {
         // The kid is only ever compared with configured ids, never used as a path or query.
         if kid.len() > MAX_KID_BYTES || kid.chars().any(char::is_control) {
@@ -306,6 +322,9 @@ pub(crate) fn verify_signature(
     let payload = URL_SAFE_NO_PAD
         .decode(p64)
         .map_err(|_| TokenError::Malformed)?;
+    if kid.is_none() && header_memo.get().is_none() {
+        let _ = header_memo.set((Box::from(h64), alg));
+    }
     Ok(SignedParts {
         kid_known: kid.is_some(),
         payload,
@@ -360,13 +379,44 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 pub(crate) struct CheckedClaims {
     pub(crate) exp: u64,
     pub(crate) iat: Option<u64>,
-    pub(crate) iss: Option<Box<str>>,
-    pub(crate) jti: Option<Box<str>>,
+    pub(crate) iss: Option<ClaimText>,
+    pub(crate) jti: Option<ClaimText>,
     pub(crate) principal: Principal,
     /// The whole claims set, as signed (valid UTF-8 JSON object).
-    pub(crate) json: Box<str>,
+    pub(crate) json: String,
     /// Already parsed when the principal mapping needed it.
     pub(crate) value: Option<Value>,
+}
+
+/// Where a claim's text is kept: a byte range of the signed JSON when it had no escapes
+/// (nothing to copy), else its own decoded copy.
+#[derive(Debug)]
+pub(crate) enum ClaimText {
+    Range(u32, u32),
+    Owned(Box<str>),
+}
+
+impl ClaimText {
+    fn new(text: Cow<'_, str>, payload: &[u8]) -> Self {
+        if let Cow::Borrowed(t) = &text {
+            let start = (t.as_ptr() as usize).wrapping_sub(payload.as_ptr() as usize);
+            let end = start.wrapping_add(t.len());
+            if start <= end && end <= payload.len() {
+                if let (Ok(start), Ok(end)) = (u32::try_from(start), u32::try_from(end)) {
+                    return Self::Range(start, end);
+                }
+            }
+        }
+        Self::Owned(Box::from(text.as_ref()))
+    }
+
+    /// The text, given the claims set it came from.
+    pub(crate) fn get<'a>(&'a self, json: &'a str) -> &'a str {
+        match self {
+            Self::Range(start, end) => json.get(*start as usize..*end as usize).unwrap_or(""),
+            Self::Owned(text) => text,
+        }
+    }
 }
 
 fn numeric_date(claim: Claim<u64>) -> Result<Option<u64>, TokenError> {
@@ -452,26 +502,21 @@ pub(crate) fn check_claims(
     let jti = match std::mem::take(&mut claims.jti) {
         Claim::Invalid => return Err(TokenError::InvalidClaim),
         Claim::Absent => None,
-        Claim::Present(jti) => Some(Box::from(jti.as_ref())),
+        Claim::Present(jti) => Some(ClaimText::new(jti, &payload)),
     };
     let (principal, value) = if fast {
-        let (scopes, roles) = claims.scopes_and_roles(mapping);
-        let principal = Principal::new(PrincipalKind::Jwt, sub.as_ref())
-            .with_scopes(scopes)
-            .with_roles(roles);
-        (principal, None)
+        (claims.principal(mapping, PrincipalKind::Jwt, &sub), None)
     } else {
         let value: Value =
             serde_json::from_slice(&payload).map_err(|_| TokenError::NotAClaimsSet)?;
         let principal = mapping.principal(PrincipalKind::Jwt, &sub, &value);
         (principal, Some(value))
     };
-    let iss = iss.map(|i| Box::from(i.as_ref()));
+    let iss = iss.map(|i| ClaimText::new(i, &payload));
     drop(claims);
     // A payload the scan accepted is JSON, but strings it skipped were not checked for UTF-8.
-    let json = String::from_utf8(payload)
-        .map_err(|_| TokenError::NotAClaimsSet)?
-        .into_boxed_str();
+    // The same buffer, so the `ClaimText` ranges point into it.
+    let json = String::from_utf8(payload).map_err(|_| TokenError::NotAClaimsSet)?;
     Ok(CheckedClaims {
         exp,
         iat,
