@@ -300,51 +300,12 @@ impl Rejection {
     /// rendered on every flooded request.
     fn problem_json(&self, request_id: Option<&str>) -> Vec<u8> {
         let inner = &*self.inner;
-        // Built-in titles, codes and default details have nothing to escape (checked by the
-        // tests), so they are copied without a scan.
-        let default_detail =
-            matches!(&inner.detail, Cow::Borrowed(d) if *d == inner.kind.default_detail());
-        let (title, code) = (inner.kind.title(), inner.kind.code());
-        let detail_len = if default_detail {
-            inner.detail.len() + 2
-        } else {
-            json_str_len(&inner.detail)
-        };
-        let id_len = request_id.map_or(0, |id| 14 + json_str_len(id));
-        // Sized exactly when there are no extension members, so that the body's `Bytes` takes
-        // the buffer over without another allocation.
-        let mut out =
-            Vec::with_capacity(62 + title.len() + 2 + detail_len + code.len() + 2 + id_len);
-        out.extend_from_slice(br#"{"type":"about:blank","title":""#);
-        out.extend_from_slice(title.as_bytes());
-        out.extend_from_slice(br#"","status":"#);
-        let status = inner.kind.status().as_u16();
-        out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
-        out.extend_from_slice(br#","detail":"#);
-        if default_detail {
-            out.push(b'"');
-            out.extend_from_slice(inner.detail.as_bytes());
-            out.push(b'"');
-        } else {
-            json_str(&mut out, &inner.detail);
-        }
-        out.extend_from_slice(br#","code":""#);
-        out.extend_from_slice(code.as_bytes());
-        out.push(b'"');
-        if let Some(id) = request_id {
-            out.extend_from_slice(br#","request_id":"#);
-            json_str(&mut out, id);
-        }
-        for (name, value) in inner.extensions.iter().flatten() {
-            out.push(b',');
-            json_str(&mut out, name);
-            out.push(b':');
-            if serde_json::to_writer(&mut out, value).is_err() {
-                out.extend_from_slice(b"null");
-            }
-        }
-        out.push(b'}');
-        out
+        problem_body(
+            inner.kind,
+            &inner.detail,
+            inner.extensions.as_ref(),
+            request_id,
+        )
     }
 
     /// Renders this rejection for the request whose `extensions` are given, the way an outer
@@ -406,12 +367,7 @@ impl Rejection {
     }
 
     pub(crate) fn log(&self) {
-        tracing::debug!(
-            target: "axum_shield::rejection",
-            status = self.status().as_u16(),
-            code = self.inner.kind.code(),
-            "request rejected"
-        );
+        log_rejection(self.inner.kind);
     }
 }
 
@@ -444,6 +400,90 @@ impl IntoResponse for Rejection {
         self.finish_owned(&mut response);
         response
     }
+}
+
+fn log_rejection(kind: RejectionKind) {
+    tracing::debug!(
+        target: "axum_shield::rejection",
+        status = kind.status().as_u16(),
+        code = kind.code(),
+        "request rejected"
+    );
+}
+
+/// `Rejection::new(kind).respond(extensions, headers)` without building the `Rejection`:
+/// the same response for the default detail, for refusal paths that run on every request of a
+/// flood (the rate limiter's 429). Server errors and custom renderers take the full path.
+pub(crate) fn refuse<I>(kind: RejectionKind, extensions: &http::Extensions, headers: I) -> Response
+where
+    I: IntoIterator<Item = (HeaderName, HeaderValue)>,
+{
+    if kind.status().is_server_error() || extensions.get::<RenderRejection>().is_some() {
+        return Rejection::new(kind).respond(extensions, headers);
+    }
+    log_rejection(kind);
+    let id = crate::request_id::of(extensions);
+    let body = problem_body(kind, &Cow::Borrowed(kind.default_detail()), None, id);
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = kind.status();
+    let response_headers = response.headers_mut();
+    response_headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    for (name, value) in headers {
+        response_headers.append(name, value);
+    }
+    response
+}
+
+/// The problem+json body of a rejection: the same bytes `serde_json` writes for [`Problem`].
+fn problem_body(
+    kind: RejectionKind,
+    detail: &Cow<'static, str>,
+    members: Option<&serde_json::Map<String, serde_json::Value>>,
+    request_id: Option<&str>,
+) -> Vec<u8> {
+    // Built-in titles, codes and default details have nothing to escape (checked by the
+    // tests), so they are copied without a scan.
+    let default_detail = matches!(&detail, Cow::Borrowed(d) if *d == kind.default_detail());
+    let (title, code) = (kind.title(), kind.code());
+    let detail_len = if default_detail {
+        detail.len() + 2
+    } else {
+        json_str_len(&detail)
+    };
+    let id_len = request_id.map_or(0, |id| 14 + json_str_len(id));
+    // Sized exactly when there are no extension members, so that the body's `Bytes` takes
+    // the buffer over without another allocation.
+    let mut out = Vec::with_capacity(62 + title.len() + 2 + detail_len + code.len() + 2 + id_len);
+    out.extend_from_slice(br#"{"type":"about:blank","title":""#);
+    out.extend_from_slice(title.as_bytes());
+    out.extend_from_slice(br#"","status":"#);
+    let status = kind.status().as_u16();
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+    out.extend_from_slice(br#","detail":"#);
+    if default_detail {
+        out.push(b'"');
+        out.extend_from_slice(detail.as_bytes());
+        out.push(b'"');
+    } else {
+        json_str(&mut out, &detail);
+    }
+    out.extend_from_slice(br#","code":""#);
+    out.extend_from_slice(code.as_bytes());
+    out.push(b'"');
+    if let Some(id) = request_id {
+        out.extend_from_slice(br#","request_id":"#);
+        json_str(&mut out, id);
+    }
+    for (name, value) in members.into_iter().flatten() {
+        out.push(b',');
+        json_str(&mut out, name);
+        out.push(b':');
+        if serde_json::to_writer(&mut out, value).is_err() {
+            out.extend_from_slice(b"null");
+        }
+    }
+    out.push(b'}');
+    out
 }
 
 /// Appends `text` as a JSON string (RFC 8259 §7 escapes, as `serde_json` writes them). Text
@@ -595,6 +635,29 @@ mod tests {
         for kind in ALL_KINDS {
             for text in [kind.title(), kind.code(), kind.default_detail()] {
                 assert!(!text.bytes().any(needs_escape), "{text:?}");
+            }
+        }
+    }
+
+    /// The lean refusal path answers exactly what the full one does.
+    #[tokio::test]
+    async fn refuse_matches_respond() {
+        let mut with_id = http::Extensions::new();
+        with_id.insert(crate::request_id::RequestId::new(HeaderValue::from_static(
+            "abc-1",
+        )));
+        for extensions in [http::Extensions::new(), with_id] {
+            for kind in [
+                RejectionKind::RateLimited,
+                RejectionKind::Forbidden,
+                RejectionKind::ServiceUnavailable,
+            ] {
+                let headers = || [(http::header::RETRY_AFTER, HeaderValue::from_static("7"))];
+                let lean = refuse(kind, &extensions, headers());
+                let full = Rejection::new(kind).respond(&extensions, headers());
+                assert_eq!(lean.status(), full.status());
+                assert_eq!(lean.headers(), full.headers());
+                assert_eq!(body_json(lean).await, body_json(full).await);
             }
         }
     }

@@ -131,12 +131,23 @@ impl RateLimitFields {
 }
 
 pub(crate) fn retry_after_value(wait: Duration) -> (HeaderName, HeaderValue) {
-    (RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)))
+    let mut digits = itoa::Buffer::new();
+    let text = digits.format(retry_after_secs(wait));
+    // Digits are always a valid header value.
+    let value = HeaderValue::from_bytes(text.as_bytes()).unwrap_or(HeaderValue::from_static("1"));
+    (RETRY_AFTER, value)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_value_is_the_rounded_seconds() {
+        assert_eq!(retry_after_value(Duration::from_millis(11_200)).1, "12");
+        assert_eq!(retry_after_value(Duration::ZERO).1, "1");
+        assert_eq!(retry_after_value(Duration::from_secs(3600)).1, "3600");
+    }
 
     #[test]
     fn retry_after_is_never_zero_and_rounds_up() {

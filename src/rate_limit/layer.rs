@@ -785,22 +785,21 @@ impl Shared {
             return Verdict::Pass(None);
         }
         let fields = self.fields(tier, &d);
-        let legacy = fields.legacy.map(|(limit, remaining, reset)| {
-            [
-                (X_RATELIMIT_LIMIT.clone(), limit.into()),
-                (X_RATELIMIT_REMAINING.clone(), remaining.into()),
-                (X_RATELIMIT_RESET.clone(), reset.into()),
-            ]
-        });
-        let headers = [
-            retry_after_value(d.retry_after),
-            (RATELIMIT_POLICY.clone(), fields.policy),
-            (RATELIMIT.clone(), fields.limit),
-        ];
-        let response = Rejection::new(RejectionKind::RateLimited).respond(
+        let mut response = crate::rejection::refuse(
+            RejectionKind::RateLimited,
             head.extensions(),
-            headers.into_iter().chain(legacy.into_iter().flatten()),
+            [
+                retry_after_value(d.retry_after),
+                (RATELIMIT_POLICY.clone(), fields.policy),
+                (RATELIMIT.clone(), fields.limit),
+            ],
         );
+        if let Some((limit, remaining, reset)) = fields.legacy {
+            let headers = response.headers_mut();
+            headers.insert(X_RATELIMIT_LIMIT.clone(), limit.into());
+            headers.insert(X_RATELIMIT_REMAINING.clone(), remaining.into());
+            headers.insert(X_RATELIMIT_RESET.clone(), reset.into());
+        }
         Verdict::Refuse(response)
     }
 
