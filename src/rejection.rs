@@ -423,7 +423,7 @@ where
     }
     log_rejection(kind);
     let id = crate::request_id::of(extensions);
-    let body = problem_body(kind, &Cow::Borrowed(kind.default_detail()), None, id);
+    let body = problem_body(kind, kind.default_detail(), None, id);
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = kind.status();
     let response_headers = response.headers_mut();
@@ -437,18 +437,19 @@ where
 /// The problem+json body of a rejection: the same bytes `serde_json` writes for [`Problem`].
 fn problem_body(
     kind: RejectionKind,
-    detail: &Cow<'static, str>,
+    detail: &str,
     members: Option<&serde_json::Map<String, serde_json::Value>>,
     request_id: Option<&str>,
 ) -> Vec<u8> {
     // Built-in titles, codes and default details have nothing to escape (checked by the
     // tests), so they are copied without a scan.
-    let default_detail = matches!(&detail, Cow::Borrowed(d) if *d == kind.default_detail());
+    // Compared by content: the same text is safe whoever set it.
+    let default_detail = detail == kind.default_detail();
     let (title, code) = (kind.title(), kind.code());
     let detail_len = if default_detail {
         detail.len() + 2
     } else {
-        json_str_len(&detail)
+        json_str_len(detail)
     };
     let id_len = request_id.map_or(0, |id| 14 + json_str_len(id));
     // Sized exactly when there are no extension members, so that the body's `Bytes` takes
@@ -465,7 +466,7 @@ fn problem_body(
         out.extend_from_slice(detail.as_bytes());
         out.push(b'"');
     } else {
-        json_str(&mut out, &detail);
+        json_str(&mut out, detail);
     }
     out.extend_from_slice(br#","code":""#);
     out.extend_from_slice(code.as_bytes());
