@@ -1,8 +1,9 @@
-//! Cost of the security log: the Shield stack with an INFO JSON subscriber writing through
-//! `tracing-appender`'s non-blocking writer into `io::sink()`, against the same stack with
-//! logging off and a bare router, in the same run; with tracing-subscriber's `.json()`
-//! formatter and with this crate's `audit::JsonLines`, and each formatter alone (`_sync_sink`:
-//! written on the request's thread, without the non-blocking writer's channel and worker).
+//! Cost of the security log: the Shield stack with an INFO JSON subscriber writing through a
+//! non-blocking writer into `io::sink()`, against the same stack with logging off and a bare
+//! router, in the same run; with tracing-subscriber's `.json()` formatter and with this
+//! crate's `audit::JsonLines` through `tracing-appender`'s `non_blocking`, with
+//! `audit::JsonLines` through this crate's batching `audit::LogWriter`, and each formatter
+//! alone (`_sync_sink`: written on the request's thread, without a non-blocking writer).
 //!
 //! ```text
 //! cargo bench --bench logging -- --warm-up-time 1 --measurement-time 3
@@ -15,7 +16,7 @@ use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use axum_shield::audit::{JsonLines, JsonLinesFields, SecurityEvent, SecurityEventKind};
+use axum_shield::audit::{JsonLines, JsonLinesFields, LogWriter, SecurityEvent, SecurityEventKind};
 use axum_shield::{Rejection, RejectionKind, Shield};
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Request;
@@ -123,26 +124,37 @@ fn bench(c: &mut Criterion) {
         b.to_async(&rt).iter(|| run(&shielded, "/refused"))
     });
 
-    // The same requests under each JSON formatter, each writing through tracing-appender's
-    // non-blocking writer into `io::sink()`: tracing-subscriber's `.json()` (suffix `json`)
-    // and this crate's `audit::JsonLines` (suffix `json_lines`).
+    // The same requests under each JSON formatter, each writing into `io::sink()` through a
+    // non-blocking writer: tracing-subscriber's `.json()` (suffix `json`) and this crate's
+    // `audit::JsonLines` (suffix `json_lines`) through tracing-appender's `non_blocking`, and
+    // `audit::JsonLines` through this crate's `audit::LogWriter` (suffix
+    // `json_lines_log_writer`).
+    let mut writers: Vec<(&str, tracing::Dispatch, Box<dyn std::any::Any>)> = Vec::new();
     for formatter in ["json", "json_lines"] {
-        let (writer, _worker) = tracing_appender::non_blocking(std::io::sink());
-        let dispatch = subscriber(formatter, writer);
-        let _guard = tracing::dispatcher::set_default(&dispatch);
-        group.bench_function(format!("bare_router_min_trace_info_{formatter}"), |b| {
+        let (writer, worker) = tracing_appender::non_blocking(std::io::sink());
+        writers.push((formatter, subscriber(formatter, writer), Box::new(worker)));
+    }
+    let (writer, worker) = LogWriter::new(std::io::sink());
+    writers.push((
+        "json_lines_log_writer",
+        subscriber("json_lines", writer),
+        Box::new(worker),
+    ));
+    for (name, dispatch, _worker) in &writers {
+        let _guard = tracing::dispatcher::set_default(dispatch);
+        group.bench_function(format!("bare_router_min_trace_info_{name}"), |b| {
             b.to_async(&rt).iter(|| run(&floor, "/orders/7"))
         });
-        group.bench_function(format!("shield_info_{formatter}"), |b| {
+        group.bench_function(format!("shield_info_{name}"), |b| {
             b.to_async(&rt).iter(|| run(&shielded, "/orders/7"))
         });
-        group.bench_function(format!("shield_info_{formatter}_no_access_line"), |b| {
+        group.bench_function(format!("shield_info_{name}_no_access_line"), |b| {
             b.to_async(&rt).iter(|| run(&quiet, "/orders/7"))
         });
-        group.bench_function(format!("shield_info_{formatter}_refused"), |b| {
+        group.bench_function(format!("shield_info_{name}_refused"), |b| {
             b.to_async(&rt).iter(|| run(&shielded, "/refused"))
         });
-        group.bench_function(format!("shield_info_{formatter}_pseudonymized"), |b| {
+        group.bench_function(format!("shield_info_{name}_pseudonymized"), |b| {
             b.to_async(&rt).iter(|| run(&pseudonymized, "/orders/7"))
         });
     }

@@ -42,7 +42,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use axum_shield::audit::{Audit, SecurityEvent, SecurityEventKind};
 #[cfg(feature = "json-log")]
-use axum_shield::audit::{JsonLines, JsonLinesFields};
+use axum_shield::audit::{JsonLines, JsonLinesFields, LogWriter};
 use axum_shield::auth::{AuthorizeLayer, Principal, TokenIssuer};
 use axum_shield::rate_limit::{LoginAttempt, LoginGuard, RateLimit};
 use axum_shield::validate::{GuardedJson, JsonGuardLayer, JsonLimits, RedactFieldsLayer, Valid};
@@ -378,12 +378,19 @@ async fn perform_sensitive_action() -> Result<(), &'static str> {
 
 /// Human-readable logs by default; JSON lines (one object per event, with the request span's
 /// fields) with `LOG_FORMAT=json`. Lines go through a non-blocking writer so a slow terminal
-/// or pipe never stalls requests. `RUST_LOG` filters as usual, e.g.
-/// `RUST_LOG=axum_shield::security=info` for security events only.
-fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
-    // Lines go through a channel to a worker thread, which writes them into a 64 KiB buffer
-    // and flushes it each time the channel is empty: a burst of lines costs a few write
-    // syscalls instead of one per line, and an idle server's lines are out at once.
+/// or pipe never stalls requests; keep the returned guard alive, its drop writes the last
+/// lines. `RUST_LOG` filters as usual, e.g. `RUST_LOG=axum_shield::security=info` for
+/// security events only.
+fn init_logging() -> impl Sized {
+    // With `json-log` (on by default): axum-shield's `LogWriter` appends each line to a
+    // shared 1 MiB buffer and a worker thread writes the buffer to stdout in one write every
+    // millisecond at most while lines arrive, and sleeps while none do: no allocation and no
+    // thread wake-up per line. A full buffer drops lines (counted) rather than block requests.
+    #[cfg(feature = "json-log")]
+    let (writer, guard) = LogWriter::new(std::io::stdout());
+    // Without it: tracing-appender's channel to a worker thread, which writes into a 64 KiB
+    // buffer flushed each time the channel is empty.
+    #[cfg(not(feature = "json-log"))]
     let (writer, guard) = tracing_appender::non_blocking(std::io::BufWriter::with_capacity(
         64 * 1024,
         std::io::stdout(),
