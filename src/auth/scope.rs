@@ -45,6 +45,7 @@ impl ClaimPath {
     }
 
     /// The path's segments.
+    #[cfg(feature = "jwt")]
     pub(crate) fn parts(&self) -> &[String] {
         &self.0
     }
@@ -127,11 +128,13 @@ impl PrincipalClaims {
     }
 
     /// Where scopes are read, in order.
+    #[cfg(feature = "jwt")]
     pub(crate) fn scope_paths(&self) -> &[ClaimPath] {
         &self.scopes
     }
 
     /// Where roles are read, in order.
+    #[cfg(feature = "jwt")]
     pub(crate) fn role_paths(&self) -> &[ClaimPath] {
         &self.roles
     }
