@@ -125,6 +125,10 @@ pub fn client_ip_key(parts: &Parts) -> Result<LimitKey, Rejection> {
 /// [`client_ip_key`] from request extensions.
 pub(crate) fn ip_key_of(extensions: &http::Extensions) -> Result<LimitKey, Rejection> {
     let ip = ClientIp::from_extensions(extensions)?.0;
+    // `ClientIp` is normalised, so an IPv4 key needs no prefix: skip the resolver lookup.
+    if ip.is_ipv4() {
+        return Ok(LimitKey::Ip(ip));
+    }
     Ok(LimitKey::Ip(match extensions.get::<ClientIpResolver>() {
         Some(resolver) => resolver.key(ip),
         // `Shield` leaves the resolver out when it uses the default prefix.
