@@ -520,7 +520,7 @@ struct CoreShared {
     resolver: ClientIpResolver,
     render: Option<RenderRejection>,
     sinks: EventSinks,
-    /// Request headers marked sensitive before the trace layer sees the request.
+    /// Request headers marked sensitive before the request span sees the request.
     sensitive_headers: Arc<[http::HeaderName]>,
 }
 

@@ -57,9 +57,9 @@ use super::escape::needs_escape;
 /// by [`JsonLinesFields`].
 ///
 /// ```
-/// use axum_shield::audit::{JsonLines, JsonLinesFields};
+/// use axum_shield::audit::{JsonLines, JsonLinesFields, LogWriter};
 ///
-/// let (writer, _guard) = tracing_appender::non_blocking(std::io::stdout());
+/// let (writer, _guard) = LogWriter::new(std::io::stdout());
 /// let subscriber = tracing_subscriber::fmt()
 ///     .with_max_level(tracing::Level::INFO)
 ///     .fmt_fields(JsonLinesFields::new())
@@ -103,7 +103,7 @@ impl JsonLinesFields {
 /// ```
 /// use tracing_subscriber::layer::SubscriberExt;
 ///
-/// let (writer, _guard) = tracing_appender::non_blocking(std::io::stdout());
+/// let (writer, _guard) = axum_shield::audit::LogWriter::new(std::io::stdout());
 /// let subscriber = tracing_subscriber::registry()
 ///     .with(axum_shield::audit::json_lines_layer().with_writer(writer));
 /// # drop(subscriber);

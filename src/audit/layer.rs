@@ -33,7 +33,7 @@ pub const DEFAULT_SENSITIVE_HEADERS: [HeaderName; 5] = [
     HeaderName::from_static("x-api-key"),
 ];
 
-/// The logging settings of a [`Shield`](crate::Shield), shared by its trace layers.
+/// The logging settings of a [`Shield`](crate::Shield), shared by its logging layers.
 #[derive(Debug, Clone)]
 pub(crate) struct LogSettings {
     pub(crate) access_log: bool,

@@ -15,7 +15,7 @@
 //! - **high-risk actions** recorded from handlers with [`Audit`]: attempted, then completed or
 //!   failed, with principal and request id;
 //! - **output you can trust**: `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie`,
-//!   `X-Api-Key` and your API-key headers are marked sensitive around the trace layer; query
+//!   `X-Api-Key` and your API-key headers are marked sensitive around the request span; query
 //!   strings are not logged unless you ask; every user-controlled string is [escaped](escape)
 //!   so CR/LF or ANSI sequences cannot forge or hide lines; client IPs, principals and user
 //!   names can be replaced by keyed pseudonyms ([`Pseudonymizer`],
