@@ -275,24 +275,21 @@ impl Rejection {
 
     /// The problem+json response without the protocol headers.
     pub(crate) fn to_response_without_headers(&self, request_id: Option<&str>) -> Response {
-        let mut response = Response::new(Body::from(self.problem_json(request_id)));
-        *response.status_mut() = self.status();
-        response
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        response
+        problem_response(self.inner.kind, self.problem_json(request_id))
     }
 
     /// Copies the protocol headers onto `response` and records the rejection in its
     /// extensions, so that an outer [`Shield`](crate::Shield) can render it again with the
     /// request id or a custom renderer. Custom renderers should call this.
     pub fn finish<B>(&self, response: &mut http::Response<B>) {
+        self.clone().finish_owned(response);
+    }
+
+    /// Appends the protocol headers to `response`.
+    fn append_headers<B>(&self, response: &mut http::Response<B>) {
         for (name, value) in &self.inner.headers {
             response.headers_mut().append(name, value.clone());
         }
-        response
-            .extensions_mut()
-            .insert(RenderedRejection(Arc::new(self.clone())));
     }
 
     /// [`problem`](Self::problem) serialized, member by member into one buffer (the same
@@ -349,18 +346,14 @@ impl Rejection {
         if custom.is_some() || self.status().is_server_error() {
             self.finish_owned(&mut response);
         } else {
-            for (name, value) in &self.inner.headers {
-                response.headers_mut().append(name, value.clone());
-            }
+            self.append_headers(&mut response);
         }
         response
     }
 
     /// [`finish`](Self::finish) without the clone, for a rejection rendering itself.
     fn finish_owned<B>(self, response: &mut http::Response<B>) {
-        for (name, value) in &self.inner.headers {
-            response.headers_mut().append(name, value.clone());
-        }
+        self.append_headers(response);
         response
             .extensions_mut()
             .insert(RenderedRejection(Arc::new(self)));
@@ -423,14 +416,21 @@ where
     }
     log_rejection(kind);
     let id = crate::request_id::of(extensions);
-    let body = problem_body(kind, kind.default_detail(), None, id);
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = kind.status();
+    let mut response = problem_response(kind, problem_body(kind, kind.default_detail(), None, id));
     let response_headers = response.headers_mut();
-    response_headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     for (name, value) in headers {
         response_headers.append(name, value);
     }
+    response
+}
+
+/// A problem+json response of `kind`'s status with `body`.
+fn problem_response(kind: RejectionKind, body: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = kind.status();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     response
 }
 

@@ -192,9 +192,8 @@ async fn panic_is_logged_as_sys_crash_and_server_keeps_serving() {
 const FORGED: &str = "mallory\r\n2026-11-28T00:00:00.000000Z  INFO axum_shield::security: \
                       security event event=\"authn_login_success\" username=admin\x1b[1A\x1b[2K\u{9b}2K";
 
-#[tokio::test(flavor = "current_thread")]
-async fn crlf_and_ansi_in_username_produce_one_escaped_line() {
-    let (capture, _guard) = text_capture(Level::INFO, false);
+/// A failed login over a real socket whose username tries to forge a log line.
+async fn login_as_forged_user() {
     let addr = serve(app()).await;
     let body = serde_json::json!({ "username": FORGED, "password": "x" }).to_string();
     let response = exchange(
@@ -204,6 +203,12 @@ async fn crlf_and_ansi_in_username_produce_one_escaped_line() {
     )
     .await;
     assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn crlf_and_ansi_in_username_produce_one_escaped_line() {
+    let (capture, _guard) = text_capture(Level::INFO, false);
+    login_as_forged_user().await;
     let text = capture.text();
     let event_lines: Vec<&str> = text
         .lines()
@@ -294,15 +299,7 @@ async fn json_lines_access_line_carries_the_request_context() {
 #[tokio::test(flavor = "current_thread")]
 async fn crlf_and_ansi_in_username_produce_one_json_line() {
     let (capture, _guard) = audit_common::json_lines_capture(Level::INFO);
-    let addr = serve(app()).await;
-    let body = serde_json::json!({ "username": FORGED, "password": "x" }).to_string();
-    let response = exchange(
-        addr,
-        "POST /login HTTP/1.1\r\nContent-Type: application/json",
-        &body,
-    )
-    .await;
-    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+    login_as_forged_user().await;
     let text = capture.text();
     assert!(!text.contains('\x1b') && !text.contains('\r') && !text.contains('\u{9b}'));
     // Every line is one JSON object; the forged line is inside one of them.

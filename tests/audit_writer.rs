@@ -2,9 +2,7 @@
 //! threads, formatted by `audit::JsonLines`, all reach the output whole, parseable and in
 //! order per thread, once the guard is dropped.
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -15,27 +13,15 @@ use axum_shield::Shield;
 use http::Request;
 use tower::ServiceExt;
 
-/// An in-memory output shared with the test.
-#[derive(Clone, Default)]
-struct Output(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Output {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+mod audit_common;
 
 const THREADS: usize = 4;
 const REQUESTS: usize = 500;
 
 #[test]
 fn access_lines_from_concurrent_requests_arrive_whole_and_in_order() {
-    let output = Output::default();
-    let (writer, guard) = LogWriter::new(output.clone());
+    let output = audit_common::Capture::default();
+    let (writer, guard) = LogWriter::new(output.output());
     let dispatch = tracing::Dispatch::new(
         tracing_subscriber::fmt()
             .with_max_level(tracing::Level::INFO)
@@ -80,7 +66,7 @@ fn access_lines_from_concurrent_requests_arrive_whole_and_in_order() {
 
     assert_eq!(writer.dropped_lines(), 0);
     assert_eq!(writer.write_errors(), 0);
-    let text = String::from_utf8(output.0.lock().unwrap().clone()).unwrap();
+    let text = output.text();
     let mut next = [0usize; THREADS];
     for line in text.lines() {
         let line: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");

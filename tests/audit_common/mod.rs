@@ -29,6 +29,11 @@ impl Write for CaptureWriter {
 }
 
 impl Capture {
+    /// A writer into this capture (for writers that take an `io::Write`).
+    pub fn output(&self) -> CaptureWriter {
+        CaptureWriter(self.0.clone())
+    }
+
     fn writer(&self) -> impl Fn() -> CaptureWriter + Send + Sync + 'static {
         let buf = self.0.clone();
         move || CaptureWriter(buf.clone())
