@@ -173,9 +173,11 @@ async fn run(addr: SocketAddr, requests: usize) -> BTreeMap<(Kind, u16), usize> 
     let tokens = Arc::new(Tokens {
         alice: token("alice", &["user"]),
         forged: {
+            // The last signature character changed, whatever it was ('A' and 'E' both keep the
+            // encoding canonical, so this is a wrong signature, not a malformed one).
             let mut t = token("alice", &["admin"]);
-            t.pop();
-            t.push('A');
+            let last = t.pop();
+            t.push(if last == Some('A') { 'E' } else { 'A' });
             t
         },
     });
