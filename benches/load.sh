@@ -11,6 +11,9 @@
 #   quickstart  target/release/examples/quickstart the axum-shield quickstart
 #   peer        benches/load/target/release/peer   tower-http + axum-helmet + tower_governor 0.8
 #                                                  + axum-jwt-auth 0.7 (see src/bin/peer.rs)
+#   jwt-floor   benches/load/target/release/jwt-floor  the bare router whose handler only verifies
+#                                                  the HS256 token with jsonwebtoken: the cost
+#                                                  floor of any stack that checks a JWT
 # Each is driven with `wrk -t2 -c64 -d${DURATION}s --latency` carrying one valid bearer token
 # (printed by `peer token`), in rounds A B C D A B C D … so machine drift hits every server.
 #
@@ -30,7 +33,7 @@
 #   DURATION=10  ROUNDS=3  TARGET_PATH=/me  JWT_SECRET=<fixed 44-byte test secret>
 #   ALLOW_QUOTA=1000000/second  TINY_QUOTA=1/minute
 #   SPRAY_DURATION=30  SPRAY_MAX_KEYS=10000  SPRAY_QUOTA=100/second  SPRAY_SERVERS="quickstart peer"
-#   SERVERS="bare quickstart quickstart-nolog peer" (main)   REFUSAL_SERVERS="quickstart peer"
+#   SERVERS="bare quickstart quickstart-nolog peer jwt-floor" (main)   REFUSAL_SERVERS="quickstart peer"
 #   SKIP_BUILD=1 reuses existing binaries.
 # Server output (the access lines) goes to a file in a temporary directory, whose line count is
 # printed per run and which is deleted after each run. Everything binds 127.0.0.1 only.
@@ -49,6 +52,7 @@ LOAD_TARGET="$LOAD/target"
 ROOT_TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN_BARE="$LOAD_TARGET/release/bare"
 BIN_PEER="$LOAD_TARGET/release/peer"
+BIN_FLOOR="$LOAD_TARGET/release/jwt-floor"
 BIN_QUICKSTART="$ROOT_TARGET/release/examples/quickstart"
 
 DURATION=${DURATION:-10}
@@ -60,7 +64,7 @@ SPRAY_DURATION=${SPRAY_DURATION:-30}
 SPRAY_MAX_KEYS=${SPRAY_MAX_KEYS:-10000}
 SPRAY_QUOTA=${SPRAY_QUOTA:-100/second}
 SPRAY_SERVERS=${SPRAY_SERVERS:-quickstart peer}
-SERVERS=${SERVERS:-bare quickstart quickstart-nolog peer}
+SERVERS=${SERVERS:-bare quickstart quickstart-nolog peer jwt-floor}
 REFUSAL_SERVERS=${REFUSAL_SERVERS:-quickstart peer}
 export JWT_SECRET=${JWT_SECRET:-axum-shield-load-benchmark-secret-0123456789}
 export LOG_FORMAT=json
@@ -130,6 +134,7 @@ start_server() {
   case "$name" in
   bare) bin=$BIN_BARE ;;
   peer) bin=$BIN_PEER ;;
+  jwt-floor) bin=$BIN_FLOOR ;;
   peer-nolog) bin=$BIN_PEER; env+=(ACCESS_LOG=0) ;;
   quickstart) bin=$BIN_QUICKSTART ;;
   quickstart-nolog) bin=$BIN_QUICKSTART; env+=(ACCESS_LOG=0) ;;
@@ -258,6 +263,9 @@ run_main() {
   fi
   if [[ $has == *" bare "* && $has == *" peer "* ]]; then
     echo "  peer / bare                $(ratio "$(med_rps peer)" "$(med_rps bare)")"
+  fi
+  if [[ $has == *" bare "* && $has == *" jwt-floor "* ]]; then
+    echo "  jwt-floor / bare           $(ratio "$(med_rps jwt-floor)" "$(med_rps bare)")   (HS256 check alone: the ceiling of any JWT stack)"
   fi
 }
 

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use crate::client_ip::{ip_key, ClientIp, ClientIpResolver};
 use crate::rejection::Rejection;
 
 /// The key a request is counted under.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimitKey {
     /// A client address, already grouped (IPv4-mapped normalised, IPv6 cut to its prefix).
     Ip(IpAddr),
@@ -24,6 +25,21 @@ pub enum LimitKey {
     Text(Arc<str>),
     /// One key shared by every request.
     Global,
+}
+
+/// One hasher write per key: the in-memory limiter hashes the key (keyed SipHash, so chosen
+/// keys cannot collide on purpose) on every request, and SipHash's cost grows with every
+/// 8-byte block and every write. An IPv4 key is a single block; the derived impl wrote 28
+/// bytes in four writes. Keys of different kinds may share a hash; `Eq` still tells them apart.
+impl Hash for LimitKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self {
+            Self::Ip(IpAddr::V4(ip)) => state.write_u64(u64::from(ip.to_bits()) | 1 << 32),
+            Self::Ip(IpAddr::V6(ip)) => state.write_u128(ip.to_bits()),
+            Self::Text(text) => text.hash(state),
+            Self::Global => state.write_u8(0),
+        }
+    }
 }
 
 impl LimitKey {
@@ -201,5 +217,33 @@ impl<B> Head for http::Request<B> {
     }
     fn extensions(&self) -> &http::Extensions {
         self.extensions()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn keys_of_every_kind_stay_apart_and_equal_keys_meet() {
+        let v4 = Ipv4Addr::new(192, 0, 2, 1);
+        // The IPv4 key's bits, written as an IPv6 address and as text: different keys.
+        let lookalike = Ipv6Addr::from(u128::from(v4.to_bits()) | 1 << 32);
+        let keys = [
+            LimitKey::Ip(IpAddr::V4(v4)),
+            LimitKey::Ip(IpAddr::V6(lookalike)),
+            LimitKey::text("192.0.2.1"),
+            LimitKey::text(""),
+            LimitKey::Global,
+        ];
+        let set: HashSet<LimitKey> = keys.iter().cloned().collect();
+        assert_eq!(set.len(), keys.len());
+        for key in &keys {
+            assert!(set.contains(&key.clone()), "{key}");
+        }
+        assert!(set.contains(&LimitKey::Ip(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)))));
+        assert!(!set.contains(&LimitKey::Ip(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)))));
     }
 }
