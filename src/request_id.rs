@@ -60,7 +60,11 @@ pub fn generate() -> HeaderValue {
     let mut out = [0u8; 32];
     hex(prefix, &mut out[..16]);
     hex(mixed, &mut out[16..]);
-    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // The id is shared three ways (request header, `RequestId` extension, response header):
+    // owning the array in one reference-counted allocation makes each copy a count increment.
+    // Copying it into a `Vec`-backed value instead costs a second allocation on the first clone.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(out))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// splitmix64's finaliser: a bijection on u64.

@@ -69,6 +69,8 @@ pub use timeout::{RequestTimeout, TimeoutFuture};
 
 /// Default request body limit: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// The limit axum's body extractors apply when no `DefaultBodyLimit` is set (2 MB).
+const AXUM_DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
 /// Default request timeout: 30 seconds.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -446,8 +448,9 @@ fn parse_sensitive_header(name: &str) -> Result<http::HeaderName, ConfigError> {
 /// sensitive response headers by [`RequestAudit`] before its access line sees the response.
 type TraceStack<S> = RequestAudit<S>;
 
-type Limits<S> =
-    RequestTimeout<RequestBodyLimit<<DefaultBodyLimit as Layer<Either<RateLimit<S>, S>>>::Service>>;
+type Limited<S> = Either<RateLimit<S>, S>;
+type AxumLimit<S> = Either<<DefaultBodyLimit as Layer<Limited<S>>>::Service, Limited<S>>;
+type Limits<S> = RequestTimeout<RequestBodyLimit<AxumLimit<S>>>;
 type WithCors<S> = Either<CorsService<Limits<S>>, Limits<S>>;
 type WithRedirect<S> = Either<HttpsRedirectService<WithCors<S>>, WithCors<S>>;
 
@@ -461,7 +464,14 @@ impl<S> Layer<S> for Shield {
             Some(limit) => Either::Left(limit.layer(inner)),
             None => Either::Right(inner),
         };
-        let inner = DefaultBodyLimit::max(self.body_limit).layer(inner);
+        // axum's extractors stop at their own 2 MB default; only a larger limit needs to tell
+        // them (a per-request extension). Up to 2 MB, `RequestBodyLimit` below already stops
+        // every body first.
+        let inner = if self.body_limit > AXUM_DEFAULT_BODY_LIMIT {
+            Either::Left(DefaultBodyLimit::max(self.body_limit).layer(inner))
+        } else {
+            Either::Right(inner)
+        };
         let inner = RequestBodyLimitLayer::new(self.body_limit).layer(inner);
         let inner = RequestTimeout {
             inner,

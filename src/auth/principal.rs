@@ -37,6 +37,23 @@ impl Principal {
         }
     }
 
+    /// A principal with its lists already built: no placeholder empty lists to allocate and
+    /// drop (the JWT verifier builds one per request).
+    #[cfg(feature = "jwt")]
+    pub(crate) fn from_parts(
+        kind: PrincipalKind,
+        id: Arc<str>,
+        scopes: Arc<[String]>,
+        roles: Arc<[String]>,
+    ) -> Self {
+        Self {
+            id,
+            kind,
+            scopes,
+            roles,
+        }
+    }
+
     /// Sets the granted scopes.
     pub fn with_scopes<I, T>(mut self, scopes: I) -> Self
     where

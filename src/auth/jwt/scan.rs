@@ -73,9 +73,9 @@ impl Scanned<'_> {
             .dedup_by(|(pa, a), (pb, b)| a == b && is_role(*pa) == is_role(*pb));
         let split = self.found.partition_point(|(path, _)| !is_role(*path));
         // Drained straight into the principal's shared slices: one allocation each.
-        let principal =
-            Principal::new(kind, subject).with_roles(self.found.drain(split..).map(|(_, v)| v));
-        principal.with_scopes(self.found.drain(..).map(|(_, v)| v))
+        let roles = self.found.drain(split..).map(|(_, v)| v).collect();
+        let scopes = self.found.drain(..).map(|(_, v)| v).collect();
+        Principal::from_parts(kind, subject.into(), scopes, roles)
     }
 }
 
