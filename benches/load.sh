@@ -5,6 +5,7 @@
 #   benches/load.sh main       # bare vs quickstart vs quickstart (ACCESS_LOG=0) vs peer
 #   benches/load.sh refusal    # 401 and 429 paths vs the allowed path, quickstart and peer
 #   benches/load.sh spray      # 30 s of distinct X-Forwarded-For addresses, RSS every 3 s
+#   benches/load.sh parts      # bare vs jwt-floor vs each part of the stack alone (ACCESS_LOG=0)
 #
 # Servers (release builds):
 #   bare        benches/load/target/release/bare   axum 0.8 router, GET /me, no middleware
@@ -14,6 +15,8 @@
 #   jwt-floor   benches/load/target/release/jwt-floor  the bare router whose handler only verifies
 #                                                  the HS256 token with jsonwebtoken: the cost
 #                                                  floor of any stack that checks a JWT
+#   parts-*     benches/load/target/release/parts  one part of the quickstart stack alone (PART=
+#                                                  shield | rate-limit | jwt | all; see parts.rs)
 # Each is driven with `wrk -t2 -c64 -d${DURATION}s --latency` carrying one valid bearer token
 # (printed by `peer token`), in rounds A B C D A B C D … so machine drift hits every server.
 #
@@ -34,14 +37,15 @@
 #   ALLOW_QUOTA=1000000/second  TINY_QUOTA=1/minute
 #   SPRAY_DURATION=30  SPRAY_MAX_KEYS=10000  SPRAY_QUOTA=100/second  SPRAY_SERVERS="quickstart peer"
 #   SERVERS="bare quickstart quickstart-nolog peer jwt-floor" (main)   REFUSAL_SERVERS="quickstart peer"
+#   PARTS_SERVERS="bare jwt-floor parts-jwt parts-shield parts-rate-limit parts-all" (parts)
 #   SKIP_BUILD=1 reuses existing binaries.
 # Server output (the access lines) goes to a file in a temporary directory, whose line count is
 # printed per run and which is deleted after each run. Everything binds 127.0.0.1 only.
 set -euo pipefail
 
 MODE=${1:-all}
-case "$MODE" in all | main | refusal | spray) ;; *)
-  echo "usage: $0 [all|main|refusal|spray]" >&2
+case "$MODE" in all | main | refusal | spray | parts) ;; *)
+  echo "usage: $0 [all|main|refusal|spray|parts]" >&2
   exit 2
   ;;
 esac
@@ -53,6 +57,7 @@ ROOT_TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN_BARE="$LOAD_TARGET/release/bare"
 BIN_PEER="$LOAD_TARGET/release/peer"
 BIN_FLOOR="$LOAD_TARGET/release/jwt-floor"
+BIN_PARTS="$LOAD_TARGET/release/parts"
 BIN_QUICKSTART="$ROOT_TARGET/release/examples/quickstart"
 
 DURATION=${DURATION:-10}
@@ -65,6 +70,7 @@ SPRAY_MAX_KEYS=${SPRAY_MAX_KEYS:-10000}
 SPRAY_QUOTA=${SPRAY_QUOTA:-100/second}
 SPRAY_SERVERS=${SPRAY_SERVERS:-quickstart peer}
 SERVERS=${SERVERS:-bare quickstart quickstart-nolog peer jwt-floor}
+PARTS_SERVERS=${PARTS_SERVERS:-bare jwt-floor parts-jwt parts-shield parts-rate-limit parts-all}
 REFUSAL_SERVERS=${REFUSAL_SERVERS:-quickstart peer}
 export JWT_SECRET=${JWT_SECRET:-axum-shield-load-benchmark-secret-0123456789}
 export LOG_FORMAT=json
@@ -135,6 +141,7 @@ start_server() {
   bare) bin=$BIN_BARE ;;
   peer) bin=$BIN_PEER ;;
   jwt-floor) bin=$BIN_FLOOR ;;
+  parts-*) bin=$BIN_PARTS; env+=("PART=${name#parts-}") ;;
   peer-nolog) bin=$BIN_PEER; env+=(ACCESS_LOG=0) ;;
   quickstart) bin=$BIN_QUICKSTART ;;
   quickstart-nolog) bin=$BIN_QUICKSTART; env+=(ACCESS_LOG=0) ;;
@@ -340,8 +347,29 @@ run_spray() {
   done
 }
 
+# --- parts: what each part of the stack costs alone under load -------------------------------
+run_parts() {
+  echo
+  echo "== parts: allowed request with a valid token, servers alternating: $PARTS_SERVERS"
+  local r s
+  for r in $(seq 1 "$ROUNDS"); do
+    echo " round $r"
+    for s in $PARTS_SERVERS; do
+      measure "$s" "$s" 200 -- "${AUTH[@]}"
+    done
+  done
+  echo
+  machine
+  printf '  %-26s %12s %10s %10s\n' server "req/s" "p99 ms" "/ bare"
+  for s in $PARTS_SERVERS; do
+    printf '  %-26s %12s %10s %10s\n' "$s" "$(med_rps "$s")" "$(median <<<"${P99_OF[$s]}")" \
+      "$(ratio "$(med_rps "$s")" "$(med_rps bare)")"
+  done
+}
+
 case "$MODE" in
 all) run_main; run_refusal ;;
+parts) run_parts ;;
 main) run_main ;;
 refusal) run_refusal ;;
 spray) run_spray ;;
