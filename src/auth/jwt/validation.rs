@@ -435,18 +435,18 @@ pub(crate) fn check_claims(
     payload: Vec<u8>,
     now: u64,
 ) -> Result<CheckedClaims, TokenError> {
+    // One UTF-8 check of the whole payload, up front: the claims text is kept as a `String`
+    // (handlers decode `Claims<T>` from it) and the scan then reads it as `str`. Moved, not
+    // copied, so the `ClaimText` ranges below point into the kept text.
+    let json = String::from_utf8(payload).map_err(|_| TokenError::NotAClaimsSet)?;
     let fast = scan::fast_path_fits(mapping);
     let none = PrincipalClaims::none();
-    let mut claims = scan::scan(
-        &payload,
-        &rules.audiences,
-        if fast { mapping } else { &none },
-    )
-    .map_err(|e| match e {
-        // RFC 7519 §4: duplicate claim names are refused rather than resolved.
-        ScanError::Duplicate => TokenError::InvalidClaim,
-        ScanError::NotAClaimsSet => TokenError::NotAClaimsSet,
-    })?;
+    let mut claims = scan::scan(&json, &rules.audiences, if fast { mapping } else { &none })
+        .map_err(|e| match e {
+            // RFC 7519 §4: duplicate claim names are refused rather than resolved.
+            ScanError::Duplicate => TokenError::InvalidClaim,
+            ScanError::NotAClaimsSet => TokenError::NotAClaimsSet,
+        })?;
     let leeway = rules.leeway;
     // RFC 8725 §3.10 / RFC 7519 §4.1.4: tokens without an expiry are refused.
     let exp = numeric_date(std::mem::take(&mut claims.exp))?.ok_or(TokenError::MissingExpiry)?;
@@ -502,21 +502,17 @@ pub(crate) fn check_claims(
     let jti = match std::mem::take(&mut claims.jti) {
         Claim::Invalid => return Err(TokenError::InvalidClaim),
         Claim::Absent => None,
-        Claim::Present(jti) => Some(ClaimText::new(jti, &payload)),
+        Claim::Present(jti) => Some(ClaimText::new(jti, json.as_bytes())),
     };
     let (principal, value) = if fast {
         (claims.principal(mapping, PrincipalKind::Jwt, &sub), None)
     } else {
-        let value: Value =
-            serde_json::from_slice(&payload).map_err(|_| TokenError::NotAClaimsSet)?;
+        let value: Value = serde_json::from_str(&json).map_err(|_| TokenError::NotAClaimsSet)?;
         let principal = mapping.principal(PrincipalKind::Jwt, &sub, &value);
         (principal, Some(value))
     };
-    let iss = iss.map(|i| ClaimText::new(i, &payload));
+    let iss = iss.map(|i| ClaimText::new(i, json.as_bytes()));
     drop(claims);
-    // A payload the scan accepted is JSON, but strings it skipped were not checked for UTF-8.
-    // The same buffer, so the `ClaimText` ranges point into it.
-    let json = String::from_utf8(payload).map_err(|_| TokenError::NotAClaimsSet)?;
     Ok(CheckedClaims {
         exp,
         iat,
