@@ -37,6 +37,7 @@ pub mod auth;
 pub mod client_ip;
 mod error;
 pub mod headers;
+mod interned;
 pub mod rate_limit;
 pub mod rejection;
 pub mod request_id;

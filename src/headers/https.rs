@@ -137,9 +137,12 @@ impl Hsts {
         if self.preload {
             text.push_str("; preload");
         }
-        HeaderValue::try_from(text).map_err(|_| {
-            ConfigError::new("hsts", "unreachable: invalid HSTS value", "report a bug")
-        })
+        // Copied into every HTTPS response: kept as a `'static` text.
+        HeaderValue::try_from(text)
+            .map(crate::interned::header_value)
+            .map_err(|_| {
+                ConfigError::new("hsts", "unreachable: invalid HSTS value", "report a bug")
+            })
     }
 }
 

@@ -55,7 +55,9 @@ impl SecurityHeadersLayer {
                     if template.has_nonce() {
                         nonced.push((entry.name, template, entry.on_existing));
                     } else {
-                        statics.push((entry.name, template.to_static()?, entry.on_existing));
+                        // Copied into every response: kept as a `'static` text.
+                        let value = crate::interned::header_value(template.to_static()?);
+                        statics.push((entry.name, value, entry.on_existing));
                     }
                 }
             }

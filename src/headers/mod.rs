@@ -417,6 +417,8 @@ impl SecurityHeaders {
                 "remove CR, LF and other control characters from the value",
             )
         })?;
+        // Copied into every response: kept as a `'static` text.
+        let value = crate::interned::header_value(value);
         if name == header::STRICT_TRANSPORT_SECURITY {
             self.hsts = Some((value, on_existing));
             return Ok(self);
@@ -543,7 +545,9 @@ impl SecurityHeaders {
             _ => String::new(),
         };
         text.push_str(&format!("{name}=\"{url}\""));
-        let value = HeaderValue::try_from(text).map_err(|_| invalid_name(name))?;
+        let value = HeaderValue::try_from(text)
+            .map(crate::interned::header_value)
+            .map_err(|_| invalid_name(name))?;
         self.put(name_header, Value::Static(value), OnExisting::Override);
         Ok(self)
     }

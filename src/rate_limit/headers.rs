@@ -65,40 +65,10 @@ pub(crate) fn policy_value(names: &[String], quotas: &[Quota]) -> HeaderValue {
         }
         let _ = write!(out, "\"{name}\";q={};w={}", q.count(), q.window_secs());
     }
-    if HeaderValue::from_str(&out).is_err() {
-        return HeaderValue::from_static("\"default\"");
-    }
-    match intern(out) {
-        // Checked just above, so `from_static` cannot panic.
-        Ok(text) => HeaderValue::from_static(text),
-        Err(text) => {
-            HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
-        }
-    }
-}
-
-/// Most distinct policy texts kept for the life of the process (about 100 bytes each).
-const MAX_INTERNED: usize = 1024;
-
-/// The policy value is copied into every response with the fields on. A `'static` text makes
-/// that copy free; a shared buffer would cost two atomic reference-count updates per
-/// response, on a cache line every worker thread touches. Each distinct text is kept once (so
-/// rebuilding a layer reuses it) and at most [`MAX_INTERNED`] are kept: an application that
-/// builds ever more distinct policies gets shared buffers beyond that, never unbounded memory.
-fn intern(text: String) -> Result<&'static str, String> {
-    static TEXTS: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
-    let mut texts = TEXTS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(kept) = texts.iter().find(|kept| **kept == text) {
-        return Ok(kept);
-    }
-    if texts.len() >= MAX_INTERNED {
-        return Err(text);
-    }
-    let kept: &'static str = Box::leak(text.into_boxed_str());
-    texts.push(kept);
-    Ok(kept)
+    // Copied into every response with the fields on: kept as a `'static` text.
+    HeaderValue::from_str(&out)
+        .map(crate::interned::header_value)
+        .unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
 }
 
 /// The `RateLimit` value for the reported policy. Written into a stack buffer and copied once
@@ -209,24 +179,5 @@ mod tests {
         );
         let same = [Quota::per_minute(5), Quota::per_minute(50)];
         assert_eq!(policy_names("x", &same), ["x-60s", "x-60s-2"]);
-    }
-
-    #[test]
-    fn policy_texts_are_kept_once_and_bounded() {
-        let a = intern("\"interned-test\";q=1;w=1".to_owned()).unwrap();
-        let b = intern("\"interned-test\";q=1;w=1".to_owned()).unwrap();
-        assert!(std::ptr::eq(a, b), "the same text is kept once");
-        // Past the bound, texts are handed back instead of kept.
-        let mut handed_back = 0;
-        for i in 0..=MAX_INTERNED {
-            if intern(format!("\"bound-test-{i}\";q=1;w=1")).is_err() {
-                handed_back += 1;
-            }
-        }
-        assert!(handed_back >= 1);
-        let quotas = [Quota::per_minute(5)];
-        // Still a correct value either way.
-        let value = policy_value(&policy_names("after-bound", &quotas), &quotas);
-        assert_eq!(value, "\"after-bound-60s\";q=5;w=60");
     }
 }
