@@ -11,6 +11,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -222,6 +223,27 @@ fn bench_layer(c: &mut Criterion) {
         b.to_async(&rt)
             .iter(|| async { black_box(alone_refusing.clone().oneshot(request()).await.unwrap()) })
     });
+    // What the layer adds, measured in pairs: each iteration times one request to the bare
+    // service and one through the layer, back to back, and reports the difference of the
+    // totals. The two runs above are measured seconds apart, so machine drift between them
+    // lands in their difference; here it hits both halves of every pair alike.
+    group.bench_function("allowed_added_paired", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (svc, layered) = (inner(), alone_allowed.clone());
+            async move {
+                let (mut bare, mut with_layer) = (Duration::ZERO, Duration::ZERO);
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    black_box(svc.oneshot(request()).await.unwrap());
+                    let middle = Instant::now();
+                    black_box(layered.clone().oneshot(request()).await.unwrap());
+                    with_layer += middle.elapsed();
+                    bare += middle - start;
+                }
+                with_layer.saturating_sub(bare)
+            }
+        })
+    });
     group.finish();
 }
 
@@ -232,7 +254,6 @@ criterion_group!(benches, bench_check, bench_layer);
 #[cfg(feature = "redis")]
 fn redis_numbers() {
     use axum_shield::rate_limit::{FailureMode, RedisStore};
-    use std::time::{Duration, Instant};
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -470,7 +470,7 @@ impl RateLimitBuilder {
             .unwrap_or_else(|| self.source.short_name().to_owned());
         let clock = match &self.clock {
             Some(c) => LimiterClock::Manual(c.clone()),
-            None => LimiterClock::Monotonic(std::time::Instant::now()),
+            None => LimiterClock::monotonic(),
         };
         let wake = Arc::new(Notify::new());
         let make_tier = |tier_name: String, quotas: Vec<Quota>| {

@@ -18,7 +18,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Extension, FromRequestParts};
 use dashmap::DashMap;
@@ -409,7 +409,7 @@ impl LoginGuardBuilder {
         }
         let clock = match self.clock {
             Some(c) => LimiterClock::Manual(c),
-            None => LimiterClock::Monotonic(Instant::now()),
+            None => LimiterClock::monotonic(),
         };
         let stop = Arc::new(Notify::new());
         let inner = Arc::new(GuardInner {

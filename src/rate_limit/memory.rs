@@ -6,7 +6,7 @@ use std::hash::Hash;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use governor::clock::{Clock, FakeRelativeClock};
@@ -41,18 +41,34 @@ pub enum KeyCapPolicy {
     AllowUntracked,
 }
 
-/// The clock of an in-memory limiter: the monotonic `Instant` (built once per limiter) or a
-/// manual clock for tests.
+/// The clock of an in-memory limiter: a monotonic clock started when the limiter is built, or
+/// a manual clock for tests.
 #[derive(Clone)]
 pub(crate) enum LimiterClock {
-    Monotonic(Instant),
+    /// quanta's clock (the one governor uses by default): the CPU's invariant time-stamp
+    /// counter, scaled to nanoseconds against the OS monotonic clock, or that clock itself when
+    /// the CPU has no usable counter. Read on every check: about 10 ns here, against 27 ns for
+    /// `Instant::elapsed` on the same VM.
+    Monotonic {
+        clock: quanta::Clock,
+        start: u64,
+    },
     Manual(FakeRelativeClock),
+}
+
+impl LimiterClock {
+    /// A monotonic clock reading zero now.
+    pub(crate) fn monotonic() -> Self {
+        let clock = quanta::Clock::new();
+        let start = clock.raw();
+        Self::Monotonic { clock, start }
+    }
 }
 
 impl fmt::Debug for LimiterClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Monotonic(_) => f.write_str("Monotonic"),
+            Self::Monotonic { .. } => f.write_str("Monotonic"),
             Self::Manual(_) => f.write_str("Manual"),
         }
     }
@@ -64,7 +80,9 @@ impl Clock for LimiterClock {
     #[inline]
     fn now(&self) -> Nanos {
         match self {
-            Self::Monotonic(base) => Nanos::new(base.elapsed().as_nanos() as u64),
+            Self::Monotonic { clock, start } => {
+                Nanos::new(clock.delta_as_nanos(*start, clock.raw()))
+            }
             Self::Manual(clock) => clock.now(),
         }
     }
