@@ -23,7 +23,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -416,7 +416,12 @@ where
     }
     log_rejection(kind);
     let id = crate::request_id::of(extensions);
-    let mut response = problem_response(kind, problem_body(kind, kind.default_detail(), None, id));
+    let body = match id.is_none().then(|| default_problem_body(kind)).flatten() {
+        // Without a request id the body depends on the kind alone: rendered once.
+        Some(kept) => Body::from(bytes::Bytes::from_static(kept)),
+        None => Body::from(problem_body(kind, kind.default_detail(), None, id)),
+    };
+    let mut response = problem_response(kind, body);
     let response_headers = response.headers_mut();
     for (name, value) in headers {
         response_headers.append(name, value);
@@ -424,9 +429,20 @@ where
     response
 }
 
+/// The problem+json body of `kind` with its default detail and no request id, rendered on
+/// first use and kept for the life of the process (one per kind).
+fn default_problem_body(kind: RejectionKind) -> Option<&'static [u8]> {
+    const KINDS: usize = RejectionKind::ServiceUnavailable as usize + 1;
+    static BODIES: [OnceLock<Box<[u8]>>; KINDS] = [const { OnceLock::new() }; KINDS];
+    let kept = BODIES
+        .get(kind as usize)?
+        .get_or_init(|| problem_body(kind, kind.default_detail(), None, None).into_boxed_slice());
+    Some(kept)
+}
+
 /// A problem+json response of `kind`'s status with `body`.
-fn problem_response(kind: RejectionKind, body: Vec<u8>) -> Response {
-    let mut response = Response::new(Body::from(body));
+fn problem_response(kind: RejectionKind, body: impl Into<Body>) -> Response {
+    let mut response = Response::new(body.into());
     *response.status_mut() = kind.status();
     response
         .headers_mut()
@@ -648,11 +664,8 @@ mod tests {
             "abc-1",
         )));
         for extensions in [http::Extensions::new(), with_id] {
-            for kind in [
-                RejectionKind::RateLimited,
-                RejectionKind::Forbidden,
-                RejectionKind::ServiceUnavailable,
-            ] {
+            // Twice, so that the bodies kept on the first call are checked too.
+            for kind in ALL_KINDS.into_iter().chain(ALL_KINDS) {
                 let headers = || [(http::header::RETRY_AFTER, HeaderValue::from_static("7"))];
                 let lean = refuse(kind, &extensions, headers());
                 let full = Rejection::new(kind).respond(&extensions, headers());

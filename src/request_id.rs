@@ -16,7 +16,7 @@ use http::{HeaderName, HeaderValue};
 pub use tower_http::request_id::RequestId;
 
 /// The header that carries the request id: `x-request-id`.
-pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest client-supplied request id that is kept.
 pub const MAX_CLIENT_ID_LEN: usize = 64;

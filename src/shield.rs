@@ -571,8 +571,7 @@ where
             Some(value) if request_id::is_acceptable(value) => value.clone(),
             _ => {
                 let id = request_id::generate();
-                req.headers_mut()
-                    .insert(REQUEST_ID_HEADER.clone(), id.clone());
+                req.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
                 id
             }
         };
@@ -740,9 +739,7 @@ where
                 (response, id)
             }
         };
-        response
-            .headers_mut()
-            .insert(REQUEST_ID_HEADER.clone(), id.clone());
+        response.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
         Poll::Ready(Ok(response))
     }
 }

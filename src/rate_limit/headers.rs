@@ -14,6 +14,7 @@
 //!   (reset as delta seconds) that older clients read.
 
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
@@ -22,15 +23,15 @@ use http::HeaderMap;
 use super::quota::{ceil_secs, Quota};
 
 /// `RateLimit-Policy`.
-pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// `RateLimit`.
-pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// Legacy `X-RateLimit-Limit`.
-pub static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 /// Legacy `X-RateLimit-Remaining`.
-pub static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+pub const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 /// Legacy `X-RateLimit-Reset`.
-pub static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 /// The policy name of quota `index` of a limiter named `name`: `"{name}-{window}s"`, made unique.
 pub(crate) fn policy_names(name: &str, quotas: &[Quota]) -> Vec<String> {
@@ -121,24 +122,45 @@ impl RateLimitFields {
     /// as further field lines (RFC 9110 §5.3) rather than replacing the inner, more specific
     /// ones; the single-valued legacy fields are left to the inner limit.
     pub(crate) fn apply(self, headers: &mut HeaderMap) {
-        headers.append(RATELIMIT_POLICY.clone(), self.policy);
-        headers.append(RATELIMIT.clone(), self.limit);
+        headers.append(RATELIMIT_POLICY, self.policy);
+        headers.append(RATELIMIT, self.limit);
         if let Some((limit, remaining, reset)) = self.legacy {
             if !headers.contains_key(&X_RATELIMIT_LIMIT) {
-                headers.insert(X_RATELIMIT_LIMIT.clone(), HeaderValue::from(limit));
-                headers.insert(X_RATELIMIT_REMAINING.clone(), HeaderValue::from(remaining));
-                headers.insert(X_RATELIMIT_RESET.clone(), HeaderValue::from(reset));
+                headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(limit));
+                headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(remaining));
+                headers.insert(X_RATELIMIT_RESET, HeaderValue::from(reset));
             }
         }
     }
 }
 
 pub(crate) fn retry_after_value(wait: Duration) -> (HeaderName, HeaderValue) {
-    let mut digits = itoa::Buffer::new();
-    let text = digits.format(retry_after_secs(wait));
-    // Digits are always a valid header value.
-    let value = HeaderValue::from_bytes(text.as_bytes()).unwrap_or(HeaderValue::from_static("1"));
-    (RETRY_AFTER, value)
+    (RETRY_AFTER, seconds_value(retry_after_secs(wait)))
+}
+
+/// `secs` in decimal as a header value. Below 10 000 (2 h 46 min) it is a slice of one
+/// `'static` text of 38 890 bytes, made on first use, so the refusals of a flood neither
+/// allocate nor share a reference count; larger values are written out.
+fn seconds_value(secs: u64) -> HeaderValue {
+    const KEPT: u64 = 10_000;
+    // "0123…99989999": every number below `KEPT`, one after the other.
+    static TEXT: OnceLock<String> = OnceLock::new();
+    if secs < KEPT {
+        let text = TEXT.get_or_init(|| (0..KEPT).map(|n| n.to_string()).collect());
+        // The first number of each width starts after all the shorter ones: 10 one-digit,
+        // 90 two-digit and 900 three-digit numbers.
+        let (start, width) = match secs {
+            0..=9 => (secs, 1),
+            10..=99 => (10 + (secs - 10) * 2, 2),
+            100..=999 => (190 + (secs - 100) * 3, 3),
+            _ => (2890 + (secs - 1000) * 4, 4),
+        };
+        let (start, end) = (start as usize, (start + width) as usize);
+        if let Some(digits) = text.get(start..end) {
+            return HeaderValue::from_static(digits);
+        }
+    }
+    HeaderValue::from(secs)
 }
 
 #[cfg(test)]
@@ -150,6 +172,13 @@ mod tests {
         assert_eq!(retry_after_value(Duration::from_millis(11_200)).1, "12");
         assert_eq!(retry_after_value(Duration::ZERO).1, "1");
         assert_eq!(retry_after_value(Duration::from_secs(3600)).1, "3600");
+    }
+
+    #[test]
+    fn seconds_values_are_the_decimal_digits() {
+        for secs in (0..10_100).chain([86_400, u64::MAX]) {
+            assert_eq!(seconds_value(secs), secs.to_string().as_str(), "{secs}");
+        }
     }
 
     #[test]

@@ -726,6 +726,7 @@ impl Shared {
 
     /// First refusal wins (later quotas are not charged); otherwise the quota with the fewest
     /// units left is reported.
+    #[inline]
     pub(crate) fn decide_memory(&self, tier: &Tier, key: &LimitKey) -> Decision {
         let mut best: Option<Decision> = None;
         for (index, limiter) in tier.limiters.iter().enumerate() {
@@ -753,6 +754,7 @@ impl Shared {
         })
     }
 
+    #[inline]
     fn fields(&self, tier: &Tier, d: &Decision) -> RateLimitFields {
         let quota = tier.quotas[d.index];
         RateLimitFields {
@@ -765,10 +767,19 @@ impl Shared {
     }
 
     /// Turns a decision into what the service does.
+    #[inline]
     pub(crate) fn verdict<H: Head>(&self, head: &H, tier: &Tier, d: Decision) -> Verdict {
         if d.allowed {
             return Verdict::Pass(self.headers_on_success.then(|| self.fields(tier, &d)));
         }
+        self.refusal(head, tier, d)
+    }
+
+    /// The refusal (or, in dry-run mode, the report) of a request over its quota: kept out of
+    /// line so that the allowed path stays short. Not `#[cold]`: under a flood this is the
+    /// common path.
+    #[inline(never)]
+    fn refusal<H: Head>(&self, head: &H, tier: &Tier, d: Decision) -> Verdict {
         let kind = SecurityEventKind::ExcessRateLimitExceeded;
         if SecurityEvent::is_wanted(kind, head.extensions()) {
             SecurityEvent::for_request(kind, head.method(), head.uri(), head.extensions())
@@ -790,15 +801,15 @@ impl Shared {
             head.extensions(),
             [
                 retry_after_value(d.retry_after),
-                (RATELIMIT_POLICY.clone(), fields.policy),
-                (RATELIMIT.clone(), fields.limit),
+                (RATELIMIT_POLICY, fields.policy),
+                (RATELIMIT, fields.limit),
             ],
         );
         if let Some((limit, remaining, reset)) = fields.legacy {
             let headers = response.headers_mut();
-            headers.insert(X_RATELIMIT_LIMIT.clone(), limit.into());
-            headers.insert(X_RATELIMIT_REMAINING.clone(), remaining.into());
-            headers.insert(X_RATELIMIT_RESET.clone(), reset.into());
+            headers.insert(X_RATELIMIT_LIMIT, limit.into());
+            headers.insert(X_RATELIMIT_REMAINING, remaining.into());
+            headers.insert(X_RATELIMIT_RESET, reset.into());
         }
         Verdict::Refuse(response)
     }
@@ -812,6 +823,7 @@ impl Shared {
         }
     }
 
+    #[inline]
     fn decide_sync<H: Head>(&self, head: &H, key: Result<LimitKey, Rejection>) -> Verdict {
         let key = match key {
             Ok(key) => key,

@@ -189,6 +189,8 @@ pub(crate) struct MemoryLimiter<K: Hash + Eq + Clone = LimitKey> {
     /// governor's own elapsed time: eviction is never early.
     start: Nanos,
     quota: Quota,
+    /// `quota.emission_interval()`, kept: it divides, and every check needs it.
+    emission: Duration,
 }
 
 impl<K: Hash + Eq + Clone> fmt::Debug for MemoryLimiter<K> {
@@ -237,13 +239,14 @@ impl<K: Hash + Eq + Clone> MemoryLimiter<K> {
             clock,
             start,
             quota,
+            emission: quota.emission_interval(),
         }
     }
 
     /// Checks `cost` units for `key`.
     #[inline]
     pub(crate) fn check(&self, key: &K, cost: NonZeroU32) -> Outcome {
-        let t = self.quota.emission_interval();
+        let t = self.emission;
         let result = if cost.get() == 1 {
             Ok(self.governor.check_key(key))
         } else {
