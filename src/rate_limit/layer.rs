@@ -726,7 +726,6 @@ impl Shared {
 
     /// First refusal wins (later quotas are not charged); otherwise the quota with the fewest
     /// units left is reported.
-    #[inline]
     pub(crate) fn decide_memory(&self, tier: &Tier, key: &LimitKey) -> Decision {
         let mut best: Option<Decision> = None;
         for (index, limiter) in tier.limiters.iter().enumerate() {
