@@ -88,6 +88,111 @@ async fn three_instances_sharing_a_quota_allow_exactly_the_quota_in_total() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_unnamed_limits_of_one_window_keep_separate_counts_in_redis() {
+    // A Shield-wide per-IP limit and a stricter per-IP limit on one route, both unnamed and
+    // both per minute: each must count against its own quota only.
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    let global = RateLimit::per_ip("100/minute")
+        .unwrap()
+        .redis(store.clone(), FailureMode::Closed);
+    let strict = RateLimit::per_ip("2/minute")
+        .unwrap()
+        .redis(store, FailureMode::Closed)
+        .layer();
+    let shield = Shield::api().rate_limit(global).build().unwrap();
+    let app = Router::new()
+        .route("/login", get(|| async { "ok" }).route_layer(strict))
+        .route("/", get(|| async { "ok" }))
+        .layer(shield);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let r = client
+            .get(format!("http://{addr}/login"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429], "the route's own quota of 2");
+    // Three requests (the refused one too) spent 3 of the global 100, not 100.
+    let r = client.get(format!("http://{addr}/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let fields = r.headers()["ratelimit"].to_str().unwrap().to_owned();
+    assert!(fields.contains(";r=96;"), "{fields}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_timeout_longer_than_the_default_is_honoured() {
+    // Redis answers after about 600 ms (a script busy on the server blocks it): with a 2 s
+    // timeout the request waits and is allowed; with the default 250 ms it fails closed.
+    let redis = RedisServer::start();
+    let patient = RedisStore::connect(&redis.url())
+        .await
+        .unwrap()
+        .timeout(Duration::from_secs(2));
+    let hasty = RedisStore::connect(&redis.url()).await.unwrap();
+    let app = |store| {
+        let limit = RateLimit::per_ip("10/minute")
+            .unwrap()
+            .redis(store, FailureMode::Closed)
+            .layer();
+        Router::new()
+            .route("/", get(|| async { "ok" }))
+            .layer(limit)
+    };
+    let mut addrs = Vec::new();
+    for router in [app(patient), app(hasty)] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.push(listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .unwrap();
+        });
+    }
+    let client = reqwest::Client::new();
+    // Warm both connections (and load the script) before Redis is made slow.
+    assert_eq!(get_status(&client, addrs[0]).await, 200);
+    assert_eq!(get_status(&client, addrs[1]).await, 200);
+    for (addr, expected) in [(addrs[0], 200), (addrs[1], 503)] {
+        let url = redis.url();
+        let busy = tokio::spawn(async move {
+            let client = redis::Client::open(url).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            // The script's own reply may time out on this client's side; the server is
+            // busy for 600 ms either way.
+            let _: Result<(), _> = redis::cmd("EVAL")
+                .arg(
+                    "local s = redis.call('TIME') \
+                     repeat local n = redis.call('TIME') \
+                     until (n[1] - s[1]) * 1000000 + (n[2] - s[2]) > 600000",
+                )
+                .arg(0)
+                .query_async(&mut conn)
+                .await;
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(get_status(&client, addr).await, expected);
+        busy.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_redis_applies_the_failure_mode_and_recovers_after_restart() {
     let mut redis = RedisServer::start();
     let closed = instance(&redis.url(), "3/minute", FailureMode::Closed).await;

@@ -5,7 +5,6 @@ use std::fmt;
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -27,7 +26,7 @@ use super::headers::{
 };
 use super::key::{client_ip_key, ip_key_of, sync_key, Head, KeySource, LimitKey};
 use super::memory::{
-    spawn_evictor, Evict, KeyCapPolicy, LimiterClock, MemoryLimiter, DEFAULT_EVICTION_INTERVAL,
+    Evict, EvictorStart, KeyCapPolicy, LimiterClock, MemoryLimiter, DEFAULT_EVICTION_INTERVAL,
     DEFAULT_MAX_KEYS,
 };
 use super::quota::{ceil_secs, IntoQuotas, Quota};
@@ -499,7 +498,6 @@ impl RateLimitBuilder {
             .iter()
             .map(|(m, tier, q)| (m.clone(), make_tier(format!("{name}.{tier}"), q.clone())))
             .collect();
-        let stop = Arc::new(Notify::new());
         let shared = Arc::new(Shared {
             name: name.into(),
             source: self.source,
@@ -512,14 +510,11 @@ impl RateLimitBuilder {
             headers_on_success: self.headers_on_success,
             legacy_headers: self.legacy_headers,
             dry_run: self.dry_run,
-            eviction_interval: self.eviction_interval,
-            evictor_started: AtomicBool::new(false),
-            wake,
-            stop,
+            evictor: EvictorStart::new(self.eviction_interval, wake, Arc::new(Notify::new())),
             #[cfg(feature = "redis")]
             redis: self.redis,
         });
-        shared.start_evictor();
+        shared.evictor.ensure(&shared);
         RateLimitLayer { shared }
     }
 }
@@ -612,10 +607,8 @@ pub(crate) struct Shared {
     headers_on_success: bool,
     legacy_headers: bool,
     dry_run: bool,
-    eviction_interval: Duration,
-    evictor_started: AtomicBool,
-    wake: Arc<Notify>,
-    stop: Arc<Notify>,
+    /// Starts the eviction task (at build, or on the first request without a runtime then).
+    evictor: EvictorStart,
     #[cfg(feature = "redis")]
     redis: Option<super::redis::RedisBackendConfig>,
 }
@@ -635,7 +628,7 @@ impl fmt::Debug for Shared {
 impl Drop for Shared {
     fn drop(&mut self) {
         // Ends the eviction task (a stored permit if it is not waiting right now).
-        self.stop.notify_one();
+        self.evictor.stop();
     }
 }
 
@@ -668,30 +661,6 @@ impl Shared {
             .limiters
             .iter()
             .chain(self.tiers.iter().flat_map(|(_, t)| t.limiters.iter()))
-    }
-
-    fn start_evictor(self: &Arc<Self>) {
-        if self.evictor_started.load(Ordering::Relaxed) {
-            return;
-        }
-        // Only one caller wins the right to spawn.
-        if self
-            .evictor_started
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            let weak = Arc::downgrade(self);
-            let started = spawn_evictor(
-                weak,
-                self.eviction_interval,
-                self.wake.clone(),
-                self.stop.clone(),
-            );
-            if !started {
-                // No runtime yet (built before `#[tokio::main]`): try again on a request.
-                self.evictor_started.store(false, Ordering::Release);
-            }
-        }
     }
 
     fn is_exempt_path(&self, path: &str) -> bool {
@@ -889,9 +858,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = &self.shared;
-        if !shared.evictor_started.load(Ordering::Relaxed) {
-            shared.start_evictor();
-        }
+        shared.evictor.ensure(shared);
         if shared.precheck(&req).is_none() {
             return ResponseFuture::inner(self.inner.call(req), None);
         }

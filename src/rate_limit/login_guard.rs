@@ -17,7 +17,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Extension, FromRequestParts};
@@ -30,7 +30,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use super::headers::{retry_after_secs, retry_after_value};
 use super::key::{client_ip_key, LimitKey};
-use super::memory::{spawn_evictor, Evict, LimiterClock};
+use super::memory::{Evict, EvictorStart, LimiterClock};
 use crate::audit::{SecurityEvent, SecurityEventKind};
 use crate::rejection::{Rejection, RejectionKind};
 use crate::ConfigError;
@@ -153,10 +153,14 @@ impl FailureTable {
 
     fn evict(&self, now: u64) {
         let window = self.backoff.window.as_nanos() as u64;
-        let before = self.map.len();
-        self.map
-            .retain(|_, s| s.locked_until > now || now.saturating_sub(s.last) <= window);
-        let removed = before.saturating_sub(self.map.len());
+        // Count what `retain` removes: comparing lengths would also count entries that
+        // `clear` removed meanwhile (subtracted twice) and hide ones inserted meanwhile.
+        let mut removed = 0;
+        self.map.retain(|_, s| {
+            let keep = s.locked_until > now || now.saturating_sub(s.last) <= window;
+            removed += usize::from(!keep);
+            keep
+        });
         self.len.fetch_sub(removed, Ordering::AcqRel);
     }
 
@@ -169,14 +173,15 @@ struct GuardInner {
     accounts: FailureTable,
     ips: FailureTable,
     clock: LimiterClock,
-    stop: Arc<Notify>,
+    /// Starts the eviction task (at build, or on the first attempt without a runtime then).
+    evictor: EvictorStart,
     #[cfg(feature = "redis")]
     redis: Option<super::redis::RedisGuard>,
 }
 
 impl Drop for GuardInner {
     fn drop(&mut self) {
-        self.stop.notify_one();
+        self.evictor.stop();
     }
 }
 
@@ -398,7 +403,8 @@ impl LoginGuardBuilder {
         self
     }
 
-    /// Builds the guard and starts its eviction task (when a Tokio runtime is running).
+    /// Builds the guard and starts its eviction task: now when a Tokio runtime is running,
+    /// otherwise on the first login attempt.
     ///
     /// # Errors
     ///
@@ -411,19 +417,21 @@ impl LoginGuardBuilder {
             Some(c) => LimiterClock::Manual(c),
             None => LimiterClock::monotonic(),
         };
-        let stop = Arc::new(Notify::new());
         let inner = Arc::new(GuardInner {
             accounts: FailureTable::new(self.max_keys, self.account),
             ips: FailureTable::new(self.max_keys, self.ip),
             clock,
-            stop: stop.clone(),
+            evictor: EvictorStart::new(
+                self.eviction_interval,
+                Arc::new(Notify::new()),
+                Arc::new(Notify::new()),
+            ),
             #[cfg(feature = "redis")]
             redis: self
                 .redis
                 .map(|store| super::redis::RedisGuard::new(store, self.account, self.ip)),
         });
-        let weak: Weak<GuardInner> = Arc::downgrade(&inner);
-        spawn_evictor(weak, self.eviction_interval, Arc::new(Notify::new()), stop);
+        inner.evictor.ensure(&inner);
         Ok(LoginGuard(inner))
     }
 }
@@ -494,6 +502,9 @@ impl LoginAttempt {
     }
 
     async fn check_ip(&self) -> Result<(), Rejection> {
+        // Every attempt starts here: a guard built outside a runtime starts its eviction task
+        // on the first one.
+        self.guard.0.evictor.ensure(&self.guard.0);
         match self.locked(&self.ip, false).await {
             Some(wait) => Err(self.refuse(wait, "ip")),
             None => Ok(()),
@@ -722,6 +733,7 @@ impl Drop for AccountAttempt {
 mod tests {
     use super::*;
     use std::net::IpAddr;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
 
     fn guard(clock: &FakeRelativeClock) -> LoginGuard {
         LoginGuard::builder()
@@ -739,6 +751,60 @@ mod tests {
     async fn fail(g: &LoginGuard, from: &str, user: &str) -> Result<Rejection, Rejection> {
         let attempt = g.attempt(ip(from)).await?;
         Ok(attempt.account(user).await?.failed().await)
+    }
+
+    #[test]
+    fn table_count_stays_exact_under_concurrent_fail_clear_and_evict() {
+        // `clear` (a success) and new failures during a sweep must neither be subtracted twice
+        // nor hide removals: a drifting count sends every new account to the overflow entry
+        // (or wraps below zero).
+        let table = FailureTable::new(1_000_000, LoginGuardBuilder::default().account);
+        let now = AtomicU64::new(1);
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for t in 0..2u32 {
+                let (table, now, done) = (&table, &now, &done);
+                s.spawn(move || {
+                    for i in 0..20_000u32 {
+                        let key = LimitKey::Text(format!("user{t}-{i}").into());
+                        table.fail(&key, now.load(Ordering::Relaxed));
+                        if i % 2 == 0 {
+                            table.clear(&key);
+                        }
+                    }
+                    done.store(true, Ordering::Release);
+                });
+            }
+            let (table, now, done) = (&table, &now, &done);
+            s.spawn(move || {
+                for _ in 0..10_000 {
+                    // Past the window: every entry not locked is idle.
+                    let t = now.fetch_add(3_600_000_000_000, Ordering::Relaxed);
+                    table.evict(t + 3_600_000_000_000);
+                    if done.load(Ordering::Acquire) {
+                        break;
+                    }
+                }
+            });
+        });
+        assert_eq!(table.len.load(Ordering::Acquire), table.map.len());
+        table.evict(u64::MAX);
+        assert_eq!(table.len.load(Ordering::Acquire), 0);
+        assert_eq!(table.map.len(), 0);
+    }
+
+    #[test]
+    fn a_guard_built_without_a_runtime_starts_eviction_on_first_use() {
+        let guard = LoginGuard::builder().build().unwrap();
+        assert!(!guard.0.evictor.is_started(), "no runtime at build");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let _ = guard.attempt(ip("192.0.2.1")).await;
+        });
+        assert!(guard.0.evictor.is_started());
     }
 
     #[tokio::test]

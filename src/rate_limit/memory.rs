@@ -292,12 +292,15 @@ impl<K: Hash + Eq + Clone> MemoryLimiter<K> {
     /// Forgets every key whose quota has fully come back (indistinguishable from a new key).
     pub(crate) fn evict_idle(&self) -> usize {
         let now = self.clock.now().saturating_sub(self.start).as_u64();
-        let before = self.store.map.len();
-        self.store
-            .map
-            .retain(|_, cell| cell.0.load(Ordering::Acquire) > now);
-        let after = self.store.map.len();
-        let removed = before.saturating_sub(after);
+        // Count what `retain` removes, not the length before and after: keys inserted by
+        // requests during the sweep would hide removals, and the counter would creep up
+        // until every new key counted as over the cap.
+        let mut removed = 0;
+        self.store.map.retain(|_, cell| {
+            let keep = cell.0.load(Ordering::Acquire) > now;
+            removed += usize::from(!keep);
+            keep
+        });
         self.store.len.fetch_sub(removed, Ordering::AcqRel);
         if removed > 0 {
             self.store.map.shrink_to_fit();
@@ -312,10 +315,71 @@ pub(crate) trait Evict: Send + Sync + 'static {
     fn evict(&self);
 }
 
+/// Starts an owner's eviction task once, as soon as a Tokio runtime is running: at build time
+/// if one is, otherwise on the first request (owners built before `#[tokio::main]` starts
+/// its runtime, or in a synchronous `main`).
+#[derive(Debug)]
+pub(crate) struct EvictorStart {
+    started: AtomicBool,
+    interval: Duration,
+    wake: Arc<Notify>,
+    stop: Arc<Notify>,
+}
+
+impl EvictorStart {
+    pub(crate) fn new(interval: Duration, wake: Arc<Notify>, stop: Arc<Notify>) -> Self {
+        Self {
+            started: AtomicBool::new(false),
+            interval,
+            wake,
+            stop,
+        }
+    }
+
+    /// Whether the task has been spawned.
+    #[cfg(test)]
+    pub(crate) fn is_started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
+    /// Tells the task to end (the owner's `Drop`).
+    pub(crate) fn stop(&self) {
+        self.stop.notify_one();
+    }
+
+    /// Spawns the task for `owner` unless it runs already; a no-op without a runtime.
+    #[inline]
+    pub(crate) fn ensure<T: Evict>(&self, owner: &Arc<T>) {
+        if self.started.load(Ordering::Relaxed) {
+            return;
+        }
+        self.start(owner);
+    }
+
+    #[cold]
+    fn start<T: Evict>(&self, owner: &Arc<T>) {
+        // Only one caller wins the right to spawn.
+        if self
+            .started
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+            && !spawn_evictor(
+                Arc::downgrade(owner),
+                self.interval,
+                self.wake.clone(),
+                self.stop.clone(),
+            )
+        {
+            // No runtime yet: try again on a later call.
+            self.started.store(false, Ordering::Release);
+        }
+    }
+}
+
 /// Starts the one eviction task of a layer. It holds only a weak reference, sweeps every
 /// `interval` (or at once when a limiter hits its key cap), and ends when `stop` fires — which
 /// the layer's shared state does in its `Drop`.
-pub(crate) fn spawn_evictor<T: Evict>(
+fn spawn_evictor<T: Evict>(
     target: Weak<T>,
     interval: Duration,
     wake: Arc<Notify>,
@@ -443,6 +507,45 @@ mod tests {
             assert!(l.check(&ip(i), ONE).allowed);
         }
         assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn key_count_stays_exact_when_keys_arrive_during_a_sweep() {
+        // Keys inserted while `evict_idle` runs must not hide its removals: if they did, the
+        // counter would creep up until every new client counted as over the cap.
+        let (l, clock) = limiter(
+            Quota::per_second(1),
+            1_000_000,
+            KeyCapPolicy::SharedOverflow,
+        );
+        let l = Arc::new(l);
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for t in 0..2u32 {
+                let (l, done) = (&l, &done);
+                s.spawn(move || {
+                    for i in 0..50_000u32 {
+                        l.check(&ip(t * 1_000_000 + i), ONE);
+                    }
+                    done.store(true, Ordering::Release);
+                });
+            }
+            let (l, clock, done) = (&l, &clock, &done);
+            s.spawn(move || {
+                for _ in 0..10_000 {
+                    clock.advance(Duration::from_secs(2));
+                    l.evict_idle();
+                    if done.load(Ordering::Acquire) {
+                        break;
+                    }
+                }
+            });
+        });
+        assert_eq!(l.len(), l.store.map.len());
+        clock.advance(Duration::from_secs(2));
+        l.evict_idle();
+        assert_eq!(l.len(), 0);
+        assert_eq!(l.store.map.len(), 0);
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub use login_guard::{
     normalize_account, AccountAttempt, LoginAttempt, LoginGuard, LoginGuardBuilder,
 };
 pub use memory::{KeyCapPolicy, DEFAULT_EVICTION_INTERVAL, DEFAULT_MAX_KEYS};
-pub use quota::{IntoQuotas, Quota};
+pub use quota::{IntoQuotas, Quota, MAX_REFILL};
 #[cfg(feature = "redis")]
 pub use redis::{FailureMode, RedisRevocationList, RedisStore};
 

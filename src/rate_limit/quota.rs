@@ -39,6 +39,19 @@ pub struct Quota {
 
 const ONE: NonZeroU32 = NonZeroU32::MIN;
 
+/// The longest a quota may take to refill its whole burst (`period / count · burst`): ten
+/// years. Longer ones are configuration mistakes, and the GCRA state counts nanoseconds in a
+/// `u64` (584 years), which a longer tolerance plus the clock's reading could overflow.
+pub const MAX_REFILL: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+fn too_long(what: String) -> ConfigError {
+    ConfigError::new(
+        "quota",
+        format!("{what} is longer than ten years"),
+        "use a shorter period or a smaller burst, such as \"100/day\"",
+    )
+}
+
 fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap_or(ONE)
 }
@@ -48,8 +61,8 @@ impl Quota {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] when `count` is zero, or `period` is shorter than one millisecond or
-    /// shorter than one nanosecond per request.
+    /// A [`ConfigError`] when `count` is zero, or `period` is shorter than one millisecond,
+    /// shorter than one nanosecond per request, or longer than [`MAX_REFILL`].
     pub fn new(count: u32, period: Duration) -> Result<Self, ConfigError> {
         let Some(count) = NonZeroU32::new(count) else {
             return Err(ConfigError::new(
@@ -64,6 +77,9 @@ impl Quota {
                 format!("the period {period:?} is too short for {count} requests"),
                 "use a period of at least one millisecond, such as \"100/second\"",
             ));
+        }
+        if period > MAX_REFILL {
+            return Err(too_long(format!("the period {period:?}")));
         }
         Ok(Self {
             count,
@@ -106,7 +122,8 @@ impl Quota {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] when `burst` is zero.
+    /// A [`ConfigError`] when `burst` is zero, or when refilling it (`period / count · burst`)
+    /// would take longer than [`MAX_REFILL`].
     pub fn with_burst(mut self, burst: u32) -> Result<Self, ConfigError> {
         self.burst = NonZeroU32::new(burst).ok_or_else(|| {
             ConfigError::new(
@@ -115,7 +132,13 @@ impl Quota {
                 "set a burst of at least 1 (the default is the quota's count)",
             )
         })?;
-        Ok(self)
+        match self.emission_interval().checked_mul(self.burst.get()) {
+            Some(refill) if refill <= MAX_REFILL => Ok(self),
+            _ => Err(too_long(format!(
+                "refilling a burst of {burst} at {} per {:?}",
+                self.count, self.period
+            ))),
+        }
     }
 
     /// Requests per period.
@@ -179,7 +202,7 @@ impl Quota {
 }
 
 pub(crate) fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
 }
 
 fn bad_quota(text: &str) -> ConfigError {
@@ -211,10 +234,11 @@ fn parse_one(text: &str) -> Result<Quota, ConfigError> {
         let mut words = trimmed.splitn(2, char::is_whitespace);
         let count = words.next().ok_or_else(err)?;
         let rest = words.next().ok_or_else(err)?.trim_start();
-        let rest = rest
-            .strip_prefix("per ")
-            .or_else(|| rest.strip_prefix("PER "))
-            .ok_or_else(err)?;
+        // "per" in any case, then any whitespace.
+        let (per, rest) = rest.split_once(char::is_whitespace).ok_or_else(err)?;
+        if !per.eq_ignore_ascii_case("per") {
+            return Err(err());
+        }
         (count, rest.trim())
     };
     let count: u32 = count.parse().map_err(|_| err())?;
@@ -337,12 +361,44 @@ mod tests {
             "5/minute extra",
             "99999999999/s",
             ";",
+            "1 per 300000 days",
+            "1 per 18446744073709551615 seconds",
+            "5 por minute",
         ] {
             let err = Quota::parse_list(bad).unwrap_err();
             assert_eq!(err.setting(), "quota", "{bad:?}");
             assert!(!err.fix().is_empty());
         }
         assert!(Quota::per_minute(5).with_burst(0).is_err());
+    }
+
+    #[test]
+    fn periods_and_bursts_too_long_to_refill_fail_at_build_time() {
+        // Each of these used to panic inside governor or wrap silently in release builds.
+        assert!(Quota::new(1, Duration::MAX).is_err());
+        assert!(Quota::new(1, MAX_REFILL + Duration::from_secs(1)).is_err());
+        let err = Quota::per_hour(10).with_burst(100_000_000).unwrap_err();
+        assert_eq!(err.setting(), "quota");
+        assert!(err.to_string().contains("ten years"), "{err}");
+        // Just inside the bound still builds, and a layer over it checks requests.
+        let longest = Quota::new(1, MAX_REFILL).unwrap();
+        assert_eq!(longest.to_governor().burst_size().get(), 1);
+        assert!(Quota::per_hour(10).with_burst(87_600).is_ok());
+        assert_eq!(ceil_secs(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn per_is_read_in_any_case_and_after_any_whitespace() {
+        let five = Quota::per_minute(5);
+        for text in [
+            "5 per minute",
+            "5 Per minute",
+            "5 PER minute",
+            "5 per\tminute",
+            "5  per   minute",
+        ] {
+            assert_eq!(Quota::parse(text).unwrap(), five, "{text:?}");
+        }
     }
 
     #[test]

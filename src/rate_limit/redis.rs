@@ -86,17 +86,18 @@ impl RedisStore {
             )
         };
         let client = redis::Client::open(url).map_err(|_| bad())?;
-        let timeout = Duration::from_millis(250);
+        // The connection's own timeouts are the ceiling of `timeout()`; each call is cut
+        // at the store's (shorter, by default) timeout and then takes the failure mode.
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
+            .set_connection_timeout(Some(MAX_TIMEOUT))
+            .set_response_timeout(Some(MAX_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|_| bad())?;
         Ok(Self {
             conn,
             prefix: Arc::from("axum-shield"),
-            timeout,
+            timeout: DEFAULT_TIMEOUT,
         })
     }
 
@@ -106,9 +107,10 @@ impl RedisStore {
         self
     }
 
-    /// How long to wait for Redis before applying the failure mode (default 250 ms).
+    /// How long to wait for Redis before applying the failure mode (default 250 ms, at most
+    /// 5 s: longer values are cut to 5 s, the connection's own timeouts).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = timeout.min(MAX_TIMEOUT);
         self
     }
 
@@ -170,6 +172,12 @@ pub(crate) struct RedisBackendConfig {
     pub(crate) on_failure: FailureMode,
 }
 
+/// Default wait for Redis before the failure mode applies.
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
+/// The longest wait [`RedisStore::timeout`] accepts: the connection manager's own connection
+/// and response timeouts.
+const MAX_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn script() -> &'static Script {
     static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
     SCRIPT.get_or_init(|| Script::new(GCRA))
@@ -191,8 +199,12 @@ pub(crate) async fn decide(
     let mut invocation = script().prepare_invoke();
     invocation.arg(shared.cost.get());
     for (name, quota) in tier.names.iter().zip(&tier.quotas) {
-        invocation.key(format!("{base}:{name}"));
-        invocation.arg(quota.emission_interval().as_micros().max(1) as u64);
+        let emission = quota.emission_interval().as_micros().max(1) as u64;
+        // The quota is part of its key: two limits with the same name and window (two
+        // unnamed per-IP limits, say a Shield-wide "100/minute" and a route's "2/minute")
+        // must not share one GCRA state, which would charge each request to both.
+        invocation.key(format!("{base}:{name}:{emission}x{}", quota.burst()));
+        invocation.arg(emission);
         invocation.arg(quota.burst());
     }
     match cfg
