@@ -17,6 +17,10 @@ use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::Level;
 
+#[path = "support/app_server.rs"]
+mod app_server;
+use app_server::serve;
+
 const SECRETS: [&str; 8] = [
     "eyJhbGciOiJIUzI1NiJ9.token-secret-AAA",
     "sess-secret-BBB",
@@ -59,20 +63,6 @@ async fn log_response_headers(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     tracing::debug!(headers = ?response.headers(), "response headers");
     response
-}
-
-async fn serve(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    addr
 }
 
 /// One HTTP/1.1 exchange with a raw client (so no client library logs into the capture).

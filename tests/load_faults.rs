@@ -16,6 +16,9 @@ use axum_shield::auth::TokenIssuer;
 use futures_util::stream::{self, StreamExt};
 use serde_json::json;
 
+#[path = "support/app_server.rs"]
+mod app_server;
+
 const SECRET: &[u8] = b"load-test-secret-load-test-secret-0123";
 const REQUESTS: usize = 20_000;
 const CONCURRENCY: usize = 64;
@@ -37,18 +40,7 @@ fn settings() -> quickstart::Settings {
 }
 
 async fn serve(settings: &quickstart::Settings) -> SocketAddr {
-    let app = quickstart::app(settings).expect("quickstart builds");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    addr
+    app_server::serve(quickstart::app(settings).expect("quickstart builds")).await
 }
 
 fn token(sub: &str, roles: &[&str]) -> String {

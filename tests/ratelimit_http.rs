@@ -1,7 +1,5 @@
 //! Rate limiting and the login guard over real sockets on 127.0.0.1.
 
-use std::net::SocketAddr;
-
 use axum::{
     routing::{get, post},
     Json, Router,
@@ -10,19 +8,9 @@ use axum_shield::rate_limit::{LoginAttempt, LoginGuard, RateLimit};
 use axum_shield::{Rejection, Shield};
 use serde::Deserialize;
 
-async fn serve(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    addr
-}
+#[path = "support/app_server.rs"]
+mod app_server;
+use app_server::serve;
 
 #[tokio::test]
 async fn spoofed_x_forwarded_for_over_a_real_socket_keeps_the_key() {

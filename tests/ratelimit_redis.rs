@@ -14,6 +14,9 @@ use axum_shield::Shield;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 use redis_server::RedisServer;
+#[path = "support/app_server.rs"]
+mod app_server;
+use app_server::serve;
 
 /// One application instance on its own port, limited through Redis.
 async fn instance(url: &str, quota: &str, mode: FailureMode) -> SocketAddr {
@@ -23,17 +26,7 @@ async fn instance(url: &str, quota: &str, mode: FailureMode) -> SocketAddr {
     let app = Router::new()
         .route("/", get(|| async { "ok" }))
         .layer(shield);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    addr
+    serve(app).await
 }
 
 async fn get_status(client: &reqwest::Client, addr: SocketAddr) -> u16 {
@@ -105,16 +98,7 @@ async fn two_unnamed_limits_of_one_window_keep_separate_counts_in_redis() {
         .route("/login", get(|| async { "ok" }).route_layer(strict))
         .route("/", get(|| async { "ok" }))
         .layer(shield);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    let addr = serve(app).await;
     let client = reqwest::Client::new();
     let mut statuses = Vec::new();
     for _ in 0..3 {
@@ -152,19 +136,7 @@ async fn a_store_timeout_longer_than_the_default_is_honoured() {
             .route("/", get(|| async { "ok" }))
             .layer(limit)
     };
-    let mut addrs = Vec::new();
-    for router in [app(patient), app(hasty)] {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        addrs.push(listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-            .unwrap();
-        });
-    }
+    let addrs = [serve(app(patient)).await, serve(app(hasty)).await];
     let client = reqwest::Client::new();
     // Warm both connections (and load the script) before Redis is made slow.
     assert_eq!(get_status(&client, addrs[0]).await, 200);

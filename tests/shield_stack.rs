@@ -14,6 +14,9 @@ use http::{Request, StatusCode};
 use serde_json::Value;
 use tower::ServiceExt;
 
+#[path = "support/app_server.rs"]
+mod app_server;
+
 const PEER: ([u8; 4], u16) = ([203, 0, 113, 9], 4711);
 
 fn routes() -> Router {
@@ -320,18 +323,7 @@ fn config_loads_from_toml_and_is_validated() {
 // --- over real TCP: the client IP comes from the socket ---
 
 async fn serve(shield: Shield) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = routes().layer(shield);
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    addr
+    app_server::serve(routes().layer(shield)).await
 }
 
 async fn fetch_ip(addr: SocketAddr, headers: &[(&str, &str)]) -> String {

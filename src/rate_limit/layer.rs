@@ -488,6 +488,12 @@ impl RateLimitBuilder {
                         )
                     })
                     .collect(),
+                #[cfg(feature = "redis")]
+                redis: names
+                    .iter()
+                    .zip(&quotas)
+                    .map(|(name, q)| super::redis::RedisQuota::new(name, q))
+                    .collect(),
                 names,
                 quotas,
             }
@@ -510,7 +516,7 @@ impl RateLimitBuilder {
             headers_on_success: self.headers_on_success,
             legacy_headers: self.legacy_headers,
             dry_run: self.dry_run,
-            evictor: EvictorStart::new(self.eviction_interval, wake, Arc::new(Notify::new())),
+            evictor: EvictorStart::new(self.eviction_interval, wake),
             #[cfg(feature = "redis")]
             redis: self.redis,
         });
@@ -593,6 +599,9 @@ pub(crate) struct Tier {
     pub(crate) names: Vec<String>,
     pub(crate) policy: http::HeaderValue,
     pub(crate) limiters: Vec<MemoryLimiter>,
+    /// What the Redis script needs of each quota, worked out once here.
+    #[cfg(feature = "redis")]
+    pub(crate) redis: Vec<super::redis::RedisQuota>,
 }
 
 pub(crate) struct Shared {

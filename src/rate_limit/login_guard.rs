@@ -30,7 +30,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use super::headers::{retry_after_secs, retry_after_value};
 use super::key::{client_ip_key, LimitKey};
-use super::memory::{Evict, EvictorStart, LimiterClock};
+use super::memory::{sweep, Evict, EvictorStart, LimiterClock};
 use crate::audit::{SecurityEvent, SecurityEventKind};
 use crate::rejection::{Rejection, RejectionKind};
 use crate::ConfigError;
@@ -153,15 +153,9 @@ impl FailureTable {
 
     fn evict(&self, now: u64) {
         let window = self.backoff.window.as_nanos() as u64;
-        // Count what `retain` removes: comparing lengths would also count entries that
-        // `clear` removed meanwhile (subtracted twice) and hide ones inserted meanwhile.
-        let mut removed = 0;
-        self.map.retain(|_, s| {
-            let keep = s.locked_until > now || now.saturating_sub(s.last) <= window;
-            removed += usize::from(!keep);
-            keep
+        sweep(&self.map, &self.len, |s| {
+            s.locked_until > now || now.saturating_sub(s.last) <= window
         });
-        self.len.fetch_sub(removed, Ordering::AcqRel);
     }
 
     fn tracked(&self) -> usize {
@@ -421,11 +415,8 @@ impl LoginGuardBuilder {
             accounts: FailureTable::new(self.max_keys, self.account),
             ips: FailureTable::new(self.max_keys, self.ip),
             clock,
-            evictor: EvictorStart::new(
-                self.eviction_interval,
-                Arc::new(Notify::new()),
-                Arc::new(Notify::new()),
-            ),
+            // Nothing wakes it early: the tables send new keys to their overflow entry.
+            evictor: EvictorStart::new(self.eviction_interval, Arc::new(Notify::new())),
             #[cfg(feature = "redis")]
             redis: self
                 .redis

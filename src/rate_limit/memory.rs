@@ -292,22 +292,34 @@ impl<K: Hash + Eq + Clone> MemoryLimiter<K> {
     /// Forgets every key whose quota has fully come back (indistinguishable from a new key).
     pub(crate) fn evict_idle(&self) -> usize {
         let now = self.clock.now().saturating_sub(self.start).as_u64();
-        // Count what `retain` removes, not the length before and after: keys inserted by
-        // requests during the sweep would hide removals, and the counter would creep up
-        // until every new key counted as over the cap.
-        let mut removed = 0;
-        self.store.map.retain(|_, cell| {
-            let keep = cell.0.load(Ordering::Acquire) > now;
-            removed += usize::from(!keep);
-            keep
+        let removed = sweep(&self.store.map, &self.store.len, |cell| {
+            cell.0.load(Ordering::Acquire) > now
         });
-        self.store.len.fetch_sub(removed, Ordering::AcqRel);
         if removed > 0 {
             self.store.map.shrink_to_fit();
             self.store.full_warned.store(false, Ordering::Relaxed);
         }
         removed
     }
+}
+
+/// Removes the entries `keep` refuses and takes them off `len`, the map's counted length;
+/// returns how many went. Removals are counted inside the sweep, not as the length before
+/// minus after: entries inserted (or removed) by requests meanwhile would hide or double
+/// them, and the count would drift until every new key counted as over the cap.
+pub(crate) fn sweep<K: Hash + Eq, V>(
+    map: &DashMap<K, V>,
+    len: &AtomicUsize,
+    mut keep: impl FnMut(&V) -> bool,
+) -> usize {
+    let mut removed = 0;
+    map.retain(|_, value| {
+        let kept = keep(value);
+        removed += usize::from(!kept);
+        kept
+    });
+    len.fetch_sub(removed, Ordering::AcqRel);
+    removed
 }
 
 /// Anything the eviction task can sweep.
@@ -327,12 +339,13 @@ pub(crate) struct EvictorStart {
 }
 
 impl EvictorStart {
-    pub(crate) fn new(interval: Duration, wake: Arc<Notify>, stop: Arc<Notify>) -> Self {
+    /// `wake` makes the task sweep at once (a limiter at its key cap).
+    pub(crate) fn new(interval: Duration, wake: Arc<Notify>) -> Self {
         Self {
             started: AtomicBool::new(false),
             interval,
             wake,
-            stop,
+            stop: Arc::new(Notify::new()),
         }
     }
 

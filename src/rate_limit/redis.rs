@@ -22,6 +22,7 @@ use serde::Deserialize;
 use super::key::LimitKey;
 use super::layer::{Decision, Shared, Tier, Verdict};
 use super::login_guard::Backoff;
+use super::quota::Quota;
 use crate::audit::{SecurityEvent, SecurityEventKind};
 use crate::rejection::{Rejection, RejectionKind};
 use crate::ConfigError;
@@ -183,6 +184,29 @@ fn script() -> &'static Script {
     SCRIPT.get_or_init(|| Script::new(GCRA))
 }
 
+/// One quota of a limit as the GCRA script reads it, worked out when the layer is built.
+pub(crate) struct RedisQuota {
+    /// The quota's part of its Redis key.
+    key: String,
+    emission_us: u64,
+    burst: u32,
+}
+
+impl RedisQuota {
+    pub(crate) fn new(name: &str, quota: &Quota) -> Self {
+        let emission_us = quota.emission_interval().as_micros().max(1) as u64;
+        let burst = quota.burst();
+        Self {
+            // The quota is part of its key: two limits with the same name and window (two
+            // unnamed per-IP limits, say a Shield-wide "100/minute" and a route's "2/minute")
+            // must not share one GCRA state, which would charge each request to both.
+            key: format!("{name}:{emission_us}x{burst}"),
+            emission_us,
+            burst,
+        }
+    }
+}
+
 fn limit_key(prefix: &str, limit: &str, key: &LimitKey) -> String {
     // One hash tag per client so every quota of a check lives in one cluster slot.
     format!("{prefix}:rl:{{{limit}|{key}}}")
@@ -198,14 +222,10 @@ pub(crate) async fn decide(
     let base = limit_key(&cfg.store.prefix, &shared.name, key);
     let mut invocation = script().prepare_invoke();
     invocation.arg(shared.cost.get());
-    for (name, quota) in tier.names.iter().zip(&tier.quotas) {
-        let emission = quota.emission_interval().as_micros().max(1) as u64;
-        // The quota is part of its key: two limits with the same name and window (two
-        // unnamed per-IP limits, say a Shield-wide "100/minute" and a route's "2/minute")
-        // must not share one GCRA state, which would charge each request to both.
-        invocation.key(format!("{base}:{name}:{emission}x{}", quota.burst()));
-        invocation.arg(emission);
-        invocation.arg(quota.burst());
+    for quota in &tier.redis {
+        invocation.key(format!("{base}:{}", quota.key));
+        invocation.arg(quota.emission_us);
+        invocation.arg(quota.burst);
     }
     match cfg
         .store
