@@ -36,6 +36,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use argon2::password_hash::{self, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -49,8 +51,6 @@ use axum_shield::validate::{GuardedJson, JsonGuardLayer, JsonLimits, RedactField
 use axum_shield::{Claims, ConfigError, JwtAuth, Rejection, RejectionKind, Shield};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use validator::Validate;
 
 /// The `iss` of the tokens this API issues and accepts.
@@ -122,6 +122,7 @@ fn jwt_secret() -> Result<Vec<u8>, Box<dyn std::error::Error>> {
 #[derive(Clone)]
 struct AppState {
     tokens: Arc<TokenIssuer>,
+    users: Arc<Users>,
 }
 
 /// Builds the application; `main` serves it, tests and benchmarks call it directly.
@@ -141,6 +142,13 @@ pub fn app(settings: &Settings) -> Result<Router, ConfigError> {
         None => (per_ip, login_guard),
     };
     let login_guard = login_guard.build()?;
+    let user_store = Users::demo().map_err(|e| {
+        ConfigError::new(
+            "demo users",
+            format!("hashing the demo passwords failed: {e}"),
+            "check that the system random number generator is available",
+        )
+    })?;
     let shield = Shield::api()
         .trusted_proxies(&settings.trusted_proxies)?
         .access_log(settings.access_log)
@@ -185,6 +193,7 @@ pub fn app(settings: &Settings) -> Result<Router, ConfigError> {
         .merge(users)
         .with_state(AppState {
             tokens: Arc::new(tokens),
+            users: Arc::new(user_store),
         })
         .layer(shield))
 }
@@ -193,58 +202,74 @@ async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// DEMO ONLY. Two users with salted SHA-256 password hashes: `sha256(salt + ":" + password)`.
-/// A real application stores users in a database and hashes passwords with a slow,
-/// memory-hard function (Argon2id, scrypt or bcrypt); a fast hash is acceptable here only
-/// because the passwords are public demo values.
+/// The demo users (a real application keeps them in a database):
 ///
 /// | user  | password              | roles |
 /// |-------|-----------------------|-------|
 /// | alice | `alice-demo-password` | user  |
 /// | admin | `admin-demo-password` | admin |
-const DEMO_USERS: [DemoUser; 2] = [
-    DemoUser {
-        name: "alice",
-        salt: "c2FsdC1hbGljZQ",
-        sha256: "a8cab3bfcb8338e696a50650b0354d9a135df2ec38e44b8d80982dfa40c60a52",
-        roles: &["user"],
-    },
-    DemoUser {
-        name: "admin",
-        salt: "c2FsdC1hZG1pbg",
-        sha256: "ebf1e515eebfb85b1256b574249f58f4fcde39f22cb4e151f634381f4e313458",
-        roles: &["admin"],
-    },
+const DEMO_USERS: [(&str, &str, &[&str]); 2] = [
+    ("alice", "alice-demo-password", &["user"]),
+    ("admin", "admin-demo-password", &["admin"]),
 ];
 
-struct DemoUser {
+/// A user as stored: the password only as an Argon2id hash in PHC form
+/// (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`), the OWASP Password Storage Cheat Sheet's
+/// first choice, with argon2's defaults (19 MiB, 2 passes, 1 lane, RFC 9106 §4).
+struct User {
     name: &'static str,
-    salt: &'static str,
-    sha256: &'static str,
+    password_hash: String,
     roles: &'static [&'static str],
 }
 
-/// Checks a username and password against the demo users, in constant time per user and
-/// with the same work for unknown users (no user enumeration by timing).
-fn check_credentials(username: &str, password: &str) -> Option<&'static DemoUser> {
-    let user = DEMO_USERS.iter().find(|u| u.name == username);
-    let (salt, expected) = user.map_or(("unknown-user-salt", [0u8; 32]), |u| {
-        (u.salt, decode_hex(u.sha256))
-    });
-    let digest = Sha256::digest(format!("{salt}:{password}").as_bytes());
-    let matches: bool = expected.ct_eq(&digest[..]).into();
-    user.filter(|_| matches)
+/// The user store. The demo hashes are computed at start from the table above, each with its
+/// own random salt, so no hash is ever written in the source.
+struct Users {
+    users: Vec<User>,
+    /// Verified against for unknown user names, so that they cost the same work as a wrong
+    /// password (no user enumeration by timing).
+    dummy_hash: String,
 }
 
-fn decode_hex(hex: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = hex
-            .get(2 * i..2 * i + 2)
-            .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-            .unwrap_or(0);
+impl Users {
+    fn demo() -> Result<Self, password_hash::Error> {
+        let users = DEMO_USERS
+            .iter()
+            .map(|&(name, password, roles)| {
+                Ok(User {
+                    name,
+                    password_hash: hash_password(password)?,
+                    roles,
+                })
+            })
+            .collect::<Result<_, password_hash::Error>>()?;
+        Ok(Self {
+            users,
+            dummy_hash: hash_password("no user has this password")?,
+        })
     }
-    out
+
+    /// Checks a user name and password, with one Argon2id verification whether or not the
+    /// user exists. CPU-heavy (tens of milliseconds): call it from `spawn_blocking`.
+    fn check(&self, username: &str, password: &str) -> Option<&User> {
+        let user = self.users.iter().find(|u| u.name == username);
+        let hash = user.map_or(self.dummy_hash.as_str(), |u| u.password_hash.as_str());
+        let matches = PasswordHash::new(hash).is_ok_and(|hash| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok()
+        });
+        user.filter(|_| matches)
+    }
+}
+
+fn hash_password(password: &str) -> Result<String, password_hash::Error> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|_| password_hash::Error::Crypto)?;
+    let salt = SaltString::encode_b64(&salt)?;
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)?
+        .to_string())
 }
 
 #[derive(Deserialize)]
@@ -268,17 +293,26 @@ async fn login(
     attempt: LoginAttempt,
     GuardedJson(credentials): GuardedJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, Rejection> {
-    let user = attempt
-        .verify(&credentials.username, || async {
-            check_credentials(&credentials.username, &credentials.password)
+    let LoginRequest { username, password } = credentials;
+    let users = Arc::clone(&state.users);
+    let name = username.clone();
+    // Argon2id is deliberately slow: run it on the blocking pool, not on the async workers.
+    let (user, roles) = attempt
+        .verify(&username, || async move {
+            tokio::task::spawn_blocking(move || {
+                users.check(&name, &password).map(|u| (u.name, u.roles))
+            })
+            .await
+            .ok()
+            .flatten()
         })
         .await?;
     let issued = state
         .tokens
-        .issue(user.name, &json!({ "roles": user.roles }))
+        .issue(user, &json!({ "roles": roles }))
         .map_err(|_| Rejection::new(RejectionKind::Internal))?;
     SecurityEvent::new(SecurityEventKind::AuthnTokenCreated)
-        .principal(user.name)
+        .principal(user)
         .field("jti", issued.jti.clone())
         .emit();
     let now = std::time::SystemTime::now()

@@ -21,6 +21,22 @@
 //!
 //! Layers outside others see their responses: a 401 from a route layer, a 413 or a 500 from a
 //! panic all get the security headers, a log line and the request id.
+//!
+//! # The API-security checklist, line by line
+//!
+//! Each recommendation of the common API-security checklist, and the few lines of this crate that
+//! implement it (most of them wired in `examples/quickstart.rs`):
+//!
+//! | recommendation | with axum-shield |
+//! |----------------|------------------|
+//! | Strong authentication (no JWT without expiry, no weak secret) | `JwtAuth::hs256(&secret)?.issuer(ISSUER).audience(AUDIENCE).build()?` then `.route_layer(jwt.layer())`: `exp` required, `nbf`/`iat` checked, `iss`/`aud` exact, `alg` fixed by the key, secrets under 32 bytes refused; `TokenIssuer` signs with the same persistent key |
+//! | Authorization | `.route_layer(AuthorizeLayer::any_roles(["admin"])?)` → 403 `insufficient_scope` |
+//! | Rate limiting (100/hour by default, 5/minute on login) | `Shield::api().rate_limit(RateLimit::per_ip("100/hour")?)` and `.route_layer(RateLimit::per_ip("5/minute")?.layer())` on `/login`, plus `LoginGuard` (per-account and per-IP exponential backoff) |
+//! | Input validation and sanitization | `Valid<Json<NewUser>>` with `#[derive(Validate)]`, behind `JsonGuardLayer` (depth, size, duplicate keys); `validate::sanitize::encode_html` for output |
+//! | HTTPS everywhere | `.https_redirect("https://api.example.com")?` (308, never to `Host`), HSTS only over HTTPS; `examples/tls.rs` serves TLS 1.2/1.3 with rustls |
+//! | Security headers | `Shield::api()` sends the API preset on every response, rejections included; `SecurityHeaders::web()` for HTML apps, with CSP nonces |
+//! | Monitoring and logging | one span per request and an OWASP-named event per refusal (`axum_shield::security` target); `Audit` for high-risk actions; `LOG_FORMAT=json` |
+//! | Excessive data exposure | response DTOs, plus `RedactFieldsLayer::default()` removing `password`, `token`, `ssn`, … from JSON responses and `ScrubServerErrorsLayer` hiding internal 5xx text |
 
 use std::fmt;
 use std::future::Future;
