@@ -665,3 +665,52 @@ async fn jwt_layer_records_the_principal_and_reports_forged_tokens() {
         "the token must never be logged"
     );
 }
+
+/// A login handler under the login guard (the recipe of `axum_shield::rate_limit`).
+async fn guarded_login(
+    attempt: axum_shield::rate_limit::LoginAttempt,
+    Json(login): Json<Login>,
+) -> Result<&'static str, Rejection> {
+    attempt
+        .verify(&login.username, || async {
+            (login.password == "correct horse battery staple").then_some("welcome")
+        })
+        .await
+}
+
+/// Item 5 of issue 16: `authn_login_fail` and `authn_login_lock` named the account in a plain
+/// field, in clear even with `Shield::pseudonymize`, while `authn_login_success` showed the
+/// pseudonym.
+#[tokio::test(flavor = "current_thread")]
+async fn login_guard_fail_and_lock_events_pseudonymize_the_account_like_success() {
+    let (capture, _guard) = json_capture(Level::TRACE);
+    let guard = axum_shield::rate_limit::LoginGuard::builder()
+        .account_free_failures(1)
+        .build()
+        .unwrap();
+    let app = shielded_with(
+        Router::new().route("/login", post(guarded_login).route_layer(guard.layer())),
+        Shield::api().pseudonymize(KEY).unwrap(),
+    );
+    let user = "jane.doe@example.com";
+    let ok = send(&app, login_request(user, "correct horse battery staple")).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    for _ in 0..2 {
+        let fail = send(&app, login_request(user, "guess")).await;
+        assert_eq!(fail.status(), StatusCode::UNAUTHORIZED);
+    }
+    let locked = send(&app, login_request(user, "guess")).await;
+    assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    let pseudonym = Pseudonymizer::new(KEY).unwrap().user(user).to_string();
+    let success = capture.event("authn_login_success");
+    assert_eq!(success["fields"]["principal"], pseudonym);
+    let fails = capture.events("authn_login_fail");
+    assert_eq!(fails.len(), 2);
+    let lock = capture.event("authn_login_lock");
+    for event in fails.iter().chain([&lock]) {
+        assert_eq!(event["fields"]["username"], pseudonym, "{event}");
+    }
+    let text = capture.text();
+    assert!(!text.contains("jane.doe"), "{text}");
+}

@@ -304,3 +304,132 @@ async fn jwt_revoked_through_redis_is_refused_everywhere_and_redis_down_fails_cl
         "a token must not be admitted while revocation cannot be checked"
     );
 }
+
+/// Item 2 of issue 16, in Redis: the lock was only read before the (slow) credential check
+/// and the failure recorded after it, so every concurrent guess reached the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_through_redis_cannot_all_reach_the_password_check() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::sync::{mpsc, Semaphore};
+
+    let redis = RedisServer::start();
+    let guard = |store: RedisStore| {
+        LoginGuard::builder()
+            .account_free_failures(5)
+            .redis(store.timeout(Duration::from_secs(5)))
+            .build()
+            .unwrap()
+    };
+    let guards = [
+        guard(RedisStore::connect(&redis.url()).await.unwrap()),
+        guard(RedisStore::connect(&redis.url()).await.unwrap()),
+    ];
+    let reached = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(Semaphore::new(0));
+    let (arrived, mut arrivals) = mpsc::unbounded_channel::<()>();
+    let mut tasks = Vec::new();
+    for i in 0..200u16 {
+        let g = guards[usize::from(i % 2)].clone();
+        let (reached, release, arrived) = (reached.clone(), release.clone(), arrived.clone());
+        tasks.push(tokio::spawn(async move {
+            // One /64 each, as in the report.
+            let from = LimitKey::Ip(format!("2001:db8:0:{i:x}::").parse().unwrap());
+            let attempt = g.attempt(from).await.unwrap();
+            let check_arrived = arrived.clone();
+            let outcome = attempt
+                .verify("victim", || async move {
+                    reached.fetch_add(1, Ordering::SeqCst);
+                    let _ = check_arrived.send(());
+                    // Stands in for a slow hash: held until every attempt has arrived.
+                    let _permit = release.acquire().await.unwrap();
+                    None::<()>
+                })
+                .await;
+            if let Err(r) = &outcome {
+                if r.status() == 429 {
+                    let _ = arrived.send(());
+                }
+            }
+            outcome.unwrap_err().status().as_u16()
+        }));
+    }
+    drop(arrived);
+    for _ in 0..200 {
+        arrivals.recv().await.expect("every attempt arrives");
+    }
+    release.add_permits(200);
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    // As many as one after another: the free failures and the one that starts the backoff.
+    assert_eq!(reached.load(Ordering::SeqCst), 6);
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 6);
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 194);
+}
+
+/// Item 11 of issue 16, in Redis: the count expired with the maximum lock (both last one
+/// window), so the first failure after the lock started over at the free allowance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_count_in_redis_outlives_a_maximum_lock() {
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    let guard = LoginGuard::builder()
+        .account_free_failures(0)
+        .window(Duration::from_secs(60))
+        .unwrap()
+        .backoff(Duration::from_secs(60), Duration::from_secs(60))
+        .unwrap()
+        .redis(store)
+        .build()
+        .unwrap();
+    let attempt = guard
+        .attempt(LimitKey::Ip("192.0.2.1".parse().unwrap()))
+        .await
+        .unwrap();
+    let _ = attempt.account("alice").await.unwrap().failed().await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let lock: i64 = redis::cmd("PTTL")
+        .arg("axum-shield:lg:{a|k:alice}:lock")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let count: i64 = redis::cmd("PTTL")
+        .arg("axum-shield:lg:{a|k:alice}:n")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(lock > 50_000, "a maximum lock of 60 s: {lock}");
+    // One window past the end of the lock, so the next failure still counts.
+    assert!(count > lock + 50_000, "count {count} ms, lock {lock} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successful_login_through_redis_refunds_its_charge_to_the_client_ip() {
+    let redis = RedisServer::start();
+    let guard = LoginGuard::builder()
+        .ip_free_failures(2)
+        .redis(RedisStore::connect(&redis.url()).await.unwrap())
+        .build()
+        .unwrap();
+    let from = || LimitKey::Ip("192.0.2.1".parse().unwrap());
+    let fail = |user: &'static str| {
+        let guard = guard.clone();
+        async move {
+            let attempt = guard.attempt(from()).await?;
+            Ok::<_, axum_shield::Rejection>(attempt.account(user).await?.failed().await)
+        }
+    };
+    fail("a").await.unwrap();
+    fail("b").await.unwrap();
+    // Successes charge before the check like every attempt, and are refunded after it.
+    for _ in 0..3 {
+        let attempt = guard.attempt(from()).await.unwrap();
+        attempt.account("bob").await.unwrap().succeeded().await;
+    }
+    // The third failure starts the IP's backoff, not a success.
+    assert_eq!(fail("c").await.unwrap().status(), 401);
+    assert_eq!(fail("d").await.unwrap_err().status(), 429);
+}

@@ -12,12 +12,25 @@
 //! - Unknown accounts are counted exactly like existing ones and every refusal is the same
 //!   429, so the guard reveals nothing about which accounts exist. Answer failures with
 //!   [`AccountAttempt::failed`], one generic 401 for wrong user and wrong password alike.
-//! - Only the handler's outcome charges: a success clears the account's failures; a failure
-//!   (or an attempt dropped without a verdict, e.g. on an early `?`) counts.
+//! - Every attempt is charged as a failure to the account and the IP **before** the handler
+//!   checks the credentials, in one atomic step with the lock check (one `DashMap` entry in
+//!   memory, one Lua script per account or IP in Redis). Concurrent guesses therefore cannot
+//!   all pass the lock check while the (slow) password check runs: at most `free_failures + 1`
+//!   attempts on one account reach the check at once, exactly as many as one after another
+//!   (the free failures and the one whose failure starts the first backoff); the others get
+//!   the 429 at once. A success refunds the charge: it clears the account's failures and takes
+//!   back the one charged to the IP (and the IP lock that charge started, if any). A failure,
+//!   or an attempt dropped without a verdict (e.g. on an early `?`), keeps it.
+//! - Failures are forgotten one window after the last failure **or after the end of the
+//!   lock, whichever is later**. The longest lock equals the window by default, so forgetting
+//!   at the last failure's window would reset the count as the lock ends and grant a fresh
+//!   free allowance every lock; instead the first failure after a maximum lock locks again for
+//!   the maximum. The same holds in Redis (the count's TTL is the lock plus the window).
+//! - Memory is bounded; a full table evicts, it never shares an entry (see [`LoginGuard`]).
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Extension, FromRequestParts};
@@ -35,8 +48,25 @@ use crate::audit::{SecurityEvent, SecurityEventKind};
 use crate::rejection::{Rejection, RejectionKind};
 use crate::ConfigError;
 
+/// The most bytes of a login name that [`normalize_account`] reads (after leading white
+/// space).
+///
+/// The result keeps 256 characters. NFKC can shrink text: canonical composition merges at
+/// most 4 characters into one (U+1F87 is α with three marks), lower-casing never shortens
+/// and trimming only takes white space at the ends, so 1 024 characters, 4 096 bytes of
+/// UTF-8, always yield 256 characters. Twice that leaves room for the normalisation segment
+/// that the cut may split (a starter and its combining marks; at most 31 characters in
+/// stream-safe text, UAX #15 §13), so for such text the cut never changes the result.
+/// (NFKC also expands, U+FDFA into 18 characters, which only makes the bound more generous.)
+const ACCOUNT_INPUT_BYTES: usize = 2 * 4 * 4 * 256;
+
 /// Normalises a login name so that `Alice`, ` alice ` and `ａｌｉｃｅ` (full-width) count as one
-/// account: Unicode NFKC, trimmed, lower-cased, at most 256 characters.
+/// account: Unicode NFKC (UAX #15), trimmed, lower-cased, at most 256 characters.
+///
+/// The work is bounded: only the first 8 KiB after any leading white space are normalised
+/// (cut at a character boundary), which is more than enough for the 256 characters kept, so
+/// a megabyte of U+FDFA costs no more than a short name. A longer name normalises like its
+/// first 8 KiB.
 ///
 /// ```
 /// use axum_shield::rate_limit::normalize_account;
@@ -44,13 +74,28 @@ use crate::ConfigError;
 /// assert_eq!(normalize_account("ａｌｉｃｅ"), "alice");
 /// ```
 pub fn normalize_account(name: &str) -> String {
-    name.nfkc()
+    // Leading white space is skipped before the cut (a linear scan, no normalisation) so a
+    // padded name still counts for the account it names. White space never composes with
+    // what follows and NFKC maps it to white space, which `trim` removes below anyway.
+    let name = name.trim_start();
+    let mut cut = name.len().min(ACCOUNT_INPUT_BYTES);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    name.get(..cut)
+        .unwrap_or_default()
+        .nfkc()
         .collect::<String>()
         .trim()
         .to_lowercase()
         .chars()
         .take(256)
         .collect()
+}
+
+/// A duration in nanoseconds of the guard's clock (saturating; 584 years fit).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -80,12 +125,53 @@ struct FailState {
     locked_until: u64,
 }
 
-/// Failure counts for one dimension (accounts or IPs), with a hard key cap.
+impl FailState {
+    /// Whether the failures are forgotten at `now`: one window after the last failure or
+    /// after the end of the lock, whichever is later.
+    fn forgotten(&self, now: u64, window: u64) -> bool {
+        now.saturating_sub(self.last.max(self.locked_until)) > window
+    }
+
+    /// Eviction order: forgotten, then unlocked entries with the fewest failures, oldest
+    /// first, then locked ones (the fewest failures first).
+    fn eviction_rank(&self, now: u64, window: u64) -> (bool, u32, u64) {
+        if self.forgotten(now, window) {
+            return (false, 0, 0);
+        }
+        (self.locked_until > now, self.failures, self.last)
+    }
+}
+
+/// One attempt charged as a failure before the credential check, to refund on success.
+#[derive(Debug)]
+pub(crate) struct Charge {
+    /// The lock this charge started (zero within the free allowance).
+    pub(crate) lock: Duration,
+    pub(crate) receipt: Receipt,
+}
+
+/// Where a charge was made, and how to recognise the lock it started.
+#[derive(Debug)]
+pub(crate) enum Receipt {
+    /// In memory: the lock's end this charge wrote, and the (expired) one it replaced.
+    Memory { locked_until: u64, previous: u64 },
+    /// In Redis: the value this charge wrote into the lock key (empty when none).
+    #[cfg(feature = "redis")]
+    Redis { token: String },
+}
+
+/// Each eviction pass frees this fraction of the cap.
+const EVICTION_BATCH_DIVISOR: usize = 64;
+
+/// Failure counts for one dimension (accounts or IPs), with a key cap (see the module docs:
+/// a full table evicts, it never shares an entry).
 struct FailureTable {
     map: DashMap<LimitKey, FailState>,
     len: AtomicUsize,
     max_keys: usize,
     backoff: Backoff,
+    /// One eviction pass at a time.
+    making_room: Mutex<()>,
 }
 
 impl FailureTable {
@@ -95,54 +181,111 @@ impl FailureTable {
             len: AtomicUsize::new(0),
             max_keys,
             backoff,
+            making_room: Mutex::new(()),
         }
     }
 
-    /// Remaining lock at `now`, if any.
+    fn window(&self) -> u64 {
+        nanos(self.backoff.window)
+    }
+
+    /// Remaining lock at `now`, if any. A key the table does not track is never locked.
     fn locked(&self, key: &LimitKey, now: u64) -> Option<Duration> {
-        let state = self.map.get(key).map(|s| *s).or_else(|| {
-            // Over the cap new keys share the overflow entry.
-            (self.len.load(Ordering::Relaxed) >= self.max_keys)
-                .then(|| self.map.get(&LimitKey::Global).map(|s| *s))
-                .flatten()
-        })?;
+        let state = self.map.get(key).map(|s| *s)?;
         (state.locked_until > now).then(|| Duration::from_nanos(state.locked_until - now))
     }
 
-    /// Records a failure; returns the new lock (zero when still within the allowance).
-    fn fail(&self, key: &LimitKey, now: u64) -> Duration {
-        // Reserve a slot before inserting so concurrent failures never pass the cap; beyond
-        // it new keys share the overflow entry. `len` always equals the map's length.
-        let (key, reserved) = if self.map.contains_key(key) {
-            (key.clone(), false)
-        } else if self.len.fetch_add(1, Ordering::AcqRel) >= self.max_keys {
-            self.len.fetch_sub(1, Ordering::AcqRel);
-            (LimitKey::Global, false)
-        } else {
-            (key.clone(), true)
-        };
-        let entry = self.map.entry(key);
-        match (&entry, reserved) {
-            (dashmap::Entry::Occupied(_), true) => {
-                self.len.fetch_sub(1, Ordering::AcqRel);
-            }
-            (dashmap::Entry::Vacant(_), false) => {
-                self.len.fetch_add(1, Ordering::AcqRel);
-            }
-            _ => {}
+    /// Charges one attempt to `key` as a failure, unless it is locked (then the remaining
+    /// lock, and nothing is charged). The check and the charge are one step under the
+    /// entry's lock, so concurrent attempts cannot all pass the check.
+    fn charge(&self, key: &LimitKey, now: u64) -> Result<Charge, Duration> {
+        if !self.map.contains_key(key) && self.len.load(Ordering::Acquire) >= self.max_keys {
+            self.make_room(now);
         }
-        let mut entry = entry.or_default();
-        let window = self.backoff.window.as_nanos() as u64;
-        if now.saturating_sub(entry.last) > window && entry.locked_until <= now {
+        let mut entry = match self.map.entry(key.clone()) {
+            dashmap::Entry::Occupied(entry) => entry.into_ref(),
+            dashmap::Entry::Vacant(entry) => {
+                self.len.fetch_add(1, Ordering::AcqRel);
+                entry.insert(FailState::default())
+            }
+        };
+        if entry.locked_until > now {
+            return Err(Duration::from_nanos(entry.locked_until - now));
+        }
+        if entry.forgotten(now, self.window()) {
             entry.failures = 0;
         }
         entry.failures = entry.failures.saturating_add(1);
         entry.last = now;
+        let previous = entry.locked_until;
         let lock = self.backoff.lock_after(entry.failures);
         if !lock.is_zero() {
-            entry.locked_until = now.saturating_add(lock.as_nanos() as u64);
+            entry.locked_until = now.saturating_add(nanos(lock));
         }
-        lock
+        Ok(Charge {
+            lock,
+            receipt: Receipt::Memory {
+                locked_until: entry.locked_until,
+                previous,
+            },
+        })
+    }
+
+    /// Takes back one charge: one failure less, and the lock it started (if no later charge
+    /// replaced it). An entry left without failures or lock is removed.
+    fn refund(&self, key: &LimitKey, locked_until: u64, previous: u64, now: u64) {
+        let empty = |s: &FailState| s.failures == 0 && s.locked_until <= now;
+        let remove = match self.map.get_mut(key) {
+            Some(mut state) => {
+                state.failures = state.failures.saturating_sub(1);
+                if state.locked_until == locked_until {
+                    state.locked_until = previous;
+                }
+                empty(&state)
+            }
+            None => false,
+        };
+        if remove && self.map.remove_if(key, |_, s| empty(s)).is_some() {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Makes room for a new key in a full table: evicts a batch of the entries that matter
+    /// least ([`FailState::eviction_rank`]), so a newcomer always gets its own entry and the
+    /// one scan is paid once per batch of new keys.
+    fn make_room(&self, now: u64) {
+        let _one_pass = self
+            .making_room
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let len = self.len.load(Ordering::Acquire);
+        if len < self.max_keys {
+            return; // another pass made room meanwhile
+        }
+        let window = self.window();
+        let mut ranked: Vec<((bool, u32, u64), LimitKey)> = self
+            .map
+            .iter()
+            .map(|e| (e.value().eviction_rank(now, window), e.key().clone()))
+            .collect();
+        let batch = len - self.max_keys + self.max_keys.div_ceil(EVICTION_BATCH_DIVISOR);
+        let batch = batch.min(ranked.len());
+        if batch == 0 {
+            return;
+        }
+        if batch < ranked.len() {
+            ranked.select_nth_unstable_by_key(batch - 1, |(rank, _)| *rank);
+        }
+        for (rank, key) in ranked.into_iter().take(batch) {
+            // Skip an entry charged since the scan: it may no longer rank among the least.
+            if self
+                .map
+                .remove_if(&key, |_, s| s.eviction_rank(now, window) == rank)
+                .is_some()
+            {
+                self.len.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
     }
 
     fn clear(&self, key: &LimitKey) {
@@ -152,10 +295,8 @@ impl FailureTable {
     }
 
     fn evict(&self, now: u64) {
-        let window = self.backoff.window.as_nanos() as u64;
-        sweep(&self.map, &self.len, |s| {
-            s.locked_until > now || now.saturating_sub(s.last) <= window
-        });
+        let window = self.window();
+        sweep(&self.map, &self.len, |s| !s.forgotten(now, window));
     }
 
     fn tracked(&self) -> usize {
@@ -226,6 +367,29 @@ impl GuardInner {
 /// # Ok(())
 /// # }
 /// ```
+///
+/// # Concurrent attempts
+///
+/// [`LoginAttempt::account`] charges the attempt as a failure to the account and the client
+/// IP before your check runs, in the same atomic step as the lock check, and
+/// [`AccountAttempt::succeeded`] refunds it. So however many guesses arrive at once, at most
+/// `free_failures + 1` per account reach your (slow) password check, as many as one after
+/// another would; the rest get the 429 at once.
+///
+/// # Memory: a full table evicts, it never shares
+///
+/// Each table (accounts, IPs) holds at most [`LoginGuardBuilder::max_keys`] entries. When a
+/// new account or IP arrives at a full table, the guard evicts the entries that matter least,
+/// in this order: those whose failures are forgotten, then unlocked ones with the fewest
+/// failures, oldest first, and only when every entry is locked, locked ones with the fewest
+/// failures. It frees a batch (1/64 of the cap) per pass so the scan is paid once per batch.
+///
+/// Why evict rather than stop tracking new keys: an attacker who fills the table would then
+/// guess freely on every account outside it, and a shared entry for the overflow (what the
+/// guard did before) locks out users who never failed. Evicting keeps memory bounded, gives
+/// every newcomer its own count (so nobody is locked by someone else's failures), and keeps
+/// the locks that matter: to evict a locked account the attacker must lock every other
+/// tracked entry first, and entries with more failures (the account under attack) go last.
 #[derive(Clone)]
 pub struct LoginGuard(Arc<GuardInner>);
 
@@ -366,8 +530,12 @@ impl LoginGuardBuilder {
         Ok(self)
     }
 
-    /// The most accounts and IPs tracked in memory (each; default 100 000). Beyond it, new
-    /// ones share one overflow entry.
+    /// The most accounts and IPs tracked in memory (each; default 100 000). A new account or
+    /// IP at a full table evicts the entries that matter least (forgotten ones, then those
+    /// with the fewest failures, oldest first; locked ones last): it is never refused and
+    /// never shares another's count (attempts racing in at the same moment may pass the cap
+    /// by one each, briefly). See
+    /// [`LoginGuard`](LoginGuard#memory-a-full-table-evicts-it-never-shares).
     ///
     /// # Errors
     ///
@@ -415,7 +583,7 @@ impl LoginGuardBuilder {
             accounts: FailureTable::new(self.max_keys, self.account),
             ips: FailureTable::new(self.max_keys, self.ip),
             clock,
-            // Nothing wakes it early: the tables send new keys to their overflow entry.
+            // Nothing wakes it early: a full table makes room itself when a new key arrives.
             evictor: EvictorStart::new(self.eviction_interval, Arc::new(Notify::new())),
             #[cfg(feature = "redis")]
             redis: self
@@ -492,6 +660,54 @@ impl LoginAttempt {
         table.locked(key, inner.now())
     }
 
+    /// Charges this attempt to `key` unless it is locked (then the remaining lock): in Redis
+    /// when it has one and answers, else in memory.
+    async fn charge(&self, key: &LimitKey, account: bool) -> Result<Charge, Duration> {
+        let inner = &self.guard.0;
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &inner.redis {
+            if let Some(answer) = redis
+                .charge(
+                    key,
+                    account,
+                    &self.event(SecurityEventKind::SysDependencyFail),
+                )
+                .await
+            {
+                return answer;
+            }
+        }
+        let table = if account { &inner.accounts } else { &inner.ips };
+        table.charge(key, inner.now())
+    }
+
+    /// Takes back a charge, in the store that took it.
+    async fn refund(&self, key: &LimitKey, account: bool, charge: Charge) {
+        let inner = &self.guard.0;
+        match charge.receipt {
+            Receipt::Memory {
+                locked_until,
+                previous,
+            } => {
+                let table = if account { &inner.accounts } else { &inner.ips };
+                table.refund(key, locked_until, previous, inner.now());
+            }
+            #[cfg(feature = "redis")]
+            Receipt::Redis { token } => {
+                if let Some(redis) = &inner.redis {
+                    redis
+                        .refund(
+                            key,
+                            account,
+                            &token,
+                            &self.event(SecurityEventKind::SysDependencyFail),
+                        )
+                        .await;
+                }
+            }
+        }
+    }
+
     async fn check_ip(&self) -> Result<(), Rejection> {
         // Every attempt starts here: a guard built outside a runtime starts its eviction task
         // on the first one.
@@ -502,31 +718,44 @@ impl LoginAttempt {
         }
     }
 
-    /// Checks the account named `username` (normalised with [`normalize_account`]) and
-    /// returns the attempt to settle with [`AccountAttempt::succeeded`] or
-    /// [`AccountAttempt::failed`].
+    /// Checks the account named `username` (normalised with [`normalize_account`]), charges
+    /// the attempt as a failure to the account and the client IP (before your credential
+    /// check runs, so concurrent guesses cannot all get through; see
+    /// [`LoginGuard`](LoginGuard#concurrent-attempts)), and returns the attempt to settle with
+    /// [`AccountAttempt::succeeded`] (which refunds the charge) or [`AccountAttempt::failed`].
     ///
     /// # Errors
     ///
     /// The same 429 [`Rejection`] (with `Retry-After`) while the account or the client IP is
-    /// in backoff, whether or not the account exists.
+    /// in backoff, whether or not the account exists. A refused attempt is not charged.
     pub async fn account(self, username: &str) -> Result<AccountAttempt, Rejection> {
-        self.check_ip().await?;
         let account = LimitKey::text(normalize_account(username));
-        if let Some(wait) = self.locked(&account, true).await {
-            return Err(self.refuse(wait, "account"));
-        }
+        let ip_charge = match self.charge(&self.ip, false).await {
+            Ok(charge) => charge,
+            Err(wait) => return Err(self.refuse(wait, "ip")),
+        };
+        let account_charge = match self.charge(&account, true).await {
+            Ok(charge) => charge,
+            Err(wait) => {
+                self.refund(&self.ip, false, ip_charge).await;
+                return Err(self.refuse(wait, "account"));
+            }
+        };
         Ok(AccountAttempt {
             attempt: Some(self),
             account,
+            account_lock: account_charge.lock,
+            ip_charge: Some(ip_charge),
         })
     }
 }
 
 impl LoginAttempt {
     /// Runs your credential check for `username` under the guard: refuses with 429 during
-    /// backoff (without calling `check`), charges a failure and answers the generic 401 when
-    /// `check` yields `None`, clears the account's failures when it yields `Some`.
+    /// backoff (without calling `check`); otherwise charges the attempt as a failure before
+    /// calling `check` (see [`account`](Self::account)), keeps the charge and answers the
+    /// generic 401 when `check` yields `None`, and refunds it (clearing the account's
+    /// failures) when it yields `Some`.
     ///
     /// ```
     /// use axum_shield::rate_limit::LoginAttempt;
@@ -588,12 +817,17 @@ impl<S: Send + Sync> FromRequestParts<S> for LoginAttempt {
     }
 }
 
-/// A login attempt for one account, to settle with the handler's outcome.
+/// A login attempt for one account, already charged as a failure, to settle with the
+/// handler's outcome.
 ///
-/// Dropping it without a verdict counts as a failure (fail closed).
+/// Dropping it without a verdict keeps the charge: it counts as a failure (fail closed).
 pub struct AccountAttempt {
     attempt: Option<LoginAttempt>,
     account: LimitKey,
+    /// The lock the account's charge started (reported if the attempt fails).
+    account_lock: Duration,
+    /// The IP's charge, refunded on success.
+    ip_charge: Option<Charge>,
 }
 
 impl fmt::Debug for AccountAttempt {
@@ -603,7 +837,8 @@ impl fmt::Debug for AccountAttempt {
 }
 
 impl AccountAttempt {
-    /// The credentials were right: clears the account's failures (the IP's stay) and emits
+    /// The credentials were right: refunds the attempt's charge (clears the account's
+    /// failures; the IP keeps its earlier failures but not this attempt's) and emits
     /// `authn_login_success`.
     pub async fn succeeded(mut self) {
         let Some(attempt) = self.attempt.take() else {
@@ -620,18 +855,21 @@ impl AccountAttempt {
                 .await;
         }
         inner.accounts.clear(&self.account);
+        if let Some(charge) = self.ip_charge.take() {
+            attempt.refund(&attempt.ip, false, charge).await;
+        }
         attempt
             .event(SecurityEventKind::AuthnLoginSuccess)
             .principal(account_text(&self.account))
             .emit();
     }
 
-    /// The credentials were wrong (or the account does not exist): counts the failure for the
-    /// account and the IP, emits `authn_login_fail` (and `authn_login_lock` when a backoff
-    /// starts), and returns the one generic 401 to answer with.
+    /// The credentials were wrong (or the account does not exist): keeps the failure charged
+    /// to the account and the IP, emits `authn_login_fail` (and `authn_login_lock` when it
+    /// started a backoff), and returns the one generic 401 to answer with.
     pub async fn failed(mut self) -> Rejection {
         if let Some(attempt) = self.attempt.take() {
-            record_failure(&attempt, &self.account).await;
+            self.report_failure(&attempt, "bad_credentials");
         }
         // RFC 9110 §15.5.2: a 401 carries a challenge; the login exchanges credentials for a
         // bearer token, so the challenge names that scheme.
@@ -639,6 +877,34 @@ impl AccountAttempt {
             http::header::WWW_AUTHENTICATE,
             http::HeaderValue::from_static("Bearer"),
         )
+    }
+
+    /// Reports the failure already charged. The account goes into the `username` field, as
+    /// on every login event, so it is pseudonymized exactly like the principal of
+    /// `authn_login_success` when the Shield has a key (never a plain field).
+    fn report_failure(&self, attempt: &LoginAttempt, reason: &'static str) {
+        let account = account_text(&self.account);
+        attempt
+            .event(SecurityEventKind::AuthnLoginFail)
+            .reason(reason)
+            .username(&account)
+            .emit();
+        let ip_lock = self.ip_charge.as_ref().map_or(Duration::ZERO, |c| c.lock);
+        if !self.account_lock.is_zero() || !ip_lock.is_zero() {
+            attempt
+                .event(SecurityEventKind::AuthnLoginLock)
+                .reason(if self.account_lock >= ip_lock {
+                    "account_backoff"
+                } else {
+                    "ip_backoff"
+                })
+                .username(&account)
+                .field(
+                    "lock_secs",
+                    retry_after_secs(self.account_lock.max(ip_lock)).to_string(),
+                )
+                .emit();
+        }
     }
 }
 
@@ -649,74 +915,12 @@ fn account_text(key: &LimitKey) -> String {
     }
 }
 
-async fn record_failure(attempt: &LoginAttempt, account: &LimitKey) {
-    let inner = &attempt.guard.0;
-    #[allow(unused_mut)]
-    let mut locks: Option<(Duration, Duration)> = None;
-    #[cfg(feature = "redis")]
-    if let Some(redis) = &inner.redis {
-        locks = redis
-            .fail(
-                account,
-                &attempt.ip,
-                &attempt.event(SecurityEventKind::SysDependencyFail),
-            )
-            .await;
-    }
-    let (account_lock, ip_lock) = match locks {
-        Some(locks) => locks,
-        None => {
-            let now = inner.now();
-            (
-                inner.accounts.fail(account, now),
-                inner.ips.fail(&attempt.ip, now),
-            )
-        }
-    };
-    attempt
-        .event(SecurityEventKind::AuthnLoginFail)
-        .reason("bad_credentials")
-        .field("account", account_text(account))
-        .emit();
-    if !account_lock.is_zero() || !ip_lock.is_zero() {
-        attempt
-            .event(SecurityEventKind::AuthnLoginLock)
-            .reason(if account_lock >= ip_lock {
-                "account_backoff"
-            } else {
-                "ip_backoff"
-            })
-            .field("account", account_text(account))
-            .field(
-                "lock_secs",
-                retry_after_secs(account_lock.max(ip_lock)).to_string(),
-            )
-            .emit();
-    }
-}
-
 impl Drop for AccountAttempt {
     fn drop(&mut self) {
-        let Some(attempt) = self.attempt.take() else {
-            return;
-        };
-        let account = self.account.clone();
-        #[cfg(feature = "redis")]
-        if attempt.guard.0.redis.is_some() {
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move { record_failure(&attempt, &account).await });
-            }
-            return;
+        // The failure was charged before the check: dropping without a verdict keeps it.
+        if let Some(attempt) = self.attempt.take() {
+            self.report_failure(&attempt, "no_verdict");
         }
-        let inner = &attempt.guard.0;
-        let now = inner.now();
-        inner.accounts.fail(&account, now);
-        inner.ips.fail(&attempt.ip, now);
-        attempt
-            .event(SecurityEventKind::AuthnLoginFail)
-            .reason("no_verdict")
-            .field("account", account_text(&account))
-            .emit();
     }
 }
 
@@ -758,7 +962,7 @@ mod tests {
                 s.spawn(move || {
                     for i in 0..20_000u32 {
                         let key = LimitKey::Text(format!("user{t}-{i}").into());
-                        table.fail(&key, now.load(Ordering::Relaxed));
+                        let _ = table.charge(&key, now.load(Ordering::Relaxed));
                         if i % 2 == 0 {
                             table.clear(&key);
                         }
@@ -782,6 +986,29 @@ mod tests {
         table.evict(u64::MAX);
         assert_eq!(table.len.load(Ordering::Acquire), 0);
         assert_eq!(table.map.len(), 0);
+    }
+
+    #[test]
+    fn a_full_table_keeps_an_exact_count_while_threads_make_room_concurrently() {
+        let table = FailureTable::new(100, LoginGuardBuilder::default().account);
+        std::thread::scope(|s| {
+            for t in 0..2u32 {
+                let table = &table;
+                s.spawn(move || {
+                    for i in 0..5_000u32 {
+                        let key = LimitKey::Text(format!("user{t}-{i}").into());
+                        assert!(table.charge(&key, u64::from(i) + 1).is_ok());
+                        if i % 3 == 0 {
+                            table.clear(&key);
+                        }
+                    }
+                });
+            }
+        });
+        let len = table.len.load(Ordering::Acquire);
+        assert_eq!(len, table.map.len());
+        // A racer may insert between another's check and its pass: at most one per thread.
+        assert!(len <= 102, "{len}");
     }
 
     #[test]
@@ -913,5 +1140,230 @@ mod tests {
         clock.advance(Duration::from_secs(16 * 60));
         g.0.evict();
         assert_eq!(g.tracked(), (0, 0));
+    }
+
+    /// Item 2 of issue 16: the lock was only read before the (slow) credential check and the
+    /// failure recorded after it, so every concurrent guess reached the check.
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_guesses_on_one_account_cannot_all_reach_the_password_check() {
+        let clock = FakeRelativeClock::default();
+        let g = guard(&clock); // 3 free failures per account
+        let reached = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for i in 0..200u32 {
+            let (g, reached) = (g.clone(), reached.clone());
+            tasks.push(tokio::spawn(async move {
+                let from = LimitKey::Ip(IpAddr::from([10, 1, (i / 200) as u8, (i % 200) as u8]));
+                let attempt = g.attempt(from).await?;
+                attempt
+                    .verify("victim", || async {
+                        reached.fetch_add(1, Ordering::SeqCst);
+                        // A slow hash (paused time: the runtime lets every task get here
+                        // before any check ends).
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        None::<()>
+                    })
+                    .await
+            }));
+        }
+        let mut statuses = Vec::new();
+        for t in tasks {
+            statuses.push(t.await.unwrap().unwrap_err().status().as_u16());
+        }
+        // As many as one after another: the free failures and the one that starts the backoff.
+        assert_eq!(reached.load(Ordering::SeqCst), 4);
+        assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 4);
+        assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 196);
+    }
+
+    #[tokio::test]
+    async fn a_successful_login_refunds_its_charge_to_the_client_ip() {
+        let clock = FakeRelativeClock::default();
+        let g = guard(&clock); // 10 free failures per IP
+        for i in 0..10 {
+            fail(&g, "192.0.2.1", &format!("user{i}")).await.unwrap();
+        }
+        // Successes from the same IP do not count as failures of the IP.
+        for _ in 0..5 {
+            let a = g.attempt(ip("192.0.2.1")).await.unwrap();
+            a.account("bob").await.unwrap().succeeded().await;
+        }
+        // The 11th failure starts the IP's backoff, not an earlier one.
+        assert_eq!(fail(&g, "192.0.2.1", "x").await.unwrap().status(), 401);
+        assert_eq!(fail(&g, "192.0.2.1", "y").await.unwrap_err().status(), 429);
+    }
+
+    /// Item 3 of issue 16: once the account table was full, untracked accounts shared one
+    /// overflow entry, so failures on new names locked out users with no failures at all.
+    #[tokio::test]
+    async fn a_full_account_table_never_locks_out_an_account_without_failures() {
+        let clock = FakeRelativeClock::default();
+        let g = LoginGuard::builder()
+            .account_free_failures(3)
+            .ip_free_failures(1000)
+            .max_keys(50)
+            .unwrap()
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        for i in 0..200u32 {
+            for n in 0..5u32 {
+                let from = format!("10.{}.{}.{n}", i / 250, i % 250);
+                let _ = fail(&g, &from, &format!("filler{i}")).await;
+            }
+        }
+        let attempt = g.attempt(ip("203.0.113.77")).await.unwrap();
+        let alice = attempt.account("alice").await;
+        assert!(
+            alice.is_ok(),
+            "alice never failed: {:?}",
+            alice.err().map(|r| r.status())
+        );
+        alice.unwrap().succeeded().await;
+        let (accounts, _) = g.tracked();
+        assert!(accounts <= 50, "{accounts}");
+    }
+
+    #[tokio::test]
+    async fn a_full_ip_table_never_locks_out_a_client_without_failures() {
+        let clock = FakeRelativeClock::default();
+        let g = LoginGuard::builder()
+            .account_free_failures(1000)
+            .ip_free_failures(3)
+            .max_keys(50)
+            .unwrap()
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        for i in 0..200u32 {
+            for n in 0..5u32 {
+                let from = format!("10.0.{}.{}", i / 250, i % 250);
+                let _ = fail(&g, &from, &format!("user{i}-{n}")).await;
+            }
+        }
+        let attempt = g.attempt(ip("203.0.113.77")).await;
+        assert!(attempt.is_ok(), "a clean IP was refused");
+        let alice = attempt.unwrap().account("alice").await;
+        assert!(alice.is_ok(), "a clean IP was refused");
+        alice.unwrap().succeeded().await;
+        let (_, ips) = g.tracked();
+        assert!(ips <= 50, "{ips}");
+    }
+
+    #[tokio::test]
+    async fn flooding_a_full_table_with_new_names_does_not_unlock_a_locked_account() {
+        let clock = FakeRelativeClock::default();
+        let g = LoginGuard::builder()
+            .account_free_failures(3)
+            .ip_free_failures(1000)
+            .max_keys(50)
+            .unwrap()
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        for n in 0..4 {
+            fail(&g, &format!("192.0.2.{n}"), "victim").await.unwrap();
+        }
+        for i in 0..500u32 {
+            let _ = fail(&g, "198.51.100.1", &format!("new{i}")).await;
+        }
+        let refused = fail(&g, "203.0.113.5", "victim").await.unwrap_err();
+        assert_eq!(refused.status(), 429);
+    }
+
+    /// Item 11 of issue 16: the maximum lock equalled the window, so the count was forgotten
+    /// when the lock ended and the next failure started over at the free allowance.
+    #[tokio::test]
+    async fn after_a_maximum_lock_the_next_failure_locks_again_for_the_maximum() {
+        let clock = FakeRelativeClock::default();
+        let g = LoginGuard::builder()
+            .account_free_failures(3)
+            .ip_free_failures(100_000)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let max = 15 * 60;
+        let mut reached_max = false;
+        for _ in 0..100 {
+            match fail(&g, "192.0.2.1", "alice").await {
+                Ok(r) => assert_eq!(r.status(), 401),
+                Err(r) => {
+                    let secs: u64 = r.headers()["retry-after"]
+                        .to_str()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    if secs == max {
+                        reached_max = true;
+                        break;
+                    }
+                    clock.advance(Duration::from_secs(secs));
+                }
+            }
+        }
+        assert!(reached_max);
+        // Wait the maximum lock out (and a little more), then fail once.
+        clock.advance(Duration::from_secs(max + 1));
+        assert_eq!(fail(&g, "192.0.2.1", "alice").await.unwrap().status(), 401);
+        let refused = fail(&g, "192.0.2.1", "alice").await.unwrap_err();
+        assert_eq!(refused.headers()["retry-after"], max.to_string().as_str());
+    }
+
+    /// Item 9 of issue 16: NFKC ran over the whole input before truncating, so the work grew
+    /// with the input. Only a bounded prefix is read now: what lies past it cannot change
+    /// the result (here a combining mark that canonical ordering would move to the front).
+    #[test]
+    fn normalize_account_reads_only_a_bounded_prefix_of_a_huge_name() {
+        let mut long = String::from("a");
+        long.extend(std::iter::repeat_n('\u{0301}', 100_000));
+        long.push('\u{0323}');
+        let mut cut = 8192;
+        while !long.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        assert_eq!(normalize_account(&long), normalize_account(&long[..cut]));
+        assert!(normalize_account(&long).starts_with('\u{e1}'), "á, not ạ");
+
+        // 1 MiB of U+FDFA (18 characters each after NFKC) gives what a short prefix gives.
+        let ligatures: String = std::iter::repeat_n('\u{FDFA}', (1 << 20) / 3).collect();
+        let short: String = std::iter::repeat_n('\u{FDFA}', 20).collect();
+        assert_eq!(normalize_account(&ligatures), normalize_account(&short));
+        assert_eq!(normalize_account(&ligatures).chars().count(), 256);
+    }
+
+    /// The definition before the byte cut, for comparison.
+    fn normalize_unbounded(name: &str) -> String {
+        name.nfkc()
+            .collect::<String>()
+            .trim()
+            .to_lowercase()
+            .chars()
+            .take(256)
+            .collect()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn normalize_account_matches_the_unbounded_definition_below_the_cut(
+            chars in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::char::range('a', 'z'),
+                    proptest::char::range('A', 'Z'),
+                    proptest::sample::select(vec![
+                        ' ', '\t', '\u{a0}', '\u{2000}', '\u{3000}', '\u{85}', '\u{a8}', '\u{b4}',
+                        '\u{301}', '\u{323}', '\u{302}', '\u{345}', '\u{342}', '\u{314}',
+                        '\u{3b1}', '\u{391}', '\u{130}', '\u{fdfa}', '\u{ff41}', '\u{1100}',
+                        '\u{1161}', '\u{11a8}', '\u{ac00}', '\u{1e9e}', '\u{2126}', '\u{fb01}',
+                        '\u{1f87}', '\u{b47}', '\u{b3e}', 'e', 'ß',
+                    ]),
+                    proptest::char::any(),
+                ],
+                0..600,
+            )
+        ) {
+            let name: String = chars.into_iter().collect();
+            proptest::prop_assume!(name.len() <= 8192);
+            proptest::prop_assert_eq!(normalize_account(&name), normalize_unbounded(&name));
+        }
     }
 }

@@ -54,7 +54,10 @@
 //!
 //! [`LoginGuard`] follows the OWASP Authentication Cheat Sheet: failures are counted per
 //! normalised account and per IP, with exponential backoff, the same answer for existing and
-//! unknown accounts, and only the handler's failures charged ([`LoginAttempt`]).
+//! unknown accounts, and only the handler's failures kept: every attempt is charged before
+//! the credential check, so concurrent guesses cannot outrun the count, and refunded on
+//! success ([`LoginAttempt`]). A full table evicts the least-failed entries; it never makes
+//! users share a lock ([`LoginGuard`]).
 
 // `Rejection` (the crate's one refusal type, ~136 bytes) is returned by value as everywhere in
 // the crate; it is only built on the refusal path.

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use super::key::LimitKey;
 use super::layer::{Decision, Shared, Tier, Verdict};
-use super::login_guard::Backoff;
+use super::login_guard::{Backoff, Charge, Receipt};
 use super::quota::Quota;
 use crate::audit::{SecurityEvent, SecurityEventKind};
 use crate::rejection::{Rejection, RejectionKind};
@@ -270,34 +270,64 @@ pub(crate) async fn decide(
     }
 }
 
-/// Failure counting for the login guard. KEYS: count and lock keys of the account, then of
-/// the IP. ARGV per scope: free failures, base ms, max ms, window ms. Returns both locks (ms).
-const LOGIN_FAIL: &str = r#"
-local out = {}
-for s = 0, 1 do
-  local count_key, lock_key = KEYS[2 * s + 1], KEYS[2 * s + 2]
-  local free = tonumber(ARGV[4 * s + 1])
-  local base = tonumber(ARGV[4 * s + 2])
-  local max = tonumber(ARGV[4 * s + 3])
-  local window = tonumber(ARGV[4 * s + 4])
-  local n = redis.call('INCR', count_key)
-  local lock = 0
-  if n > free then
-    lock = math.min(base * 2 ^ math.min(n - free - 1, 30), max)
-    redis.call('SET', lock_key, '1', 'PX', math.floor(lock))
-  end
-  redis.call('PEXPIRE', count_key, math.max(window, lock))
-  out[s + 1] = math.floor(lock)
+/// Charges one login attempt as a failure to one account or one IP, unless it is locked.
+/// KEYS: the count and lock keys of that account or IP (one hash tag, so one cluster slot).
+/// ARGV: free failures, base ms, max ms, window ms.
+/// Returns {1, lock ms started (0 for none), lock token} when charged, or {0, remaining lock
+/// ms, ''} when locked (nothing charged). The count lives one window past the end of the lock
+/// (at least): a maximum lock equal to the window must not forget the count as it ends.
+const LOGIN_CHARGE: &str = r#"
+local remaining = redis.call('PTTL', KEYS[2])
+if remaining > 0 then
+  return {0, remaining, ''}
 end
-return out
+local free = tonumber(ARGV[1])
+local base = tonumber(ARGV[2])
+local max = tonumber(ARGV[3])
+local window = tonumber(ARGV[4])
+local n = redis.call('INCR', KEYS[1])
+local lock = 0
+local token = ''
+if n > free then
+  lock = math.floor(math.min(base * 2 ^ math.min(n - free - 1, 30), max))
+  local t = redis.call('TIME')
+  token = t[1] .. '.' .. t[2] .. '.' .. n
+  redis.call('SET', KEYS[2], token, 'PX', lock)
+end
+if redis.call('PTTL', KEYS[1]) < lock + window then
+  redis.call('PEXPIRE', KEYS[1], lock + window)
+end
+return {1, lock, token}
 "#;
 
-fn login_script() -> &'static Script {
+/// Takes back one charge (a successful login, or an attempt refused on its other key).
+/// KEYS: count and lock keys of one account or IP. ARGV: the charge's lock token ('' for
+/// none). The lock goes only if it is still the one this charge set; before the charge there
+/// was none (a locked key is never charged).
+const LOGIN_REFUND: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('DECR', KEYS[1]) <= 0 then
+  redis.call('DEL', KEYS[1])
+end
+if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('DEL', KEYS[2])
+end
+return 1
+"#;
+
+fn login_charge_script() -> &'static Script {
     static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| Script::new(LOGIN_FAIL))
+    SCRIPT.get_or_init(|| Script::new(LOGIN_CHARGE))
+}
+
+fn login_refund_script() -> &'static Script {
+    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(LOGIN_REFUND))
 }
 
 /// The login guard's state in Redis; on failure the guard falls back to memory.
+///
+/// Every script touches the two keys of one account or one IP, which share a hash tag, so
+/// the guard works on Redis Cluster.
 #[derive(Clone)]
 pub(crate) struct RedisGuard {
     store: RedisStore,
@@ -342,28 +372,50 @@ impl RedisGuard {
         }
     }
 
-    pub(crate) async fn fail(
+    /// Charges one attempt to `key` (see [`LOGIN_CHARGE`]): `None` when Redis failed (use
+    /// memory), else the charge or the remaining lock.
+    pub(crate) async fn charge(
         &self,
-        account: &LimitKey,
-        ip: &LimitKey,
+        key: &LimitKey,
+        account: bool,
         event: &SecurityEvent,
-    ) -> Option<(Duration, Duration)> {
-        let (an, al) = self.keys(account, true);
-        let (inn, il) = self.keys(ip, false);
-        let mut inv = login_script().prepare_invoke();
-        inv.key(an).key(al).key(inn).key(il);
-        for b in [self.account, self.ip] {
-            inv.arg(b.free_failures)
-                .arg(b.base.as_millis() as u64)
-                .arg(b.max.as_millis() as u64)
-                .arg(b.window.as_millis() as u64);
-        }
-        match self.store.run::<(u64, u64)>(&inv).await {
-            Ok((a, i)) => Some((Duration::from_millis(a), Duration::from_millis(i))),
+    ) -> Option<Result<Charge, Duration>> {
+        let (count, lock) = self.keys(key, account);
+        let b = if account { self.account } else { self.ip };
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let mut inv = login_charge_script().prepare_invoke();
+        inv.key(count)
+            .key(lock)
+            .arg(b.free_failures)
+            .arg(ms(b.base))
+            .arg(ms(b.max))
+            .arg(ms(b.window));
+        match self.store.run::<(i64, i64, String)>(&inv).await {
+            Ok((1, lock_ms, token)) => Some(Ok(Charge {
+                lock: Duration::from_millis(lock_ms.max(0) as u64),
+                receipt: Receipt::Redis { token },
+            })),
+            Ok((_, remaining, _)) => Some(Err(Duration::from_millis(remaining.max(1) as u64))),
             Err(()) => {
                 self.failed(event);
                 None
             }
+        }
+    }
+
+    /// Takes back a charge made by [`charge`](Self::charge) (see [`LOGIN_REFUND`]).
+    pub(crate) async fn refund(
+        &self,
+        key: &LimitKey,
+        account: bool,
+        token: &str,
+        event: &SecurityEvent,
+    ) {
+        let (count, lock) = self.keys(key, account);
+        let mut inv = login_refund_script().prepare_invoke();
+        inv.key(count).key(lock).arg(token);
+        if self.store.run::<i64>(&inv).await.is_err() {
+            self.failed(event);
         }
     }
 
