@@ -58,7 +58,7 @@ pub use extractor::Claims;
 pub use jsonwebtoken::Algorithm;
 pub use keys::VerifyingKey;
 pub use layer::{JwtAuthFuture, JwtAuthLayer, JwtAuthService};
-pub use validation::{TokenError, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES};
+pub use validation::{TokenError, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES, MAX_LEEWAY};
 
 pub(crate) use keys::{alg_name, min_hmac_secret, provider};
 
@@ -407,7 +407,7 @@ impl JwtAuth {
                 "use a cap between 256 and 65536 bytes (default 8192)",
             ));
         }
-        if r.leeway > 600 {
+        if r.leeway > MAX_LEEWAY.as_secs() {
             return Err(ConfigError::new(
                 "leeway",
                 format!("{} s is too lenient", r.leeway),
