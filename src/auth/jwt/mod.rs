@@ -356,8 +356,10 @@ impl JwtAuth {
 
     /// Caches up to `capacity` verified tokens signed with asymmetric keys (RSA, EC, EdDSA),
     /// keyed by the whole token (memory: at most `capacity` × the token size cap). Cached tokens are still checked for expiry and
-    /// revocation on every request. HMAC tokens are not cached: verifying them is cheaper
-    /// than the lookup.
+    /// revocation on every request. An entry counts only for the key set that verified it:
+    /// once a JWKS key set is refreshed, each cached token is verified again against the new
+    /// keys, so a token whose key was rotated out is refused, as without the cache. HMAC
+    /// tokens are not cached: verifying them is cheaper than the lookup.
     pub fn cache_verified(mut self, capacity: usize) -> Self {
         self.cache = Some(capacity);
         self
@@ -637,16 +639,17 @@ impl JwtVerifier {
         }
     }
 
-    /// The keys to verify with: borrowed when static (no reference count to bump on every
-    /// request), a snapshot of the current set for JWKS.
-    fn current_keys(&self) -> Result<std::borrow::Cow<'_, Arc<[VerifyingKey]>>, TokenError> {
+    /// The keys to verify with and their generation: borrowed when static (no reference
+    /// count to bump on every request; always generation 0), a snapshot of the current set
+    /// and the generation it belongs to for JWKS.
+    fn current_keys(&self) -> Result<(std::borrow::Cow<'_, Arc<[VerifyingKey]>>, u64), TokenError> {
         match &self.inner.keys {
-            KeySource::Static(keys) => Ok(std::borrow::Cow::Borrowed(keys)),
+            KeySource::Static(keys) => Ok((std::borrow::Cow::Borrowed(keys), 0)),
             #[cfg(feature = "jwks")]
             KeySource::Jwks(jwks) => {
                 jwks.refresh_in_background_if_stale();
                 jwks.current()
-                    .map(std::borrow::Cow::Owned)
+                    .map(|(keys, generation)| (std::borrow::Cow::Owned(keys), generation))
                     .ok_or(TokenError::KeysUnavailable)
             }
         }
@@ -658,8 +661,11 @@ impl JwtVerifier {
         if token.len() > inner.rules.max_token_bytes {
             return Err(TokenError::TooLarge);
         }
+        // The key set first: a cached result counts only for the key-set generation that
+        // verified it, so a token whose key was rotated out is verified again (and refused).
+        let (keys, generation) = self.current_keys()?;
         if let Some(cache) = &inner.cache {
-            if let Some(hit) = cache.get(token, now, inner.rules.leeway) {
+            if let Some(hit) = cache.get(token, now, inner.rules.leeway, generation) {
                 if let Some(max_age) = inner.rules.max_age {
                     let fresh = hit.iat.is_some_and(|iat| {
                         now <= iat
@@ -673,7 +679,6 @@ impl JwtVerifier {
                 return Ok(hit);
             }
         }
-        let keys = self.current_keys()?;
         let signed = validation::verify_signature(
             inner.provider,
             &inner.rules,
@@ -685,7 +690,7 @@ impl JwtVerifier {
         let verified = VerifiedToken::from_checked(checked);
         if signed.asymmetric {
             if let Some(cache) = &inner.cache {
-                cache.insert(token, verified.clone(), now);
+                cache.insert(token, verified.clone(), now, generation);
             }
         }
         let _ = signed.kid_known;
