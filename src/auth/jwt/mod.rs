@@ -159,6 +159,9 @@ impl fmt::Debug for VerifiedToken {
     }
 }
 
+/// The keys one verification uses: borrowed static keys, or a JWKS snapshot.
+type KeySnapshot<'a> = Cow<'a, Arc<[VerifyingKey]>>;
+
 #[derive(Clone)]
 enum KeySource {
     Static(Arc<[VerifyingKey]>),
@@ -642,14 +645,14 @@ impl JwtVerifier {
     /// The keys to verify with and their generation: borrowed when static (no reference
     /// count to bump on every request; always generation 0), a snapshot of the current set
     /// and the generation it belongs to for JWKS.
-    fn current_keys(&self) -> Result<(std::borrow::Cow<'_, Arc<[VerifyingKey]>>, u64), TokenError> {
+    fn current_keys(&self) -> Result<(KeySnapshot<'_>, u64), TokenError> {
         match &self.inner.keys {
-            KeySource::Static(keys) => Ok((std::borrow::Cow::Borrowed(keys), 0)),
+            KeySource::Static(keys) => Ok((Cow::Borrowed(keys), 0)),
             #[cfg(feature = "jwks")]
             KeySource::Jwks(jwks) => {
                 jwks.refresh_in_background_if_stale();
                 jwks.current()
-                    .map(|(keys, generation)| (std::borrow::Cow::Owned(keys), generation))
+                    .map(|(keys, generation)| (Cow::Owned(keys), generation))
                     .ok_or(TokenError::KeysUnavailable)
             }
         }
