@@ -205,13 +205,144 @@ async fn crlf_and_ansi_in_username_produce_one_escaped_line() {
         .filter(|line| line.contains("security event"))
         .collect();
     assert_eq!(event_lines.len(), 1, "{text}");
-    assert!(event_lines[0].contains("authn_login_fail"));
-    assert!(event_lines[0].contains("username=mallory\\r\\n2026-11-28T00:00:00.000000Z"));
-    assert!(event_lines[0].contains("admin\\u{1b}[1A\\u{1b}[2K\\u{9b}2K"));
+    // One `event` and one `username` pair: the name is quoted whole (it holds spaces), so
+    // the `event=` and `username=` it carries are not pairs of their own.
+    let pairs = logfmt_pairs(event_lines[0]);
+    let values = |key: &str| -> Vec<String> {
+        pairs
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert_eq!(values("event"), ["authn_login_fail"], "{}", event_lines[0]);
+    assert_eq!(
+        values("username"),
+        [axum_shield::audit::escape(FORGED).into_owned()]
+    );
+    assert!(event_lines[0].contains("username=\"mallory\\\\r\\\\n2026-11-28T00:00:00.000000Z"));
+    assert!(event_lines[0].contains("admin\\\\u{1b}[1A\\\\u{1b}[2K\\\\u{9b}2K"));
     assert!(!text
         .lines()
         .any(|l| l.starts_with("2026-11-28T00:00:00.000000Z")));
     assert!(!text.contains('\x1b') && !text.contains('\r') && !text.contains('\u{9b}'));
+}
+
+/// The `key=value` pairs of a text log line, read as logfmt readers do: a value is quoted
+/// only when it starts with `"` (then `\"` and `\\` are escapes), otherwise it ends at the
+/// next space. Words without `=` (the message) are skipped.
+fn logfmt_pairs(line: &str) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    let mut chars = line.chars().peekable();
+    while chars.peek().is_some() {
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == ' ' || c == '=' {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        if chars.peek() != Some(&'=') {
+            continue;
+        }
+        chars.next();
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ' ' {
+                    break;
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        pairs.push((key, value));
+    }
+    pairs
+}
+
+/// Issue 16, item 12: a login name such as `bob reason=ok` must not print a second, forged
+/// `reason=ok` pair in tracing-subscriber's text format: values with spaces, `=` or `"` are
+/// quoted. Checked on the login guard's own failure event and on an event naming the user.
+#[tokio::test(flavor = "current_thread")]
+async fn account_names_cannot_forge_key_value_pairs_in_text_logs() {
+    use axum_shield::audit::SecurityEvent;
+    use axum_shield::rate_limit::{LimitKey, LoginGuard};
+
+    let (capture, _guard) = text_capture(Level::INFO, false);
+    let guard = LoginGuard::builder().build().unwrap();
+    let attempt = guard
+        .attempt(LimitKey::Ip("192.0.2.7".parse().unwrap()))
+        .await
+        .unwrap();
+    let _ = attempt
+        .account("bob reason=ok")
+        .await
+        .unwrap()
+        .failed()
+        .await;
+    SecurityEvent::new(SecurityEventKind::AuthnLoginFail)
+        .reason("bad_password")
+        .username("bob reason=ok")
+        .field("account", "bob reason=ok")
+        .emit();
+
+    let text = capture.text();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("authn_login_fail"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for (line, reason) in lines.iter().zip(["bad_credentials", "bad_password"]) {
+        let pairs = logfmt_pairs(line);
+        let reasons: Vec<&str> = pairs
+            .iter()
+            .filter(|(k, _)| k == "reason")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(reasons, [reason], "forged pair in: {line}");
+        assert!(
+            pairs.iter().any(|(_, v)| v.contains("bob reason=ok")),
+            "the name is kept whole: {line}"
+        );
+    }
+
+    // The request span too: a principal id (a JWT `sub`) with a space is quoted there.
+    async fn authenticate(req: Request, next: Next) -> Response {
+        let principal = axum_shield::auth::Principal::new(
+            axum_shield::auth::PrincipalKind::Jwt,
+            "bob status=200",
+        );
+        axum_shield::audit::record_principal(&principal, req.extensions());
+        next.run(req).await
+    }
+    let app = Router::new()
+        .route("/orders/{id}", get(|| async { "ok" }))
+        .route_layer(from_fn(authenticate))
+        .layer(Shield::api().build().unwrap());
+    let addr = serve(app).await;
+    let response = exchange(addr, "GET /orders/7 HTTP/1.1", "").await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let text = capture.text();
+    let access = text
+        .lines()
+        .find(|line| line.contains("request completed"))
+        .expect("access line");
+    assert!(access.contains("principal=\"bob status=200\""), "{access}");
+    assert!(!access.contains("principal=bob "), "{access}");
 }
 
 /// Why the crate escapes values itself: checked against the tracing-subscriber in use,

@@ -198,6 +198,58 @@ async fn key_rotation_is_picked_up_on_an_unknown_kid() {
     assert_eq!(keys.fetch_count(), 2);
 }
 
+/// Issue 16, item 8: a verified ES256 token is cached, then its key is rotated out of the
+/// JWKS. The verifier without a cache refuses the token; the cached verifier must refuse it
+/// too, since its cache entry belongs to the key set it was verified with.
+#[tokio::test]
+async fn cached_token_is_refused_once_its_key_leaves_the_key_set() {
+    let p = start().await;
+    *p.jwks.lock().unwrap() = json!({ "keys": [jwk(Algorithm::ES256, EC_PRIVATE, "a")] });
+    let keys = JwksKeys::from_url(&format!("{}/jwks.json", p.base), options()).unwrap();
+    let build = |cache: bool| {
+        let auth = JwtAuth::jwks(keys.clone())
+            .issuer(p.base.clone())
+            .audience(AUD);
+        let auth = if cache {
+            auth.cache_verified(100)
+        } else {
+            auth
+        };
+        auth.build().unwrap()
+    };
+    let (cached, uncached) = (build(true), build(false));
+    let a = issuer_for(Algorithm::ES256, EC_PRIVATE, "a", &p.base)
+        .issue("alice", &json!({}))
+        .unwrap();
+    assert!(cached.verify(&a.token).await.is_ok());
+    assert!(uncached.verify(&a.token).await.is_ok());
+    assert_eq!(cached.cached_tokens(), 1);
+
+    // The provider rotates key a out; the key set is refreshed.
+    *p.jwks.lock().unwrap() = json!({ "keys": [jwk(Algorithm::RS256, RSA_PRIVATE, "b")] });
+    assert_eq!(keys.refresh().await.unwrap(), 1);
+    assert_eq!(
+        uncached.verify(&a.token).await.unwrap_err(),
+        TokenError::UnknownKey
+    );
+    assert_eq!(
+        cached.verify(&a.token).await.unwrap_err(),
+        TokenError::UnknownKey,
+        "the cache admitted a token whose key left the key set"
+    );
+    let app = Router::new()
+        .route("/me", get(|| async { "ok" }))
+        .route_layer(cached.layer());
+    let request = Request::get("/me")
+        .header("authorization", format!("Bearer {}", a.token))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        app.oneshot(request).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
 #[tokio::test]
 async fn kid_flood_causes_at_most_one_fetch_per_cooldown() {
     let p = start().await;

@@ -433,3 +433,84 @@ async fn a_successful_login_through_redis_refunds_its_charge_to_the_client_ip() 
     assert_eq!(fail("c").await.unwrap().status(), 401);
     assert_eq!(fail("d").await.unwrap_err().status(), 429);
 }
+
+/// Issue 16, item 4: a verifier accepts a token until `exp` + leeway (up to 600 s), so the
+/// Redis entry of a revoked token must live that long too, not just until `exp`. A 1 s token
+/// is revoked; the TTL Redis holds for its entry, read over a direct connection, covers
+/// `exp` + 600 s. A token revoked after its `exp` (inside the leeway) is refused.
+#[cfg(feature = "jwt")]
+#[tokio::test]
+async fn redis_revocation_outlives_exp_by_the_largest_leeway() {
+    use axum_shield::auth::jwt::MAX_LEEWAY;
+    use axum_shield::auth::RevocationStore;
+    use axum_shield::JwtAuth;
+    use std::sync::Arc;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    let redis = RedisServer::start();
+    let list = RedisRevocationList::new(RedisStore::connect(&redis.url()).await.unwrap());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let iss = "https://id.example";
+    RevocationStore::revoke(&list, iss, "one-second", now + 1)
+        .await
+        .unwrap();
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("axum-shield:revoked:{}:{iss}:one-second", iss.len());
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let wanted = (1 + MAX_LEEWAY.as_secs() as i64) * 1000;
+    // A little slack for the seconds boundary and a slow machine, none for the leeway.
+    assert!(
+        pttl > wanted - 5_000 && pttl <= wanted,
+        "TTL {pttl} ms, wanted about {wanted} ms (exp + the largest leeway)"
+    );
+
+    // End to end: a 1 s token that expired 2 s ago, still inside the verifier's 60 s
+    // leeway, is revoked and refused (its entry outlives `exp`).
+    let secret = b"redis-revocation-secret-0123456789-abcdef";
+    let verifier = JwtAuth::hs256(secret)
+        .unwrap()
+        .issuer(iss)
+        .audience("api")
+        .revocation(Arc::new(list.clone()))
+        .build()
+        .unwrap();
+    let exp = now - 2;
+    let claims = serde_json::json!({
+        "sub": "alice", "iss": iss, "aud": "api", "iat": exp - 1, "exp": exp, "jti": "expired-2s-ago",
+    });
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .unwrap();
+    assert!(verifier.verify(&token).await.is_ok());
+    RevocationStore::revoke(&list, iss, "expired-2s-ago", exp)
+        .await
+        .unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(format!(
+            "axum-shield:revoked:{}:{iss}:expired-2s-ago",
+            iss.len()
+        ))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        pttl > (MAX_LEEWAY.as_secs() as i64 - 2) * 1000 - 5_000,
+        "TTL {pttl} ms"
+    );
+    assert_eq!(
+        verifier.verify(&token).await.unwrap_err(),
+        axum_shield::auth::jwt::TokenError::Revoked
+    );
+}

@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use axum_shield::audit::{EventSinks, SecurityEvent, SecurityEventKind, SecurityEventSink};
@@ -89,6 +90,84 @@ async fn redaction_leaves_clean_and_non_json_responses_alone() {
     assert_eq!(body, r#"{"id":1}"#);
     let (_, _, body) = body_of(app, "/text").await;
     assert_eq!(body, "password: not json, left alone");
+    assert!(events.lock().unwrap().is_empty());
+}
+
+/// A JSON body the layer cannot parse, served as `application/json`.
+fn raw_json(body: String) -> impl Fn() -> std::future::Ready<axum::response::Response> + Clone {
+    move || {
+        std::future::ready(
+            (
+                [(http::header::CONTENT_TYPE, "application/json")],
+                body.clone(),
+            )
+                .into_response(),
+        )
+    }
+}
+
+/// Issue 16, item 6: user data nested 127 levels deep, returned three levels down, is beyond
+/// serde_json's 128-level recursion limit. The layer could not parse it and passed it on with
+/// `password_hash` inside; it now fails closed, like for an oversized body: a 500 problem, the
+/// body never sent, and a `data_exposure_blocked` event. Invalid JSON declared as JSON gets
+/// the same answer.
+#[tokio::test]
+async fn unparseable_json_response_fails_closed_instead_of_leaking_fields() {
+    let nested = format!("{}1{}", "[".repeat(127), "]".repeat(127));
+    let user =
+        format!(r#"{{"name":"ann","password_hash":"$argon2id$SECRETHASH","history":{nested}}}"#);
+    let deep = format!(r#"{{"data":{{"page":{{"user":{user}}}}}}}"#);
+    assert!(
+        serde_json::from_str::<Value>(&deep).is_err(),
+        "beyond the limit"
+    );
+    let invalid = r#"{"user":{"name":"ann","password_hash":"$argon2id$SECRETHASH""#.to_owned();
+
+    for body in [deep, invalid] {
+        let events = Events::default();
+        let app = Router::new()
+            .route("/user", get(raw_json(body)))
+            .layer(RedactFieldsLayer::default())
+            .layer(sinks(&events));
+        let (status, headers, body) = body_of(app, "/user").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(headers["content-type"], "application/problem+json");
+        assert!(
+            !body.contains("password_hash") && !body.contains("SECRET"),
+            "{body}"
+        );
+        let events = events.lock().unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].0, SecurityEventKind::DataExposureBlocked);
+    }
+}
+
+/// What fail-closed leaves alone: an empty body declared as JSON (a 204, a HEAD answer) has
+/// nothing to leak and passes, and so does a body that is not declared JSON.
+#[tokio::test]
+async fn redaction_passes_empty_json_bodies_and_non_json_bodies() {
+    let events = Events::default();
+    let app = Router::new()
+        .route(
+            "/empty",
+            get(|| async {
+                (
+                    StatusCode::NO_CONTENT,
+                    [(http::header::CONTENT_TYPE, "application/json")],
+                )
+            }),
+        )
+        .route(
+            "/html",
+            get(|| async { axum::response::Html("<p>{\"password\": not json</p>") }),
+        )
+        .layer(RedactFieldsLayer::default())
+        .layer(sinks(&events));
+    let (status, _, body) = body_of(app.clone(), "/empty").await;
+    assert_eq!((status, body.as_str()), (StatusCode::NO_CONTENT, ""));
+    let (status, _, body) = body_of(app, "/html").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.starts_with("<p>"), "{body}");
     assert!(events.lock().unwrap().is_empty());
 }
 

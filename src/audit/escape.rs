@@ -78,6 +78,45 @@ pub(crate) fn escape_owned(text: String) -> String {
     }
 }
 
+/// Whether `text`, written bare after `key=` in a text log line, could read as more than
+/// one value: it holds whitespace (which ends a value, so `bob reason=ok` would print a
+/// forged `reason=ok` pair), `=`, or `"` (which starts a quoted value in logfmt readers).
+pub(crate) fn needs_quotes(text: &str) -> bool {
+    text.chars()
+        .any(|c| c.is_whitespace() || c == '=' || c == '"')
+}
+
+/// An escaped, user-controlled value on its way into a `tracing` event or span.
+///
+/// `tracing-subscriber`'s text formats write `%` (Display) values bare and `&str` values
+/// (recorded with `record_str`) quoted, with `"` and `\` escaped; JSON formatters write
+/// both as the same JSON string. So a value that [`needs_quotes`] is recorded as a `&str`,
+/// which quotes it in text output (`username="bob reason=ok"`) and leaves JSON output
+/// unchanged, and any other value is recorded with Display, bare (`username=alice`).
+pub(crate) struct LogText<'a> {
+    text: &'a str,
+    bare: tracing::field::DisplayValue<&'a str>,
+}
+
+impl<'a> LogText<'a> {
+    /// `text` must already be [escaped](escape) (or be known safe).
+    pub(crate) fn new(text: &'a str) -> Self {
+        Self {
+            text,
+            bare: tracing::field::display(text),
+        }
+    }
+
+    /// The value to record.
+    pub(crate) fn value(&self) -> &dyn tracing::Value {
+        if needs_quotes(self.text) {
+            &self.text
+        } else {
+            &self.bare
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use axum::extract::MatchedPath;
 use http::Method;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
-use super::escape::{escape, escape_owned};
+use super::escape::{escape, escape_owned, LogText};
 use super::pseudonym::{Pseudonym, Pseudonymizer};
 use crate::auth::Principal;
 use crate::client_ip::ClientIp;
@@ -495,10 +495,16 @@ impl SecurityEvent {
         &self.fields
     }
 
-    /// Sends the event to `tracing` (target [`SECURITY_TARGET`]; every string field is
-    /// recorded with `Display`, which is safe because it was escaped on entry), to the `metrics` counter
+    /// Sends the event to `tracing` (target [`SECURITY_TARGET`]), to the `metrics` counter
     /// `axum_shield_security_events_total{event, route}` (with the `metrics` feature) and to
     /// every sink.
+    ///
+    /// Every string field was escaped on entry, so it holds no control character. In
+    /// `tracing-subscriber`'s text formats a user-controlled value that holds whitespace, `=`
+    /// or `"` is also quoted (it is recorded as a string, which those formats quote and
+    /// escape), so a user name like `bob reason=ok` cannot print a forged `reason=ok` pair;
+    /// other values are written bare (recorded with `Display`). `fields` is JSON, always
+    /// quoted there. JSON formatters write the same strings either way.
     pub fn emit(self) {
         let client_ip = self.client_ip_display();
         let fields = (!self.fields.is_empty()).then_some(FieldsJson(&self.fields));
@@ -508,16 +514,19 @@ impl SecurityEvent {
                     target: SECURITY_TARGET,
                     $level,
                     event = display(self.kind.name()),
-                    reason = (!self.reason.is_empty()).then_some(display(&*self.reason)),
-                    request_id = self.request_id.as_deref().map(display),
+                    reason = (!self.reason.is_empty())
+                        .then(|| LogText::new(&self.reason))
+                        .as_ref()
+                        .map(LogText::value),
+                    request_id = self.request_id.as_deref().map(LogText::new).as_ref().map(LogText::value),
                     client_ip = client_ip.as_ref().map(display),
-                    principal = self.principal.as_deref().map(display),
-                    username = self.username.as_deref().map(display),
+                    principal = self.principal.as_deref().map(LogText::new).as_ref().map(LogText::value),
+                    username = self.username.as_deref().map(LogText::new).as_ref().map(LogText::value),
                     method = self.method.as_ref().map(|m| display(m.as_str())),
-                    route = self.route.as_deref().map(display),
-                    action = self.action.as_deref().map(display),
+                    route = self.route.as_deref().map(LogText::new).as_ref().map(LogText::value),
+                    action = self.action.as_deref().map(LogText::new).as_ref().map(LogText::value),
                     outcome = self.outcome.map(|o| display(o.as_str())),
-                    fields = fields.as_ref().map(display),
+                    fields = fields.as_ref().map(ToString::to_string),
                     "security event"
                 )
             };

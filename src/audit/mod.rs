@@ -73,6 +73,11 @@
 //! `tracing-subscriber`'s `fmt` (checked with 0.3.23) writes `%` values verbatim and only
 //! sanitises ANSI in messages, so this crate escapes values itself before they reach any
 //! subscriber: a user name `"x\r\n\x1b[2K"` is logged as `x\r\n\u{1b}[2K` on one line.
+//! In its text formats, a user-controlled value (user name, principal, route, query, reason,
+//! action, `fields`) that holds whitespace, `=` or `"` is also quoted, `"` and `\` escaped
+//! inside, so it cannot print forged `key=value` pairs: `username="bob reason=ok"`, not
+//! `username=bob reason=ok`. Other values stay bare (`username=alice`); JSON output carries
+//! the same string values either way.
 //!
 //! For JSON lines, the `json-log` feature (on by default) adds [`JsonLines`] and
 //! [`JsonLinesFields`], a formatter for `tracing-subscriber`'s `fmt` layer that writes the

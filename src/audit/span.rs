@@ -11,7 +11,7 @@ use tower_http::trace::{MakeSpan, OnResponse};
 use tracing::field::{display, Empty};
 use tracing::Span;
 
-use super::escape::escape;
+use super::escape::{escape, LogText};
 use super::pseudonym::{Pseudonym, Pseudonymizer};
 use crate::auth::Principal;
 use crate::client_ip::ClientIp;
@@ -158,12 +158,16 @@ impl<B> MakeSpan<B> for MakeRequestSpan {
                         .get::<ClientIp>()
                         .map(|ip| display(self.client(ip.0))),
                     method = display(request.method().as_str()),
-                    route = display(route_of(request)),
+                    route = LogText::new(&route_of(request)).value(),
                     query = if self.record_query {
-                        request.uri().query().map(|q| display(escape(q)))
+                        request.uri().query().map(escape)
                     } else {
                         None
-                    },
+                    }
+                    .as_deref()
+                    .map(LogText::new)
+                    .as_ref()
+                    .map(LogText::value),
                     principal = Empty,
                     status = Empty,
                     latency_ms = Empty,
@@ -213,7 +217,7 @@ pub fn record_principal(principal: &Principal, extensions: &http::Extensions) {
     }
     match extensions.get::<Pseudonymizer>() {
         Some(p) => span.record("principal", display(p.user(principal.id()))),
-        None => span.record("principal", display(escape(principal.id()))),
+        None => span.record("principal", LogText::new(&escape(principal.id())).value()),
     };
 }
 

@@ -333,13 +333,14 @@ impl JwksKeys {
         })
     }
 
-    /// The current key set; `None` until a fetch succeeded.
-    pub(crate) fn current(&self) -> Option<Arc<[VerifyingKey]>> {
-        self.inner
-            .keys
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// The current key set and its generation (bumped on every successful fetch, under the
+    /// same lock, so the pair is consistent); `None` until a fetch succeeded. The JWT cache
+    /// keeps the generation with each entry, so a refresh invalidates what the old key set
+    /// verified.
+    pub(crate) fn current(&self) -> Option<(Arc<[VerifyingKey]>, u64)> {
+        let keys = self.inner.keys.read().unwrap_or_else(|e| e.into_inner());
+        let generation = self.inner.generation.load(Ordering::Acquire);
+        keys.clone().map(|keys| (keys, generation))
     }
 
     /// Starts a background refresh when the key set is older than `refresh_interval`.
@@ -408,9 +409,14 @@ impl JwksKeys {
         match result {
             Ok(keys) => {
                 let count = keys.len();
-                *inner.keys.write().unwrap_or_else(|e| e.into_inner()) = Some(keys.into());
+                {
+                    // Keys and generation change together: a reader holding the read lock
+                    // never pairs the new keys with the old generation or the reverse.
+                    let mut slot = inner.keys.write().unwrap_or_else(|e| e.into_inner());
+                    *slot = Some(keys.into());
+                    inner.generation.fetch_add(1, Ordering::AcqRel);
+                }
                 *inner.fetched_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-                inner.generation.fetch_add(1, Ordering::AcqRel);
                 Ok(count)
             }
             Err(error) => {
@@ -429,7 +435,7 @@ impl fmt::Debug for JwksKeys {
         f.debug_struct("JwksKeys")
             .field("url", &self.inner.url)
             .field("issuer", &self.inner.issuer)
-            .field("keys", &self.current().map_or(0, |k| k.len()))
+            .field("keys", &self.current().map_or(0, |(k, _)| k.len()))
             .finish_non_exhaustive()
     }
 }

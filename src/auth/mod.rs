@@ -16,6 +16,8 @@ mod principal;
 mod revocation;
 #[cfg(all(feature = "redis", feature = "jwt"))]
 pub(crate) use revocation::now_unix;
+#[cfg(feature = "redis")]
+pub(crate) use revocation::MAX_LEEWAY;
 mod scope;
 
 #[cfg(feature = "jwt")]

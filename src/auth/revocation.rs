@@ -5,9 +5,19 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::ConfigError;
+
+/// How long after a token's `exp` a revocation is kept: the largest clock-skew leeway a JWT
+/// verifier may be built with (`jwt::MAX_LEEWAY`, 600 s).
+///
+/// A verifier accepts a token until `exp` + its leeway (RFC 7519 §4.1.4 allows "some small
+/// leeway" for clock skew; RFC 8725 §3.10 asks for the claims to be validated as a whole), so
+/// an entry that ended at `exp` would re-admit a revoked token for the whole leeway. Stores do
+/// not know which leeway the verifiers reading them use (a Redis list is shared by many), so
+/// they keep every entry for the largest one any verifier may use.
+pub(crate) const MAX_LEEWAY: Duration = Duration::from_secs(600);
 
 /// The future returned by [`RevocationStore`] methods.
 pub type RevocationFuture<'a, T> =
@@ -33,8 +43,11 @@ impl RevocationError {
 /// is unique per issuer, so the pair identifies one token).
 ///
 /// The JWT layer asks [`is_revoked`](Self::is_revoked) for every verified token that has a
-/// `jti`. Implementations keep an entry until `expires_at` (the token's `exp`): after that
-/// the token is refused as expired anyway. The trait is object safe (`Arc<dyn
+/// `jti`. Implementations keep an entry until `expires_at` (the token's `exp`) plus the
+/// largest clock-skew leeway a verifier may use (600 s, `jwt::MAX_LEEWAY`): verifiers accept a
+/// token until `exp` + leeway (RFC 7519 §4.1.4), so an entry dropped at `exp` would re-admit
+/// the revoked token for that long. After that the token is refused as expired anyway. The
+/// trait is object safe (`Arc<dyn
 /// RevocationStore>`); [`MemoryRevocationStore`] serves one instance, a Redis store serves
 /// many (feature `redis`).
 ///
@@ -58,8 +71,9 @@ pub trait RevocationStore: Send + Sync + 'static {
     /// `iss`.
     fn is_revoked<'a>(&'a self, issuer: &'a str, jti: &'a str) -> RevocationFuture<'a, bool>;
 
-    /// Revokes the token (`issuer`, `jti`) until `expires_at` (Unix seconds, the token's
-    /// `exp`).
+    /// Revokes the token (`issuer`, `jti`) whose `exp` is `expires_at` (Unix seconds). The
+    /// entry must be kept at least until `expires_at` plus 600 s, the largest leeway a
+    /// verifier may use (see the trait docs).
     fn revoke<'a>(
         &'a self,
         issuer: &'a str,
@@ -68,11 +82,12 @@ pub trait RevocationStore: Send + Sync + 'static {
     ) -> RevocationFuture<'a, ()>;
 }
 
-/// (`iss`, `jti`) → `exp` of each revoked token.
+/// (`iss`, `jti`) → until when (Unix seconds) each revoked token stays revoked: its `exp`
+/// plus [`MAX_LEEWAY`].
 type Denylist = HashMap<(Box<str>, Box<str>), u64>;
 
-/// An in-memory [`RevocationStore`] for a single instance: entries expire with their tokens
-/// and the store is bounded.
+/// An in-memory [`RevocationStore`] for a single instance: entries expire 600 s (the largest
+/// verifier leeway) after their tokens, and the store is bounded.
 ///
 /// When it is full of unexpired entries, [`revoke`](RevocationStore::revoke) fails rather
 /// than forgetting an earlier revocation (which would silently re-admit that token).
@@ -102,13 +117,14 @@ impl MemoryRevocationStore {
         })
     }
 
-    /// How many unexpired entries the store holds.
+    /// How many live entries the store holds (a token's entry lives until its `exp` plus the
+    /// largest leeway, 600 s).
     pub fn len(&self) -> usize {
         let now = now_unix();
         self.lock().values().filter(|exp| **exp > now).count()
     }
 
-    /// Whether the store holds no unexpired entries.
+    /// Whether the store holds no live entries.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -141,6 +157,8 @@ impl RevocationStore for MemoryRevocationStore {
         expires_at: u64,
     ) -> RevocationFuture<'a, ()> {
         let now = now_unix();
+        // Kept for the largest leeway after `exp`: no verifier accepts the token after that.
+        let expires_at = expires_at.saturating_add(MAX_LEEWAY.as_secs());
         let mut map = self.lock();
         let key: (Box<str>, Box<str>) = (Box::from(issuer), Box::from(jti));
         if !map.contains_key(&key) && map.len() >= self.capacity {
@@ -174,7 +192,11 @@ mod tests {
     async fn entries_expire_with_their_token_and_capacity_is_never_exceeded() {
         let store = MemoryRevocationStore::new(2).unwrap();
         let now = now_unix();
-        store.revoke("iss", "old", now - 1).await.unwrap();
+        // Expired beyond the largest leeway: no verifier accepts it any more.
+        store
+            .revoke("iss", "old", now - MAX_LEEWAY.as_secs() - 1)
+            .await
+            .unwrap();
         store.revoke("iss", "a", now + 100).await.unwrap();
         assert!(!store.is_revoked("iss", "old").await.unwrap());
         // Full: the expired entry is purged to make room.

@@ -432,12 +432,15 @@ impl RedisGuard {
     }
 }
 
-/// A JWT revocation list (denylist) in Redis: `revoke` a token's `jti` until it would have
-/// expired anyway, and ask `is_revoked` while verifying.
+/// A JWT revocation list (denylist) in Redis: `revoke` a token's `jti` until no verifier
+/// would accept it anyway, and ask `is_revoked` while verifying.
 ///
-/// Entries expire on their own (`PX` = the token's remaining lifetime), so the list never
-/// outgrows the set of live revoked tokens. Keys are `{prefix}:revoked:{len(iss)}:{iss}:{jti}`,
-/// so two issuers cannot collide.
+/// Entries expire on their own (`PX` = the token's remaining lifetime plus 600 s), so the
+/// list never outgrows the set of revoked tokens some verifier could still accept. The 600 s
+/// are the largest clock-skew leeway a verifier may be built with (`jwt::MAX_LEEWAY`):
+/// verifiers accept a token until `exp` + leeway (RFC 7519 §4.1.4), and the list, shared by
+/// many instances, cannot know which leeway each uses. Keys are
+/// `{prefix}:revoked:{len(iss)}:{iss}:{jti}`, so two issuers cannot collide.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -465,8 +468,9 @@ impl RedisRevocationList {
         format!("{}:revoked:{}:{iss}:{jti}", self.store.prefix, iss.len())
     }
 
-    /// Revokes the token `jti` of issuer `iss` for `ttl` (its remaining lifetime; at least
-    /// one millisecond is kept).
+    /// Revokes the token `jti` of issuer `iss`, whose remaining lifetime (`exp` − now) is
+    /// `ttl`. The entry is kept for `ttl` plus 600 s, the largest leeway a verifier may
+    /// accept the token for after its `exp`.
     ///
     /// # Errors
     ///
@@ -477,7 +481,18 @@ impl RedisRevocationList {
         jti: &str,
         ttl: Duration,
     ) -> Result<(), redis::RedisError> {
-        let ms = ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+        self.store_for(iss, jti, ttl.saturating_add(crate::auth::MAX_LEEWAY))
+            .await
+    }
+
+    /// Stores the entry for `keep` (at least one millisecond).
+    async fn store_for(
+        &self,
+        iss: &str,
+        jti: &str,
+        keep: Duration,
+    ) -> Result<(), redis::RedisError> {
+        let ms = keep.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
         let mut conn = self.store.conn.clone();
         tokio::time::timeout(
             self.store.timeout,
@@ -536,9 +551,11 @@ impl crate::auth::RevocationStore for RedisRevocationList {
     ) -> crate::auth::RevocationFuture<'a, ()> {
         Box::pin(async move {
             let now = crate::auth::now_unix();
-            // Keep the entry until the token would expire anyway (at least a second).
-            let ttl = Duration::from_secs(expires_at.saturating_sub(now).max(1));
-            RedisRevocationList::revoke(self, issuer, jti, ttl)
+            // Keep the entry until no verifier accepts the token any more: `exp` plus the
+            // largest leeway (at least a second, also for a token already past that).
+            let until = expires_at.saturating_add(crate::auth::MAX_LEEWAY.as_secs());
+            let keep = Duration::from_secs(until.saturating_sub(now).max(1));
+            self.store_for(issuer, jti, keep)
                 .await
                 .map_err(|e| crate::auth::RevocationError::new(e.to_string()))
         })

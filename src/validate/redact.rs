@@ -52,8 +52,11 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 ///
 /// Only responses with a JSON content type (`application/json`, `*+json`) and no
 /// `Content-Encoding` are read; any other response passes through untouched, its body never
-/// polled by this layer. A JSON response larger than the buffer limit is replaced by a 500
-/// problem (fail closed) rather than passed on unchecked.
+/// polled by this layer. A JSON response that cannot be checked is replaced by a 500 problem
+/// (fail closed) rather than passed on unchecked: one larger than the buffer limit, and one
+/// that does not parse — invalid JSON, or JSON nested deeper than serde_json's 128 levels;
+/// the latter also emits a `data_exposure_blocked` event (reason `response_unparseable`).
+/// An empty (or all-whitespace) body passes: it holds nothing to remove.
 ///
 /// ```
 /// use axum::{routing::get, Json, Router};
@@ -356,12 +359,22 @@ where
                             return Poll::Ready(Ok(internal()));
                         }
                     };
-                    // A cheap allocation-free pass first: most responses hold no such key.
-                    if !matches!(has_redacted_key(&bytes, &shared.names), Ok(true)) {
+                    // An empty body (a 204, an answer to HEAD) has nothing to leak.
+                    if bytes.iter().all(u8::is_ascii_whitespace) {
                         return Poll::Ready(Ok(Response::from_parts(parts, Body::from(bytes))));
                     }
+                    // A cheap allocation-free pass first: most responses hold no such key.
+                    // A body declared JSON that cannot be parsed (invalid, or nested beyond
+                    // serde_json's 128 levels) cannot be checked: fail closed.
+                    match has_redacted_key(&bytes, &shared.names) {
+                        Ok(false) => {
+                            return Poll::Ready(Ok(Response::from_parts(parts, Body::from(bytes))));
+                        }
+                        Ok(true) => {}
+                        Err(_) => return Poll::Ready(Ok(unparseable(request.take()))),
+                    }
                     let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
-                        return Poll::Ready(Ok(Response::from_parts(parts, Body::from(bytes))));
+                        return Poll::Ready(Ok(unparseable(request.take())));
                     };
                     let mut removed = Vec::new();
                     redact_value(&mut value, &shared.names, &mut removed);
@@ -477,4 +490,19 @@ impl<'de> de::Visitor<'de> for KeyMatch<'_> {
 
 fn internal() -> Response {
     Rejection::new(RejectionKind::Internal).into_response()
+}
+
+/// The answer to a JSON response that cannot be parsed: the 500 problem, and a
+/// `data_exposure_blocked` event (the body is never logged).
+fn unparseable(request: Option<Parts>) -> Response {
+    tracing::error!(
+        target: "axum_shield::validate",
+        "JSON response could not be parsed for redaction (invalid, or nested deeper than 128 levels); replaced by 500"
+    );
+    if let Some(request) = request {
+        SecurityEvent::for_parts(SecurityEventKind::DataExposureBlocked, &request)
+            .reason("response_unparseable")
+            .emit();
+    }
+    internal()
 }

@@ -58,7 +58,7 @@ pub use extractor::Claims;
 pub use jsonwebtoken::Algorithm;
 pub use keys::VerifyingKey;
 pub use layer::{JwtAuthFuture, JwtAuthLayer, JwtAuthService};
-pub use validation::{TokenError, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES};
+pub use validation::{TokenError, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES, MAX_LEEWAY};
 
 pub(crate) use keys::{alg_name, min_hmac_secret, provider};
 
@@ -158,6 +158,9 @@ impl fmt::Debug for VerifiedToken {
             .finish_non_exhaustive()
     }
 }
+
+/// The keys one verification uses: borrowed static keys, or a JWKS snapshot.
+type KeySnapshot<'a> = Cow<'a, Arc<[VerifyingKey]>>;
 
 #[derive(Clone)]
 enum KeySource {
@@ -356,8 +359,10 @@ impl JwtAuth {
 
     /// Caches up to `capacity` verified tokens signed with asymmetric keys (RSA, EC, EdDSA),
     /// keyed by the whole token (memory: at most `capacity` × the token size cap). Cached tokens are still checked for expiry and
-    /// revocation on every request. HMAC tokens are not cached: verifying them is cheaper
-    /// than the lookup.
+    /// revocation on every request. An entry counts only for the key set that verified it:
+    /// once a JWKS key set is refreshed, each cached token is verified again against the new
+    /// keys, so a token whose key was rotated out is refused, as without the cache. HMAC
+    /// tokens are not cached: verifying them is cheaper than the lookup.
     pub fn cache_verified(mut self, capacity: usize) -> Self {
         self.cache = Some(capacity);
         self
@@ -407,7 +412,7 @@ impl JwtAuth {
                 "use a cap between 256 and 65536 bytes (default 8192)",
             ));
         }
-        if r.leeway > 600 {
+        if r.leeway > MAX_LEEWAY.as_secs() {
             return Err(ConfigError::new(
                 "leeway",
                 format!("{} s is too lenient", r.leeway),
@@ -637,16 +642,17 @@ impl JwtVerifier {
         }
     }
 
-    /// The keys to verify with: borrowed when static (no reference count to bump on every
-    /// request), a snapshot of the current set for JWKS.
-    fn current_keys(&self) -> Result<std::borrow::Cow<'_, Arc<[VerifyingKey]>>, TokenError> {
+    /// The keys to verify with and their generation: borrowed when static (no reference
+    /// count to bump on every request; always generation 0), a snapshot of the current set
+    /// and the generation it belongs to for JWKS.
+    fn current_keys(&self) -> Result<(KeySnapshot<'_>, u64), TokenError> {
         match &self.inner.keys {
-            KeySource::Static(keys) => Ok(std::borrow::Cow::Borrowed(keys)),
+            KeySource::Static(keys) => Ok((Cow::Borrowed(keys), 0)),
             #[cfg(feature = "jwks")]
             KeySource::Jwks(jwks) => {
                 jwks.refresh_in_background_if_stale();
                 jwks.current()
-                    .map(std::borrow::Cow::Owned)
+                    .map(|(keys, generation)| (Cow::Owned(keys), generation))
                     .ok_or(TokenError::KeysUnavailable)
             }
         }
@@ -658,8 +664,11 @@ impl JwtVerifier {
         if token.len() > inner.rules.max_token_bytes {
             return Err(TokenError::TooLarge);
         }
+        // The key set first: a cached result counts only for the key-set generation that
+        // verified it, so a token whose key was rotated out is verified again (and refused).
+        let (keys, generation) = self.current_keys()?;
         if let Some(cache) = &inner.cache {
-            if let Some(hit) = cache.get(token, now, inner.rules.leeway) {
+            if let Some(hit) = cache.get(token, now, inner.rules.leeway, generation) {
                 if let Some(max_age) = inner.rules.max_age {
                     let fresh = hit.iat.is_some_and(|iat| {
                         now <= iat
@@ -673,7 +682,6 @@ impl JwtVerifier {
                 return Ok(hit);
             }
         }
-        let keys = self.current_keys()?;
         let signed = validation::verify_signature(
             inner.provider,
             &inner.rules,
@@ -685,7 +693,7 @@ impl JwtVerifier {
         let verified = VerifiedToken::from_checked(checked);
         if signed.asymmetric {
             if let Some(cache) = &inner.cache {
-                cache.insert(token, verified.clone(), now);
+                cache.insert(token, verified.clone(), now, generation);
             }
         }
         let _ = signed.kid_known;

@@ -931,6 +931,37 @@ async fn revoked_jti_is_rejected() {
     );
 }
 
+/// Issue 16, item 4: a revocation must outlive the token's `exp` for as long as a verifier
+/// may still accept the token (`exp` + leeway, RFC 7519 §4.1.4). A 1 s token revoked while
+/// valid and presented 2 s after its `exp` (inside the default 60 s leeway) stays refused; so
+/// does one presented 500 s after `exp` to a verifier built with the largest leeway, 600 s.
+/// The token is signed with `exp` already in the past, which is exactly the state "revoked,
+/// then the clock moved past `exp`" without waiting for a real clock.
+#[tokio::test]
+async fn revoked_token_stays_refused_after_exp_within_the_leeway() {
+    for (leeway, past_exp) in [(DEFAULT_LEEWAY, 2), (MAX_LEEWAY, 500)] {
+        let store = Arc::new(MemoryRevocationStore::new(100).unwrap());
+        let v = JwtAuth::hs256(SECRET)
+            .unwrap()
+            .issuer(ISS)
+            .audience(AUD)
+            .leeway(leeway)
+            .revocation(store.clone())
+            .build()
+            .unwrap();
+        let exp = now() - past_exp;
+        let claims = json!({ "sub": "alice", "iss": ISS, "aud": AUD, "iat": exp - 1, "exp": exp, "jti": "one-second" });
+        let token = hs256(&claims);
+        // Still inside the leeway: the verifier accepts it until it is revoked.
+        assert!(v.verify(&token).await.is_ok());
+        store.revoke(ISS, "one-second", exp).await.unwrap();
+        assert!(store.is_revoked(ISS, "one-second").await.unwrap());
+        assert_eq!(v.verify(&token).await.unwrap_err(), TokenError::Revoked);
+        let answer = send(app(v.layer()), bearer(&token)).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    }
+}
+
 #[tokio::test]
 async fn failing_revocation_store_fails_closed() {
     struct Down;

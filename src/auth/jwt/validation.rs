@@ -135,6 +135,10 @@ pub(crate) struct Rules {
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// The default clock-skew leeway: 60 seconds.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+/// The largest clock-skew leeway [`JwtAuth::build`](super::JwtAuth::build) accepts: 10 minutes.
+/// Revocation stores keep every entry this long after the token's `exp`, so that no verifier
+/// can accept a revoked token during its leeway.
+pub const MAX_LEEWAY: Duration = crate::auth::revocation::MAX_LEEWAY;
 
 impl Default for Rules {
     fn default() -> Self {
