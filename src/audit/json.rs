@@ -4,7 +4,7 @@
 //! string and, for every event written inside the span, parses that string back into a
 //! `serde_json::Value` map to copy it into the line (and does the same parse and re-serialize
 //! on every `Span::record`). That parse, its allocations and the timestamp string were most of
-//! the cost of the security log (see the README's "Performance" section). Here a span's fields
+//! the cost of the security log (see `benches/README.md`). Here a span's fields
 //! are written once, as a JSON object *fragment* (`"request_id":"…","client_ip":"…"`), and
 //! every line copies the fragment as it is.
 
