@@ -32,7 +32,7 @@ use super::memory::{
 use super::quota::{ceil_secs, IntoQuotas, Quota};
 use crate::audit::{SecurityEvent, SecurityEventKind};
 use crate::auth::Principal;
-use crate::client_ip::ClientIp;
+use crate::client_ip::{ClientIp, UNKNOWN_CLIENT};
 use crate::rejection::{Rejection, RejectionKind};
 use crate::ConfigError;
 
@@ -284,6 +284,8 @@ impl RateLimitBuilder {
     }
 
     /// Never limits clients whose IP is inside one of these CIDRs (e.g. health checkers).
+    /// The unknown client ([`UNKNOWN_CLIENT`], a malformed forwarding header from a trusted
+    /// proxy) is never exempt, whatever the CIDRs cover.
     ///
     /// # Errors
     ///
@@ -679,10 +681,14 @@ impl Shared {
         })
     }
 
+    /// Whether the client IP is exempt; the unknown client (a malformed forwarding header)
+    /// never is.
     fn is_exempt_ip<H: Head>(&self, head: &H) -> bool {
         !self.exempt_nets.is_empty()
             && ClientIp::from_extensions(head.extensions())
-                .map(|ip| self.exempt_nets.iter().any(|n| n.contains(&ip.0)))
+                .map(|ip| {
+                    ip.0 != UNKNOWN_CLIENT && self.exempt_nets.iter().any(|n| n.contains(&ip.0))
+                })
                 .unwrap_or(false)
     }
 
@@ -1268,6 +1274,22 @@ mod tests {
         for (tenant, expected) in [("a", 200), ("b", 200), ("a", 429)] {
             let req = request("192.0.2.1", &[("x-tenant", tenant)]);
             assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_client_of_a_malformed_forwarding_header_is_never_exempt() {
+        let (limit, _) = manual("1/minute");
+        let limit = limit.exempt_ips(["0.0.0.0/0", "10.0.0.0/8"]).unwrap();
+        let app = app(limit, &["10.0.0.0/8"]);
+        for expected in [200, 429, 429] {
+            let req = request("10.0.0.1", &[("x-forwarded-for", "garbage, 10.0.0.2")]);
+            assert_eq!(status(&app, req).await, expected);
+        }
+        // Everyone else is exempt.
+        for _ in 0..3 {
+            let req = request("10.0.0.1", &[("x-forwarded-for", "198.51.100.1")]);
+            assert_eq!(status(&app, req).await, 200);
         }
     }
 
