@@ -304,3 +304,60 @@ async fn jwt_revoked_through_redis_is_refused_everywhere_and_redis_down_fails_cl
         "a token must not be admitted while revocation cannot be checked"
     );
 }
+
+/// Issue 16, item 7, in Redis: the script checks every quota before charging any, and a
+/// refusal reports the quota with the longest wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_multi_quota_refusal_charges_nothing_and_reports_the_longest_wait() {
+    let redis = RedisServer::start();
+    let addr = instance(&redis.url(), "10/day; 1/minute", FailureMode::Closed).await;
+    let client = reqwest::Client::new();
+    assert_eq!(get_status(&client, addr).await, 200);
+    for _ in 0..9 {
+        let r = client.get(format!("http://{addr}/")).send().await.unwrap();
+        assert_eq!(r.status(), 429);
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry), "the minute refuses: {retry}");
+    }
+    // One unit of "10/day" is 8640 s: the day's state owes one unit, not ten.
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("axum-shield:rl:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for key in keys {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!((1..=8_640_001).contains(&ttl), "{key}: {ttl} ms");
+    }
+
+    // Both quotas refuse the second request; the first to refuse would say 30 s.
+    let addr = instance(
+        &redis.url(),
+        "1 per 30 seconds; 1/hour",
+        FailureMode::Closed,
+    )
+    .await;
+    assert_eq!(get_status(&client, addr).await, 200);
+    let r = client.get(format!("http://{addr}/")).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 3500, "the hour's wait, not the 30 s: {retry}");
+}

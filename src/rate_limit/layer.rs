@@ -406,7 +406,8 @@ impl RateLimitBuilder {
         self
     }
 
-    /// The most keys each quota tracks in memory (default 100 000).
+    /// The most keys tracked in memory (default 100 000), for the default quotas and for each
+    /// tier; each key holds the state of all of its tier's quotas.
     ///
     /// # Errors
     ///
@@ -423,8 +424,9 @@ impl RateLimitBuilder {
         Ok(self)
     }
 
-    /// What happens to new keys once `max_keys` are tracked (default: they share one
-    /// overflow bucket).
+    /// What happens to new keys once `max_keys` are tracked (default: room is made by
+    /// forgetting the keys closest to refilled, and the new key gets a fresh bucket; see
+    /// [`KeyCapPolicy`]).
     pub fn when_full(mut self, policy: KeyCapPolicy) -> Self {
         self.when_full = policy;
         self
@@ -478,18 +480,13 @@ impl RateLimitBuilder {
             let names = policy_names(&tier_name, &quotas);
             Tier {
                 policy: policy_value(&names, &quotas),
-                limiters: quotas
-                    .iter()
-                    .map(|q| {
-                        MemoryLimiter::new(
-                            *q,
-                            self.max_keys,
-                            self.when_full,
-                            clock.clone(),
-                            wake.clone(),
-                        )
-                    })
-                    .collect(),
+                limiter: MemoryLimiter::new(
+                    &quotas,
+                    self.max_keys,
+                    self.when_full,
+                    clock.clone(),
+                    wake.clone(),
+                ),
                 #[cfg(feature = "redis")]
                 redis: names
                     .iter()
@@ -600,7 +597,8 @@ pub(crate) struct Tier {
     pub(crate) quotas: Vec<Quota>,
     pub(crate) names: Vec<String>,
     pub(crate) policy: http::HeaderValue,
-    pub(crate) limiters: Vec<MemoryLimiter>,
+    /// Every quota of the tier, checked together in memory.
+    pub(crate) limiter: MemoryLimiter,
     /// What the Redis script needs of each quota, worked out once here.
     #[cfg(feature = "redis")]
     pub(crate) redis: Vec<super::redis::RedisQuota>,
@@ -668,10 +666,7 @@ pub(crate) enum Verdict {
 
 impl Shared {
     fn all_limiters(&self) -> impl Iterator<Item = &MemoryLimiter> {
-        self.default
-            .limiters
-            .iter()
-            .chain(self.tiers.iter().flat_map(|(_, t)| t.limiters.iter()))
+        std::iter::once(&self.default.limiter).chain(self.tiers.iter().map(|(_, t)| &t.limiter))
     }
 
     fn is_exempt_path(&self, path: &str) -> bool {
@@ -708,33 +703,19 @@ impl Shared {
         &self.default
     }
 
-    /// First refusal wins (later quotas are not charged); otherwise the quota with the fewest
-    /// units left is reported.
+    /// Every quota is checked before any is charged, so a refused request spends nothing. A
+    /// refusal reports the refusing quota with the longest wait (its `Retry-After` is when
+    /// every quota allows); an allowed request reports the quota with the fewest units left.
+    #[inline]
     pub(crate) fn decide_memory(&self, tier: &Tier, key: &LimitKey) -> Decision {
-        let mut best: Option<Decision> = None;
-        for (index, limiter) in tier.limiters.iter().enumerate() {
-            let o = limiter.check(key, self.cost);
-            let d = Decision {
-                allowed: o.allowed,
-                index,
-                remaining: o.remaining,
-                reset: o.reset,
-                retry_after: o.retry_after,
-            };
-            if !o.allowed {
-                return d;
-            }
-            if best.is_none_or(|b| d.remaining < b.remaining) {
-                best = Some(d);
-            }
+        let o = tier.limiter.check(key, self.cost);
+        Decision {
+            allowed: o.allowed,
+            index: o.index,
+            remaining: o.remaining,
+            reset: o.reset,
+            retry_after: o.retry_after,
         }
-        best.unwrap_or(Decision {
-            allowed: true,
-            index: 0,
-            remaining: 0,
-            reset: Duration::ZERO,
-            retry_after: Duration::ZERO,
-        })
     }
 
     #[inline]
@@ -1291,6 +1272,89 @@ mod tests {
             let req = request("10.0.0.1", &[("x-forwarded-for", "198.51.100.1")]);
             assert_eq!(status(&app, req).await, 200);
         }
+    }
+
+    /// Issue 16, item 7: a refused request must not charge the quotas that allowed it.
+    #[tokio::test]
+    async fn refused_requests_do_not_use_up_the_other_quotas_of_a_multi_quota_limit() {
+        let (limit, clock) = manual("10/day; 1/minute");
+        let app = app(limit, &[]);
+        assert_eq!(status(&app, request("192.0.2.1", &[])).await, 200);
+        for _ in 0..9 {
+            assert_eq!(status(&app, request("192.0.2.1", &[])).await, 429);
+        }
+        clock.advance(Duration::from_secs(61));
+        let served = app
+            .clone()
+            .oneshot(request("192.0.2.1", &[]))
+            .await
+            .unwrap();
+        assert_eq!(
+            served.status(),
+            200,
+            "only one of the ten daily requests was spent"
+        );
+        // Two of the day's ten are spent now: 8 left, the fewest of both quotas but the
+        // minute's 0.
+        assert_eq!(served.headers()["ratelimit"], "\"ip-60s\";r=0;t=60");
+    }
+
+    #[tokio::test]
+    async fn multi_quota_refusal_reports_the_longest_wait() {
+        let (limit, _clock) = manual("1/minute; 1/hour");
+        let app = app(limit, &[]);
+        assert_eq!(status(&app, request("192.0.2.1", &[])).await, 200);
+        let refused = app
+            .clone()
+            .oneshot(request("192.0.2.1", &[]))
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 429);
+        // Coming back after the minute would only meet the hour's refusal.
+        assert_eq!(refused.headers()["retry-after"], "3600");
+        assert!(refused.headers()["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"ip-3600s\";r=0;"));
+    }
+
+    /// Issue 16, item 13: at the key cap a new client gets a fresh bucket of its own (the
+    /// keys closest to fully refilled make room), memory stays at the cap, and a flood of
+    /// fresh /64s cannot push out the bucket of a client it has limited.
+    #[tokio::test]
+    async fn new_clients_get_their_own_bucket_when_the_key_cap_is_full() {
+        let (limit, clock) = manual("2/minute");
+        let layer = limit.max_keys(16).unwrap().layer();
+        let svc = tower::ServiceBuilder::new()
+            .layer(layer.clone())
+            .service(Router::new().route("/", get(|| async { "ok" })));
+        let limited = "2001:db8:ffff:1::1";
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push(
+                svc.clone()
+                    .oneshot(request(limited, &[]))
+                    .await
+                    .unwrap()
+                    .status(),
+            );
+        }
+        assert_eq!(seen, [200, 200, 429]);
+        for i in 0..2_000u32 {
+            clock.advance(Duration::from_millis(5));
+            let fresh = format!("2001:db8:{:x}:{:x}::1", i / 1000, i % 1000);
+            let res = svc.clone().oneshot(request(&fresh, &[])).await.unwrap();
+            assert_eq!(res.status(), 200, "first request of {fresh}");
+            assert!(layer.tracked_keys() <= 16, "{} keys", layer.tracked_keys());
+        }
+        let res = svc.clone().oneshot(request(limited, &[])).await.unwrap();
+        assert_eq!(res.status(), 429, "the limited client stays limited");
+        let res = svc
+            .clone()
+            .oneshot(request("192.0.2.200", &[]))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
     }
 
     #[tokio::test]
