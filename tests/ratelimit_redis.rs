@@ -361,3 +361,66 @@ async fn redis_multi_quota_refusal_charges_nothing_and_reports_the_longest_wait(
         .unwrap();
     assert!(retry > 3500, "the hour's wait, not the 30 s: {retry}");
 }
+
+/// Issue 16, item 10, in Redis: per-principal keys name the principal's kind, so a JWT whose
+/// `sub` equals an API key's id shares neither its bucket nor its exemption.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_keys_of_a_jwt_and_an_api_key_with_the_same_id_stay_apart() {
+    use axum::extract::Request;
+    use axum::middleware::{from_fn, Next};
+    use axum_shield::auth::{Principal, PrincipalKind};
+
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    let limit = RateLimit::per_principal("1/minute")
+        .unwrap()
+        .exempt_keys(["svc"])
+        .redis(store, FailureMode::Closed)
+        .layer();
+    // Stands in for the JWT and API-key layers: `x-kind` and `x-id` name the principal.
+    let authenticate = from_fn(|mut req: Request, next: Next| async move {
+        let (kind, id) = {
+            let header = |name: &str| {
+                req.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            (header("x-kind"), header("x-id"))
+        };
+        let kind = if kind == "jwt" {
+            PrincipalKind::Jwt
+        } else {
+            PrincipalKind::ApiKey
+        };
+        req.extensions_mut().insert(Principal::new(kind, id));
+        next.run(req).await
+    });
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(limit)
+        .layer(authenticate);
+    let addr = serve(app).await;
+    let client = reqwest::Client::new();
+    let mut seen = Vec::new();
+    for (kind, id) in [
+        ("api_key", "k1"),
+        ("jwt", "k1"),
+        ("api_key", "k1"),
+        ("api_key", "svc"),
+        ("api_key", "svc"),
+        ("jwt", "svc"),
+        ("jwt", "svc"),
+    ] {
+        let r = client
+            .get(format!("http://{addr}/"))
+            .header("x-kind", kind)
+            .header("x-id", id)
+            .send()
+            .await
+            .unwrap();
+        seen.push(r.status().as_u16());
+    }
+    assert_eq!(seen, [200, 200, 429, 200, 200, 200, 429]);
+}

@@ -89,8 +89,11 @@ impl RateLimit<()> {
         RateLimitBuilder::new(KeySource::Ip, quotas)
     }
 
-    /// Limits each authenticated principal ([`Principal::id`]: JWT `sub` or API key id).
-    /// Requests without a principal are counted by client IP.
+    /// Limits each authenticated principal, keyed by its kind, issuer and id
+    /// ([`PrincipalKey`](super::PrincipalKey)): a JWT whose `sub` equals an API key's id, or
+    /// one `sub` from two issuers, are different principals with buckets of their own. Name
+    /// principals in `exempt_keys` and tiers with [`LimitKey::api_key`], [`LimitKey::jwt`] or
+    /// [`LimitKey::principal`]. Requests without a principal are counted by client IP.
     ///
     /// # Errors
     ///
@@ -214,6 +217,23 @@ fn cost_error(cost: u32, quota: &Quota) -> ConfigError {
     )
 }
 
+/// The keys, each plain string followed by the API key of that id (API key ids are chosen by
+/// the operator; JWT subjects are not, so a string never names one).
+fn with_api_key_aliases<I, K>(keys: I) -> impl Iterator<Item = LimitKey>
+where
+    I: IntoIterator<Item = K>,
+    K: Into<LimitKey>,
+{
+    keys.into_iter().flat_map(|key| {
+        let key = key.into();
+        let alias = match &key {
+            LimitKey::Text(id) => Some(LimitKey::api_key(id)),
+            _ => None,
+        };
+        std::iter::once(key).chain(alias)
+    })
+}
+
 impl RateLimitBuilder {
     fn new(source: KeySource, quotas: impl IntoQuotas) -> Result<Self, ConfigError> {
         Ok(Self {
@@ -312,13 +332,17 @@ impl RateLimitBuilder {
         Ok(self)
     }
 
-    /// Never limits these keys (e.g. an internal principal id).
+    /// Never limits these keys (e.g. an internal service's API key).
+    ///
+    /// A plain string names that text key and the API key with that id; a JWT subject must be
+    /// named with its issuer ([`LimitKey::jwt`]), since subjects are chosen by issuers and
+    /// may collide with your API key ids.
     pub fn exempt_keys<I, K>(mut self, keys: I) -> Self
     where
         I: IntoIterator<Item = K>,
         K: Into<LimitKey>,
     {
-        self.exempt_keys.extend(keys.into_iter().map(Into::into));
+        self.exempt_keys.extend(with_api_key_aliases(keys));
         self
     }
 
@@ -334,7 +358,8 @@ impl RateLimitBuilder {
     }
 
     /// Gives these keys other quotas (a tier, e.g. paying customers), checked before the
-    /// default quotas.
+    /// default quotas. Keys are named as in [`exempt_keys`](Self::exempt_keys): a plain
+    /// string also names the API key with that id, never a JWT subject.
     ///
     /// # Errors
     ///
@@ -350,7 +375,7 @@ impl RateLimitBuilder {
         K: Into<LimitKey>,
     {
         let quotas = self.tier_quotas(name, quotas)?;
-        let keys = keys.into_iter().map(Into::into).collect();
+        let keys = with_api_key_aliases(keys).collect();
         self.tiers
             .push((TierMatch::Keys(keys), name.to_owned(), quotas));
         Ok(self)
@@ -1316,6 +1341,96 @@ mod tests {
             .to_str()
             .unwrap()
             .starts_with("\"ip-3600s\";r=0;"));
+    }
+
+    fn principal_request(kind: crate::auth::PrincipalKind, id: &str) -> Request<Body> {
+        let mut req = request("192.0.2.1", &[]);
+        req.extensions_mut().insert(Principal::new(kind, id));
+        req
+    }
+
+    /// Issue 16, item 10: per-principal keys name the principal's kind, so a JWT whose `sub`
+    /// equals an API key's id shares neither its bucket, nor its exemption, nor its tier.
+    #[tokio::test]
+    async fn jwt_subject_equal_to_an_api_key_id_has_its_own_bucket_exemption_and_tier() {
+        use crate::auth::PrincipalKind::{ApiKey, Jwt};
+        let clock = FakeRelativeClock::default();
+        let limit = RateLimit::per_principal("1/minute")
+            .unwrap()
+            .exempt_keys(["svc-internal"])
+            .tier("gold", "3/minute", ["k-gold"])
+            .unwrap()
+            .clock(clock)
+            .layer();
+        let svc = tower::ServiceBuilder::new()
+            .layer(limit)
+            .service(Router::new().route("/", get(|| async { "ok" })));
+        let mut seen = Vec::new();
+        for (kind, id) in [
+            (ApiKey, "svc-internal"),
+            (ApiKey, "svc-internal"),
+            (Jwt, "svc-internal"),
+            (Jwt, "svc-internal"),
+            (ApiKey, "k1"),
+            (Jwt, "k1"),
+            (ApiKey, "k1"),
+            (Jwt, "k1"),
+            (ApiKey, "k-gold"),
+            (ApiKey, "k-gold"),
+            (ApiKey, "k-gold"),
+            (ApiKey, "k-gold"),
+            (Jwt, "k-gold"),
+            (Jwt, "k-gold"),
+        ] {
+            let res = svc
+                .clone()
+                .oneshot(principal_request(kind, id))
+                .await
+                .unwrap();
+            seen.push(res.status().as_u16());
+        }
+        assert_eq!(
+            seen,
+            [200, 200, 200, 429, 200, 200, 429, 429, 200, 200, 200, 429, 200, 429]
+        );
+    }
+
+    /// A JWT `sub` is unique only within its issuer: two issuers' "alice" are two principals.
+    #[cfg(feature = "jwt")]
+    #[tokio::test]
+    async fn same_jwt_subject_from_two_issuers_gets_two_buckets() {
+        use crate::auth::TokenIssuer;
+        let secret = [7u8; 32];
+        let jwt = crate::JwtAuth::hs256(secret)
+            .unwrap()
+            .issuer("https://a.example")
+            .issuer("https://b.example")
+            .layer()
+            .unwrap();
+        let limit = RateLimit::per_principal("1/minute")
+            .unwrap()
+            .clock(FakeRelativeClock::default())
+            .layer();
+        let app = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .route_layer(limit)
+            .route_layer(jwt);
+        let token = |iss: &str| {
+            TokenIssuer::hs256(secret)
+                .unwrap()
+                .issuer(iss)
+                .issue("alice", &serde_json::json!({}))
+                .unwrap()
+                .token
+        };
+        let (a, b) = (token("https://a.example"), token("https://b.example"));
+        let mut seen = Vec::new();
+        for t in [&a, &b, &a, &b] {
+            let auth = format!("Bearer {t}");
+            let req = request("192.0.2.1", &[("authorization", &auth)]);
+            seen.push(status(&app, req).await);
+        }
+        assert_eq!(seen, [200, 200, 429, 429]);
     }
 
     /// Issue 16, item 13: at the key cap a new client gets a fresh bucket of its own (the

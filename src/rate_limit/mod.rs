@@ -5,7 +5,8 @@
 //!
 //! A [`RateLimit`] counts requests under a key — the client IP ([`RateLimit::per_ip`], from the
 //! crate's one client-IP resolver: trusted proxies only, IPv4-mapped normalised, IPv6 grouped
-//! by /64), the authenticated principal ([`RateLimit::per_principal`]), a header, the route, one
+//! by /64), the authenticated principal ([`RateLimit::per_principal`]: its kind, issuer and
+//! id, so a JWT `sub` never shares an API key's bucket), a header, the route, one
 //! global key, or your own async function ([`RateLimit::per_key`]) — against one or more
 //! [`Quota`]s written as `Quota::per_minute(5)` or as text parsed when the layer is built
 //! (`"100/hour"`, `"5 per minute"`, `"10 per 30 seconds"`, `"5/minute; 100/day"`).
@@ -92,7 +93,7 @@ pub use headers::{
     retry_after_secs, RATELIMIT, RATELIMIT_POLICY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING,
     X_RATELIMIT_RESET,
 };
-pub use key::{client_ip_key, KeyFuture, LimitKey};
+pub use key::{client_ip_key, KeyFuture, LimitKey, PrincipalKey};
 pub use layer::{RateLimit, RateLimitBuilder, RateLimitLayer, ResponseFuture};
 pub use login_guard::{
     normalize_account, AccountAttempt, LoginAttempt, LoginGuard, LoginGuardBuilder,
