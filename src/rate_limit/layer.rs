@@ -1461,6 +1461,10 @@ mod tests {
             let res = svc.clone().oneshot(request(&fresh, &[])).await.unwrap();
             assert_eq!(res.status(), 200, "first request of {fresh}");
             assert!(layer.tracked_keys() <= 16, "{} keys", layer.tracked_keys());
+            if i % 250 == 0 {
+                let res = svc.clone().oneshot(request(limited, &[])).await.unwrap();
+                assert_eq!(res.status(), 429, "the limited client, during the flood");
+            }
         }
         let res = svc.clone().oneshot(request(limited, &[])).await.unwrap();
         assert_eq!(res.status(), 429, "the limited client stays limited");
