@@ -10,8 +10,20 @@
 //!   untrusted address is the client. The leftmost entry, which any client can write, is used
 //!   only when every hop to its right is trusted. This follows RFC 7239 §5.2 / §7.4 and the
 //!   advice in MDN's `X-Forwarded-For` page ("rightmost untrusted").
-//! * Ports are stripped, IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`) become IPv4, and a
-//!   malformed entry ends the walk at the last trusted hop: never a 500, never a guess.
+//! * The header is read as raw bytes, entry by entry: header lines last line first, and within
+//!   a line the comma-separated entries from the right. An entry that is not UTF-8, not an
+//!   address (`unknown`, an obfuscated `_id`, garbage) or, in `Forwarded`, not a well-formed
+//!   element (an unterminated quoted string, a repeated parameter) **ends the walk, and that
+//!   entry is the client**. Since it names no address, the client is then
+//!   [`UNKNOWN_CLIENT`] (`0.0.0.0`): never the proxy or another trusted hop (whose exemptions
+//!   and buckets it would get), never a 500, never a guess. Every such client shares that one
+//!   rate-limit bucket, so rotating malformed values opens no new bucket, and rate-limit
+//!   exemptions never apply to it.
+//! * `Forwarded` elements are split at every comma, from the right: a quoted string the client
+//!   left open (`for="`) cannot swallow the element the proxy appended after it. No node name,
+//!   protocol or host contains a comma (RFC 7239 §4, §6), so only an extension parameter with a
+//!   quoted comma is lost, and it ends the walk like any malformed element.
+//! * Ports are stripped and IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`) become IPv4.
 //! * As a rate-limit key, IPv6 addresses are grouped by a prefix (default `/64`), since one
 //!   subscriber usually owns a whole /64 and can rotate addresses inside it at will.
 //!
@@ -50,6 +62,14 @@ use crate::ConfigError;
 
 /// The IPv6 prefix length that groups addresses into one rate-limit key unless configured.
 pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+
+/// The client of a request whose forwarding header, read from a trusted proxy, ended in an
+/// entry that names no address: `0.0.0.0`.
+///
+/// It is "this host on this network" (RFC 1122 §3.2.1.3), never the source address of a real
+/// connection, so it cannot be mistaken for a peer. All such requests share its one rate-limit
+/// bucket, and rate-limit exemptions (`exempt_ips`) never apply to it, whatever they cover.
+pub const UNKNOWN_CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
 
 /// Which forwarding header the trusted proxies write.
 ///
@@ -226,7 +246,8 @@ pub struct Resolved {
 }
 
 impl Resolved {
-    /// The client address.
+    /// The client address: the peer, the rightmost untrusted forwarded address, or
+    /// [`UNKNOWN_CLIENT`] (`0.0.0.0`) when the walk ended on an entry that names no address.
     pub fn ip(&self) -> IpAddr {
         self.ip
     }
@@ -265,92 +286,72 @@ impl ClientIpResolver {
             };
         }
         match self.0.header {
-            ForwardedHeader::XForwardedFor => {
-                let ip = walk(
-                    peer,
-                    headers,
-                    &X_FORWARDED_FOR,
-                    |value| value.rsplit(','),
-                    parse_node,
-                    self,
-                );
-                let forwarded_https = headers
-                    .get_all(&X_FORWARDED_PROTO)
-                    .iter()
-                    .next_back()
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.rsplit(',').next())
-                    .map(|proto| proto.trim().eq_ignore_ascii_case("https"));
-                Resolved {
-                    ip,
-                    forwarded_https,
-                }
-            }
-            ForwardedHeader::Forwarded => {
-                let ip = walk(
-                    peer,
-                    headers,
-                    &http::header::FORWARDED,
-                    ElementsRev::new,
-                    |element| forwarded_param(element, "for").and_then(|v| parse_node(&v)),
-                    self,
-                );
-                let forwarded_https = headers
-                    .get_all(http::header::FORWARDED)
-                    .iter()
-                    .next_back()
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| ElementsRev::new(v).next())
+            ForwardedHeader::XForwardedFor => Resolved {
+                ip: self.walk(peer, headers, &X_FORWARDED_FOR, |entry| {
+                    parse_node(std::str::from_utf8(entry).ok()?)
+                }),
+                forwarded_https: last_entry(headers, &X_FORWARDED_PROTO)
+                    .and_then(|proto| std::str::from_utf8(proto).ok())
+                    .map(|proto| trim_ows(proto).eq_ignore_ascii_case("https")),
+            },
+            ForwardedHeader::Forwarded => Resolved {
+                ip: self.walk(peer, headers, &http::header::FORWARDED, |element| {
+                    let element = std::str::from_utf8(element).ok()?;
+                    parse_node(&forwarded_param(element, "for")?)
+                }),
+                forwarded_https: last_entry(headers, &http::header::FORWARDED)
+                    .and_then(|element| std::str::from_utf8(element).ok())
                     .and_then(|element| forwarded_param(element, "proto"))
-                    .map(|proto| proto.eq_ignore_ascii_case("https"));
-                Resolved {
-                    ip,
-                    forwarded_https,
+                    .map(|proto| proto.eq_ignore_ascii_case("https")),
+            },
+        }
+    }
+
+    /// Walks the entries of `name` right to left (last header line first, then each line's
+    /// comma-separated entries from the right) while the current hop is trusted. An entry
+    /// `parse` cannot read ends the walk at [`UNKNOWN_CLIENT`].
+    fn walk(
+        &self,
+        peer: IpAddr,
+        headers: &HeaderMap,
+        name: &HeaderName,
+        parse: impl Fn(&[u8]) -> Option<IpAddr>,
+    ) -> IpAddr {
+        let mut client = peer;
+        for line in headers.get_all(name).iter().rev() {
+            for entry in line.as_bytes().rsplit(|&b| b == b',') {
+                let Some(ip) = parse(entry) else {
+                    return UNKNOWN_CLIENT;
+                };
+                client = normalize(ip);
+                if !self.is_trusted(client) {
+                    return client;
                 }
             }
         }
+        client
     }
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// Walks the entries of `name` right to left while the current hop is trusted.
-fn walk<'h, I>(
-    peer: IpAddr,
-    headers: &'h HeaderMap,
-    name: &HeaderName,
-    split: impl Fn(&'h str) -> I,
-    parse: impl Fn(&'h str) -> Option<IpAddr>,
-    resolver: &ClientIpResolver,
-) -> IpAddr
-where
-    I: Iterator<Item = &'h str>,
-{
-    let mut client = peer;
-    for value in headers.get_all(name).iter().rev() {
-        let Ok(value) = value.to_str() else {
-            return client;
-        };
-        for entry in split(value) {
-            match parse(entry) {
-                Some(ip) => {
-                    client = normalize(ip);
-                    if !resolver.is_trusted(client) {
-                        return client;
-                    }
-                }
-                None => return client,
-            }
-        }
-    }
-    client
+/// The rightmost comma-separated entry of the last `name` line: the one the nearest proxy
+/// wrote, whatever bytes a client put before it.
+fn last_entry<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h [u8]> {
+    let line = headers.get_all(name).iter().next_back()?;
+    line.as_bytes().rsplit(|&b| b == b',').next()
+}
+
+/// `text` without leading and trailing optional whitespace (spaces and tabs, RFC 9110 §5.6.3).
+fn trim_ows(text: &str) -> &str {
+    text.trim_matches([' ', '\t'])
 }
 
 /// Parses one node: `192.0.2.1`, `192.0.2.1:80`, `2001:db8::1`, `[2001:db8::1]`,
 /// `[2001:db8::1]:443`. Anything else (`unknown`, obfuscated ids, garbage) is `None`.
 fn parse_node(text: &str) -> Option<IpAddr> {
-    let text = text.trim();
+    let text = trim_ows(text);
     if let Ok(ip) = IpAddr::from_str(text) {
         return Some(ip);
     }
@@ -362,15 +363,18 @@ fn parse_node(text: &str) -> Option<IpAddr> {
 }
 
 /// The value of parameter `key` in one `Forwarded` element (`for=...;proto=...`), unquoted.
+/// `None` when the element is malformed (a pair without `=`, any value that is not a token or
+/// a closed quoted string, `key` given twice: RFC 7239 §4) or has no `key`.
 fn forwarded_param(element: &str, key: &str) -> Option<String> {
     let mut found = None;
     for pair in split_outside_quotes(element, ';') {
         let (name, value) = pair.split_once('=')?;
-        if name.trim().eq_ignore_ascii_case(key) {
+        let value = unquote(trim_ows(value))?;
+        if trim_ows(name).eq_ignore_ascii_case(key) {
             if found.is_some() {
-                return None; // a parameter given twice is malformed (RFC 7239 §4)
+                return None;
             }
-            found = Some(unquote(value.trim())?);
+            found = Some(value);
         }
     }
     found
@@ -411,29 +415,6 @@ fn split_outside_quotes(text: &str, sep: char) -> impl Iterator<Item = &str> {
         }
         false
     })
-}
-
-/// The comma-separated elements of a `Forwarded` value, last first, commas inside quoted
-/// strings respected.
-struct ElementsRev<'a> {
-    elements: std::vec::IntoIter<&'a str>,
-}
-
-impl<'a> ElementsRev<'a> {
-    fn new(value: &'a str) -> Self {
-        let mut elements: Vec<&'a str> = split_outside_quotes(value, ',').collect();
-        elements.reverse();
-        Self {
-            elements: elements.into_iter(),
-        }
-    }
-}
-
-impl<'a> Iterator for ElementsRev<'a> {
-    type Item = &'a str;
-    fn next(&mut self) -> Option<&'a str> {
-        self.elements.next()
-    }
 }
 
 /// Turns IPv4-mapped IPv6 (`::ffff:192.0.2.1`) into IPv4; other addresses are unchanged.
@@ -661,21 +642,129 @@ mod tests {
         assert_eq!(resolver.resolve(ip("10.0.0.1"), &h).ip(), ip("10.9.9.9"));
     }
 
+    fn raw(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        map
+    }
+
     #[test]
-    fn malformed_entries_stop_at_the_last_trusted_hop() {
+    fn non_utf8_x_forwarded_for_entry_does_not_hide_the_client_the_proxy_appended() {
+        // nginx's `$proxy_add_x_forwarded_for` turns a client's `X-Forwarded-For: \xff` into
+        // `\xff, <client>`: the proxy's entry is still readable and names the client.
+        let resolver = trusting(&["10.0.0.0/8"], ForwardedHeader::XForwardedFor);
+        let h = raw(&[("x-forwarded-for", b"\xff, 203.0.113.9")]);
+        assert_eq!(resolver.resolve(ip("10.0.0.1"), &h).ip(), ip("203.0.113.9"));
+        let h = raw(&[(
+            "x-forwarded-for",
+            b"\xc3\xa9t\xc3\xa9, 203.0.113.9, 10.2.2.2",
+        )]);
+        assert_eq!(resolver.resolve(ip("10.0.0.1"), &h).ip(), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn malformed_forwarding_entry_resolves_to_the_unknown_client_never_to_a_trusted_hop() {
         let resolver = trusting(&["10.0.0.0/8"], ForwardedHeader::XForwardedFor);
         for bad in [
-            "garbage",
-            "",
-            "1.2.3.4.5",
-            "[::1",
-            "unknown",
-            "1.2.3.4, ,10.0.0.5",
+            &b"\xff"[..],
+            b"garbage",
+            b"",
+            b"1.2.3.4.5",
+            b"[::1",
+            b"unknown",
+            b"1.2.3.4, ,10.0.0.5",
+            b"203.0.113.9, \xff, 10.0.0.5",
         ] {
-            let h = headers(&[("x-forwarded-for", bad)]);
+            let h = raw(&[("x-forwarded-for", bad)]);
             let got = resolver.resolve(ip("10.0.0.1"), &h).ip();
-            assert!(resolver.is_trusted(got), "{bad:?} gave {got}");
+            assert_eq!(got, ip("0.0.0.0"), "{bad:?}");
+            assert!(!resolver.is_trusted(got), "{bad:?} gave {got}");
         }
+        let resolver = trusting(&["10.0.0.0/8"], ForwardedHeader::Forwarded);
+        for bad in [
+            &b"for=\""[..],
+            b"for=\xff",
+            b"for=unknown",
+            b"for=\"_hidden\", for=10.2.2.2",
+            b"for=203.0.113.9;by=\", for=10.2.2.2",
+            b"for=1.2.3.4;for=1.2.3.4",
+        ] {
+            let h = raw(&[("forwarded", bad)]);
+            let got = resolver.resolve(ip("10.0.0.1"), &h).ip();
+            assert_eq!(got, ip("0.0.0.0"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn forwarded_open_quote_cannot_swallow_the_element_the_proxy_appended() {
+        let resolver = trusting(&["10.0.0.0/8"], ForwardedHeader::Forwarded);
+        let h = raw(&[("forwarded", b"for=\", for=203.0.113.9")]);
+        assert_eq!(resolver.resolve(ip("10.0.0.1"), &h).ip(), ip("203.0.113.9"));
+        let h = raw(&[(
+            "forwarded",
+            b"for=\"\xff;proto=http, for=203.0.113.9;proto=https, for=10.3.3.3",
+        )]);
+        let resolved = resolver.resolve(ip("10.0.0.1"), &h);
+        assert_eq!(resolved.ip(), ip("203.0.113.9"));
+        assert_eq!(
+            resolved.forwarded_https(),
+            None,
+            "the last element says nothing"
+        );
+        let h = raw(&[("forwarded", b"for=\"[::1]\", for=203.0.113.9;proto=https")]);
+        assert_eq!(
+            resolver.resolve(ip("10.0.0.1"), &h).forwarded_https(),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn header_lines_are_walked_last_line_first_and_a_bad_earlier_line_ends_the_walk() {
+        let resolver = trusting(&["10.0.0.0/8"], ForwardedHeader::XForwardedFor);
+        // The last line's entries are read first, right to left.
+        let h = raw(&[
+            ("x-forwarded-for", b"\xff"),
+            ("x-forwarded-for", b"203.0.113.9, 10.1.1.1"),
+        ]);
+        assert_eq!(resolver.resolve(ip("10.0.0.1"), &h).ip(), ip("203.0.113.9"));
+        // Every hop of the last line is trusted: the walk goes on into the earlier line.
+        let h = raw(&[
+            ("x-forwarded-for", b"198.51.100.4, \xff"),
+            ("x-forwarded-for", b"10.1.1.1"),
+        ]);
+        assert_eq!(resolver.resolve(ip("10.0.0.1"), &h).ip(), ip("0.0.0.0"));
+        let h = raw(&[
+            ("x-forwarded-for", b"198.51.100.4"),
+            ("x-forwarded-for", b"\xff, 10.1.1.1"),
+        ]);
+        assert_eq!(resolver.resolve(ip("10.0.0.1"), &h).ip(), ip("0.0.0.0"));
+        let resolver = trusting(&["10.0.0.0/8"], ForwardedHeader::Forwarded);
+        let h = raw(&[
+            ("forwarded", b"for=198.51.100.4"),
+            ("forwarded", b"for=\""),
+            ("forwarded", b"for=10.1.1.1"),
+        ]);
+        assert_eq!(resolver.resolve(ip("10.0.0.1"), &h).ip(), ip("0.0.0.0"));
+        let h = raw(&[
+            ("forwarded", b"for=\""),
+            ("forwarded", b"for=203.0.113.9, for=10.1.1.1"),
+        ]);
+        assert_eq!(resolver.resolve(ip("10.0.0.1"), &h).ip(), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn x_forwarded_proto_is_read_from_the_proxy_entry_even_after_client_bytes() {
+        let resolver = trusting(&["10.0.0.0/8"], ForwardedHeader::XForwardedFor);
+        let h = raw(&[("x-forwarded-proto", b"\xff, https")]);
+        assert_eq!(
+            resolver.resolve(ip("10.0.0.1"), &h).forwarded_https(),
+            Some(true)
+        );
     }
 
     #[test]
@@ -699,10 +788,11 @@ mod tests {
         assert_eq!(resolved.forwarded_https(), Some(true));
         let h = headers(&[("forwarded", "For=\"192.0.2.60:80\", for=10.2.2.2")]);
         assert_eq!(resolver.resolve(ip("10.0.0.1"), &h).ip(), ip("192.0.2.60"));
+        // Unknown and obfuscated nodes name no address: the unknown client.
         let h = headers(&[("forwarded", "for=unknown")]);
-        assert_eq!(resolver.resolve(ip("10.0.0.1"), &h).ip(), ip("10.0.0.1"));
+        assert_eq!(resolver.resolve(ip("10.0.0.1"), &h).ip(), UNKNOWN_CLIENT);
         let h = headers(&[("forwarded", "for=\"_hidden\", for=\"a,b\";for=1.1.1.1")]);
-        assert_eq!(resolver.resolve(ip("10.0.0.1"), &h).ip(), ip("10.0.0.1"));
+        assert_eq!(resolver.resolve(ip("10.0.0.1"), &h).ip(), UNKNOWN_CLIENT);
     }
 
     #[test]
@@ -761,6 +851,76 @@ mod tests {
         assert_eq!(err.setting(), "ipv6_prefix");
     }
 
+    /// Header-value bytes other than the list separator: visible ASCII, space, tab, obs-text.
+    fn entry_byte() -> impl Strategy<Value = u8> {
+        prop_oneof![Just(b'\t'), 0x20u8..0x2c, 0x2du8..0x7f, 0x80u8..=0xff,]
+    }
+
+    fn trusted_strategy() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<[u8; 3]>().prop_map(|[a, b, c]| format!("10.{a}.{b}.{c}")),
+            any::<u16>().prop_map(|x| format!("[fd00::{x:x}]")),
+            Just("127.0.0.1".to_owned()),
+        ]
+    }
+
+    /// Any entry a client may write: addresses (trusted or not) or junk, commas excluded.
+    fn entry_strategy() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            trusted_strategy().prop_map(String::into_bytes),
+            any::<[u8; 4]>().prop_map(|o| IpAddr::from(o).to_string().into_bytes()),
+            proptest::collection::vec(entry_byte(), 0..16),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    struct Malformed {
+        xff: Vec<u8>,
+        forwarded: Vec<u8>,
+    }
+
+    /// Whether `bytes` name a node by the standard library's parsers alone (OWS trimmed), so
+    /// that the test does not depend on the parser it tests.
+    fn std_node(bytes: &[u8]) -> bool {
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return false;
+        };
+        let text = text.trim_matches([' ', '\t']);
+        text.parse::<IpAddr>().is_ok()
+            || text.parse::<SocketAddr>().is_ok()
+            || text
+                .strip_prefix('[')
+                .and_then(|t| t.strip_suffix(']'))
+                .is_some_and(|t| t.parse::<Ipv6Addr>().is_ok())
+    }
+
+    /// One entry that names no node, as an `X-Forwarded-For` entry and as a `Forwarded`
+    /// element: malformed by construction (an unterminated quoted string, a `for` value that
+    /// is no address, or no `for` at all).
+    fn malformed_strategy() -> impl Strategy<Value = Malformed> {
+        let junk = proptest::collection::vec(entry_byte(), 0..16);
+        (junk, 0..4u8).prop_filter_map("names a node", |(junk, shape)| {
+            if std_node(&junk) {
+                return None;
+            }
+            let forwarded = match shape {
+                0 if !junk.contains(&b'"') => [b"for=\"".to_vec(), junk.clone()].concat(),
+                1 if !junk.contains(&b'"') && !junk.contains(&b';') => {
+                    [b"for=".to_vec(), junk.clone()].concat()
+                }
+                2 if !junk.contains(&b'"') => {
+                    [b"for=10.0.0.9;x=\"".to_vec(), junk.clone()].concat()
+                }
+                3 if !junk.contains(&b'=') => junk.clone(),
+                _ => return None,
+            };
+            Some(Malformed {
+                xff: junk,
+                forwarded,
+            })
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -786,6 +946,46 @@ mod tests {
                 h.insert("x-forwarded-for", v);
             }
             prop_assert_eq!(resolver.resolve(peer, &h).ip(), peer);
+        }
+
+        /// Whatever a client writes to the left, and whatever the malformed entry is: once
+        /// the walk (right to left, over trusted hops) meets an entry it cannot read, the
+        /// client is the unknown client, never a trusted address.
+        #[test]
+        fn malformed_entry_right_of_the_first_untrusted_never_resolves_to_a_trusted_address(
+            left in proptest::collection::vec(entry_strategy(), 0..5),
+            bad in malformed_strategy(),
+            hops in proptest::collection::vec(trusted_strategy(), 0..4),
+            cuts in proptest::collection::vec(any::<bool>(), 12),
+            forwarded in any::<bool>(),
+        ) {
+            let header = if forwarded { ForwardedHeader::Forwarded } else { ForwardedHeader::XForwardedFor };
+            let resolver = trusting(&["10.0.0.0/8", "fd00::/8", "127.0.0.1"], header);
+            let wrap = |node: Vec<u8>| if forwarded { [b"for=".to_vec(), node].concat() } else { node };
+            let bad = if forwarded { bad.forwarded } else { bad.xff };
+            let mut entries: Vec<Vec<u8>> = left.into_iter().map(&wrap).collect();
+            entries.push(bad);
+            entries.extend(hops.into_iter().map(|h| wrap(h.into_bytes())));
+            // Cut the list into header lines at some of the commas.
+            let mut lines: Vec<Vec<u8>> = vec![Vec::new()];
+            for (i, entry) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    if cuts[i % cuts.len()] {
+                        lines.push(Vec::new());
+                    } else {
+                        lines.last_mut().unwrap().extend_from_slice(b", ");
+                    }
+                }
+                lines.last_mut().unwrap().extend_from_slice(&entry);
+            }
+            let name = if forwarded { "forwarded" } else { "x-forwarded-for" };
+            let mut h = HeaderMap::new();
+            for line in &lines {
+                h.append(name, http::HeaderValue::from_bytes(line).unwrap());
+            }
+            let got = resolver.resolve(ip("10.0.0.1"), &h).ip();
+            prop_assert!(!resolver.is_trusted(got), "{lines:?} gave {got}");
+            prop_assert_eq!(got, ip("0.0.0.0"), "{:?}", lines);
         }
 
         #[test]

@@ -4,6 +4,7 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
+use axum_shield::client_ip::ForwardedHeader;
 use axum_shield::rate_limit::{LoginAttempt, LoginGuard, RateLimit};
 use axum_shield::{Rejection, Shield};
 use serde::Deserialize;
@@ -39,6 +40,77 @@ async fn spoofed_x_forwarded_for_over_a_real_socket_keeps_the_key() {
         statuses.push(res.status().as_u16());
     }
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
+}
+
+/// Statuses of `n` requests carrying the raw bytes `value` in header `name`.
+async fn statuses_with(addr: std::net::SocketAddr, name: &str, value: &[u8], n: usize) -> Vec<u16> {
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..n {
+        let res = client
+            .get(format!("http://{addr}/"))
+            .header(
+                name,
+                reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+    }
+    statuses
+}
+
+/// The reproduction of issue 16, item 1: behind a trusted proxy whose range is exempt (as for
+/// load-balancer health checks), a client that prefixes `X-Forwarded-For` with a byte that is
+/// not UTF-8 (or leaves a quote open in `Forwarded`) must still be limited as itself.
+#[tokio::test]
+async fn malformed_forwarding_header_behind_an_exempt_trusted_proxy_is_still_limited() {
+    for (header, name, values) in [
+        (
+            ForwardedHeader::XForwardedFor,
+            "x-forwarded-for",
+            // What nginx's `$proxy_add_x_forwarded_for` makes of the client's `\xff`; then the
+            // bare malformed entry (the unknown client's one shared bucket).
+            [&b"\xff, 203.0.113.7"[..], b"\xff"],
+        ),
+        (
+            ForwardedHeader::Forwarded,
+            "forwarded",
+            [&b"for=\", for=203.0.113.7"[..], b"for=\""],
+        ),
+    ] {
+        let limit = RateLimit::per_ip("2/minute")
+            .unwrap()
+            .exempt_ips(["127.0.0.0/8"])
+            .unwrap();
+        let shield = Shield::api()
+            .trusted_proxies(["127.0.0.1"])
+            .unwrap()
+            .forwarded_header(header)
+            .rate_limit(limit)
+            .build()
+            .unwrap();
+        let addr = serve(
+            Router::new()
+                .route("/", get(|| async { "ok" }))
+                .layer(shield),
+        )
+        .await;
+        for value in values {
+            assert_eq!(
+                statuses_with(addr, name, value, 3).await,
+                [200, 200, 429],
+                "{name}: {value:?}"
+            );
+        }
+        // The proxy's own requests (health checks) stay exempt.
+        let client = reqwest::Client::new();
+        for _ in 0..5 {
+            let res = client.get(format!("http://{addr}/")).send().await.unwrap();
+            assert_eq!(res.status(), 200);
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -514,3 +514,123 @@ async fn redis_revocation_outlives_exp_by_the_largest_leeway() {
         axum_shield::auth::jwt::TokenError::Revoked
     );
 }
+
+/// Issue 16, item 7, in Redis: the script checks every quota before charging any, and a
+/// refusal reports the quota with the longest wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_multi_quota_refusal_charges_nothing_and_reports_the_longest_wait() {
+    let redis = RedisServer::start();
+    let addr = instance(&redis.url(), "10/day; 1/minute", FailureMode::Closed).await;
+    let client = reqwest::Client::new();
+    assert_eq!(get_status(&client, addr).await, 200);
+    for _ in 0..9 {
+        let r = client.get(format!("http://{addr}/")).send().await.unwrap();
+        assert_eq!(r.status(), 429);
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry), "the minute refuses: {retry}");
+    }
+    // One unit of "10/day" is 8640 s: the day's state owes one unit, not ten.
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("axum-shield:rl:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for key in keys {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!((1..=8_640_001).contains(&ttl), "{key}: {ttl} ms");
+    }
+
+    // Both quotas refuse the second request; the first to refuse would say 30 s.
+    let addr = instance(
+        &redis.url(),
+        "1 per 30 seconds; 1/hour",
+        FailureMode::Closed,
+    )
+    .await;
+    assert_eq!(get_status(&client, addr).await, 200);
+    let r = client.get(format!("http://{addr}/")).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 3500, "the hour's wait, not the 30 s: {retry}");
+}
+
+/// Issue 16, item 10, in Redis: per-principal keys name the principal's kind, so a JWT whose
+/// `sub` equals an API key's id shares neither its bucket nor its exemption.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_keys_of_a_jwt_and_an_api_key_with_the_same_id_stay_apart() {
+    use axum::extract::Request;
+    use axum::middleware::{from_fn, Next};
+    use axum_shield::auth::{Principal, PrincipalKind};
+
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    let limit = RateLimit::per_principal("1/minute")
+        .unwrap()
+        .exempt_keys(["svc"])
+        .redis(store, FailureMode::Closed)
+        .layer();
+    // Stands in for the JWT and API-key layers: `x-kind` and `x-id` name the principal.
+    let authenticate = from_fn(|mut req: Request, next: Next| async move {
+        let (kind, id) = {
+            let header = |name: &str| {
+                req.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            (header("x-kind"), header("x-id"))
+        };
+        let kind = if kind == "jwt" {
+            PrincipalKind::Jwt
+        } else {
+            PrincipalKind::ApiKey
+        };
+        req.extensions_mut().insert(Principal::new(kind, id));
+        next.run(req).await
+    });
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(limit)
+        .layer(authenticate);
+    let addr = serve(app).await;
+    let client = reqwest::Client::new();
+    let mut seen = Vec::new();
+    for (kind, id) in [
+        ("api_key", "k1"),
+        ("jwt", "k1"),
+        ("api_key", "k1"),
+        ("api_key", "svc"),
+        ("api_key", "svc"),
+        ("jwt", "svc"),
+        ("jwt", "svc"),
+    ] {
+        let r = client
+            .get(format!("http://{addr}/"))
+            .header("x-kind", kind)
+            .header("x-id", id)
+            .send()
+            .await
+            .unwrap();
+        seen.push(r.status().as_u16());
+    }
+    assert_eq!(seen, [200, 200, 429, 200, 200, 200, 429]);
+}

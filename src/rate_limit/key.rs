@@ -12,19 +12,96 @@ use axum::extract::MatchedPath;
 use http::request::Parts;
 use http::HeaderName;
 
-use crate::auth::Principal;
+use crate::auth::{Principal, PrincipalKind};
 use crate::client_ip::{ip_key, ClientIp, ClientIpResolver};
 use crate::rejection::Rejection;
 
 /// The key a request is counted under.
+///
+/// To name principals in [`exempt_keys`](super::RateLimitBuilder::exempt_keys) or
+/// [`tier`](super::RateLimitBuilder::tier), use [`LimitKey::api_key`], [`LimitKey::jwt`] or
+/// [`LimitKey::principal`]. A plain string there also names the API key with that id (API key
+/// ids are yours to choose), never a JWT subject (chosen by an issuer).
+///
+/// ```
+/// use axum_shield::rate_limit::{LimitKey, RateLimit};
+///
+/// let limit = RateLimit::per_principal("1000/hour")?
+///     .exempt_keys(["monitoring"]) // the API key "monitoring"
+///     .exempt_keys([LimitKey::jwt("https://id.example", "batch-job")]);
+/// # let _ = limit.layer();
+/// # Ok::<(), axum_shield::ConfigError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimitKey {
     /// A client address, already grouped (IPv4-mapped normalised, IPv6 cut to its prefix).
     Ip(IpAddr),
-    /// Any text: a principal id, a header value, a route, your own key.
+    /// Any text: a header value, a route, your own key.
     Text(Arc<str>),
+    /// An authenticated principal: its kind, issuer and id.
+    Principal(PrincipalKey),
     /// One key shared by every request.
     Global,
+}
+
+/// The rate-limit key of an authenticated principal: how it authenticated
+/// ([`PrincipalKind`]), who issued it (the JWT `iss`; none for API keys) and its id (the JWT
+/// `sub`, the API key id).
+///
+/// An id is unique only within its kind and issuer: a JWT whose `sub` equals an API key's id,
+/// or the same `sub` from two issuers, are different principals, with their own buckets,
+/// exemptions and tiers. An empty issuer is the same as none.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PrincipalKey {
+    kind: PrincipalKind,
+    /// Length of the issuer at the start of `text` (0: none). A `u32` keeps `LimitKey` at
+    /// 24 bytes, the size of every key in the in-memory maps.
+    issuer_len: u32,
+    /// The issuer followed by the id, in one allocation.
+    text: Arc<str>,
+}
+
+impl PrincipalKey {
+    fn new(kind: PrincipalKind, issuer: Option<&str>, id: &str) -> Self {
+        // No issuer is 4 GiB long; one that were would be dropped, never mis-split.
+        let issuer = issuer
+            .filter(|issuer| u32::try_from(issuer.len()).is_ok())
+            .unwrap_or_default();
+        let mut text = String::with_capacity(issuer.len() + id.len());
+        text.push_str(issuer);
+        text.push_str(id);
+        Self {
+            kind,
+            issuer_len: u32::try_from(issuer.len()).unwrap_or(0),
+            text: text.into(),
+        }
+    }
+
+    /// How the principal authenticated.
+    pub fn kind(&self) -> PrincipalKind {
+        self.kind
+    }
+
+    /// Who issued it (the JWT `iss`), if anyone said.
+    pub fn issuer(&self) -> Option<&str> {
+        (self.issuer_len > 0).then(|| self.text.get(..self.split()).unwrap_or_default())
+    }
+
+    /// Its id: the JWT `sub` or the API key id.
+    pub fn id(&self) -> &str {
+        self.text.get(self.split()..).unwrap_or_default()
+    }
+
+    fn split(&self) -> usize {
+        usize::try_from(self.issuer_len).unwrap_or(usize::MAX)
+    }
+
+    fn kind_name(&self) -> &'static str {
+        match self.kind {
+            PrincipalKind::Jwt => "jwt",
+            PrincipalKind::ApiKey => "api_key",
+        }
+    }
 }
 
 /// One hasher write per key: the in-memory limiter hashes the key (keyed SipHash, so chosen
@@ -37,6 +114,7 @@ impl Hash for LimitKey {
             Self::Ip(IpAddr::V4(ip)) => state.write_u64(u64::from(ip.to_bits()) | 1 << 32),
             Self::Ip(IpAddr::V6(ip)) => state.write_u128(ip.to_bits()),
             Self::Text(text) => text.hash(state),
+            Self::Principal(principal) => principal.hash(state),
             Self::Global => state.write_u8(0),
         }
     }
@@ -47,6 +125,46 @@ impl LimitKey {
     pub fn text(text: impl Into<Arc<str>>) -> Self {
         Self::Text(text.into())
     }
+
+    /// The key of a principal of `kind`, issued by `issuer` (the JWT `iss`; `None` for API
+    /// keys), with `id` (the JWT `sub`, the API key id).
+    pub fn principal(kind: PrincipalKind, issuer: Option<&str>, id: &str) -> Self {
+        Self::Principal(PrincipalKey::new(kind, issuer, id))
+    }
+
+    /// The key of the API key with public id `id`.
+    pub fn api_key(id: &str) -> Self {
+        Self::principal(PrincipalKind::ApiKey, None, id)
+    }
+
+    /// The key of the JWT subject `subject` of `issuer`.
+    pub fn jwt(issuer: &str, subject: &str) -> Self {
+        Self::principal(PrincipalKind::Jwt, Some(issuer), subject)
+    }
+
+    /// The key of a request's principal. The issuer of a JWT principal is the `iss` of the
+    /// verified token the JWT layer left beside it.
+    pub(crate) fn of_principal(principal: &Principal, extensions: &http::Extensions) -> Self {
+        let issuer = if principal.kind() == PrincipalKind::Jwt {
+            jwt_issuer(principal, extensions)
+        } else {
+            None
+        };
+        Self::principal(principal.kind(), issuer, principal.id())
+    }
+}
+
+#[cfg(feature = "jwt")]
+fn jwt_issuer<'e>(principal: &Principal, extensions: &'e http::Extensions) -> Option<&'e str> {
+    extensions
+        .get::<crate::auth::jwt::VerifiedToken>()
+        .filter(|token| token.principal().id() == principal.id())
+        .and_then(|token| token.issuer())
+}
+
+#[cfg(not(feature = "jwt"))]
+fn jwt_issuer<'e>(_: &Principal, _: &'e http::Extensions) -> Option<&'e str> {
+    None
 }
 
 impl fmt::Display for LimitKey {
@@ -54,6 +172,15 @@ impl fmt::Display for LimitKey {
         match self {
             Self::Ip(ip) => write!(f, "ip:{ip}"),
             Self::Text(t) => write!(f, "k:{t}"),
+            // The issuer's length makes the split between issuer and id unambiguous.
+            Self::Principal(p) => write!(
+                f,
+                "p:{}:{}:{}:{}",
+                p.kind_name(),
+                p.issuer_len,
+                p.issuer().unwrap_or_default(),
+                p.id()
+            ),
             Self::Global => f.write_str("global"),
         }
     }
@@ -163,7 +290,7 @@ pub(crate) fn sync_key<H: Head>(
     Some(match source {
         KeySource::Ip => ip_key_of(extensions),
         KeySource::Principal => match extensions.get::<Principal>() {
-            Some(p) => Ok(LimitKey::Text(Arc::from(p.id()))),
+            Some(p) => Ok(LimitKey::of_principal(p, extensions)),
             None => ip_key_of(extensions),
         },
         KeySource::Header(name) => match head.headers().get(name).and_then(|v| v.to_str().ok()) {
@@ -236,6 +363,10 @@ mod tests {
             LimitKey::Ip(IpAddr::V6(lookalike)),
             LimitKey::text("192.0.2.1"),
             LimitKey::text(""),
+            LimitKey::api_key("192.0.2.1"),
+            LimitKey::jwt("https://a.example", "192.0.2.1"),
+            LimitKey::jwt("https://a.example/", "192.0.2.1"),
+            LimitKey::jwt("https://a.example/1", "92.0.2.1"),
             LimitKey::Global,
         ];
         let set: HashSet<LimitKey> = keys.iter().cloned().collect();
@@ -245,5 +376,29 @@ mod tests {
         }
         assert!(set.contains(&LimitKey::Ip(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)))));
         assert!(!set.contains(&LimitKey::Ip(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)))));
+    }
+
+    #[test]
+    fn principal_keys_say_kind_issuer_and_id_unambiguously() {
+        let key = LimitKey::jwt("https://id.example", "alice");
+        assert_eq!(key.to_string(), "p:jwt:18:https://id.example:alice");
+        assert_eq!(LimitKey::api_key("k1").to_string(), "p:api_key:0::k1");
+        let LimitKey::Principal(p) = key else {
+            unreachable!()
+        };
+        assert_eq!(p.kind(), PrincipalKind::Jwt);
+        assert_eq!(p.issuer(), Some("https://id.example"));
+        assert_eq!(p.id(), "alice");
+        assert_eq!(
+            LimitKey::principal(PrincipalKind::Jwt, Some(""), "alice"),
+            LimitKey::principal(PrincipalKind::Jwt, None, "alice")
+        );
+        assert_ne!(
+            LimitKey::jwt("a", "bc").to_string(),
+            LimitKey::jwt("ab", "c").to_string()
+        );
+        // Every key of the in-memory maps has this size; principals must not grow it.
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(std::mem::size_of::<LimitKey>(), 24);
     }
 }

@@ -32,7 +32,7 @@ use super::memory::{
 use super::quota::{ceil_secs, IntoQuotas, Quota};
 use crate::audit::{SecurityEvent, SecurityEventKind};
 use crate::auth::Principal;
-use crate::client_ip::ClientIp;
+use crate::client_ip::{ClientIp, UNKNOWN_CLIENT};
 use crate::rejection::{Rejection, RejectionKind};
 use crate::ConfigError;
 
@@ -89,8 +89,11 @@ impl RateLimit<()> {
         RateLimitBuilder::new(KeySource::Ip, quotas)
     }
 
-    /// Limits each authenticated principal ([`Principal::id`]: JWT `sub` or API key id).
-    /// Requests without a principal are counted by client IP.
+    /// Limits each authenticated principal, keyed by its kind, issuer and id
+    /// ([`PrincipalKey`](super::PrincipalKey)): a JWT whose `sub` equals an API key's id, or
+    /// one `sub` from two issuers, are different principals with buckets of their own. Name
+    /// principals in `exempt_keys` and tiers with [`LimitKey::api_key`], [`LimitKey::jwt`] or
+    /// [`LimitKey::principal`]. Requests without a principal are counted by client IP.
     ///
     /// # Errors
     ///
@@ -214,6 +217,23 @@ fn cost_error(cost: u32, quota: &Quota) -> ConfigError {
     )
 }
 
+/// The keys, each plain string followed by the API key of that id (API key ids are chosen by
+/// the operator; JWT subjects are not, so a string never names one).
+fn with_api_key_aliases<I, K>(keys: I) -> impl Iterator<Item = LimitKey>
+where
+    I: IntoIterator<Item = K>,
+    K: Into<LimitKey>,
+{
+    keys.into_iter().flat_map(|key| {
+        let key = key.into();
+        let alias = match &key {
+            LimitKey::Text(id) => Some(LimitKey::api_key(id)),
+            _ => None,
+        };
+        std::iter::once(key).chain(alias)
+    })
+}
+
 impl RateLimitBuilder {
     fn new(source: KeySource, quotas: impl IntoQuotas) -> Result<Self, ConfigError> {
         Ok(Self {
@@ -284,6 +304,8 @@ impl RateLimitBuilder {
     }
 
     /// Never limits clients whose IP is inside one of these CIDRs (e.g. health checkers).
+    /// The unknown client ([`UNKNOWN_CLIENT`], a malformed forwarding header from a trusted
+    /// proxy) is never exempt, whatever the CIDRs cover.
     ///
     /// # Errors
     ///
@@ -310,13 +332,17 @@ impl RateLimitBuilder {
         Ok(self)
     }
 
-    /// Never limits these keys (e.g. an internal principal id).
+    /// Never limits these keys (e.g. an internal service's API key).
+    ///
+    /// A plain string names that text key and the API key with that id; a JWT subject must be
+    /// named with its issuer ([`LimitKey::jwt`]), since subjects are chosen by issuers and
+    /// may collide with your API key ids.
     pub fn exempt_keys<I, K>(mut self, keys: I) -> Self
     where
         I: IntoIterator<Item = K>,
         K: Into<LimitKey>,
     {
-        self.exempt_keys.extend(keys.into_iter().map(Into::into));
+        self.exempt_keys.extend(with_api_key_aliases(keys));
         self
     }
 
@@ -332,7 +358,8 @@ impl RateLimitBuilder {
     }
 
     /// Gives these keys other quotas (a tier, e.g. paying customers), checked before the
-    /// default quotas.
+    /// default quotas. Keys are named as in [`exempt_keys`](Self::exempt_keys): a plain
+    /// string also names the API key with that id, never a JWT subject.
     ///
     /// # Errors
     ///
@@ -348,7 +375,7 @@ impl RateLimitBuilder {
         K: Into<LimitKey>,
     {
         let quotas = self.tier_quotas(name, quotas)?;
-        let keys = keys.into_iter().map(Into::into).collect();
+        let keys = with_api_key_aliases(keys).collect();
         self.tiers
             .push((TierMatch::Keys(keys), name.to_owned(), quotas));
         Ok(self)
@@ -404,7 +431,8 @@ impl RateLimitBuilder {
         self
     }
 
-    /// The most keys each quota tracks in memory (default 100 000).
+    /// The most keys tracked in memory (default 100 000), for the default quotas and for each
+    /// tier; each key holds the state of all of its tier's quotas.
     ///
     /// # Errors
     ///
@@ -421,8 +449,9 @@ impl RateLimitBuilder {
         Ok(self)
     }
 
-    /// What happens to new keys once `max_keys` are tracked (default: they share one
-    /// overflow bucket).
+    /// What happens to new keys once `max_keys` are tracked (default: room is made by
+    /// forgetting the keys closest to refilled, and the new key gets a fresh bucket; see
+    /// [`KeyCapPolicy`]).
     pub fn when_full(mut self, policy: KeyCapPolicy) -> Self {
         self.when_full = policy;
         self
@@ -476,18 +505,13 @@ impl RateLimitBuilder {
             let names = policy_names(&tier_name, &quotas);
             Tier {
                 policy: policy_value(&names, &quotas),
-                limiters: quotas
-                    .iter()
-                    .map(|q| {
-                        MemoryLimiter::new(
-                            *q,
-                            self.max_keys,
-                            self.when_full,
-                            clock.clone(),
-                            wake.clone(),
-                        )
-                    })
-                    .collect(),
+                limiter: MemoryLimiter::new(
+                    &quotas,
+                    self.max_keys,
+                    self.when_full,
+                    clock.clone(),
+                    wake.clone(),
+                ),
                 #[cfg(feature = "redis")]
                 redis: names
                     .iter()
@@ -598,7 +622,8 @@ pub(crate) struct Tier {
     pub(crate) quotas: Vec<Quota>,
     pub(crate) names: Vec<String>,
     pub(crate) policy: http::HeaderValue,
-    pub(crate) limiters: Vec<MemoryLimiter>,
+    /// Every quota of the tier, checked together in memory.
+    pub(crate) limiter: MemoryLimiter,
     /// What the Redis script needs of each quota, worked out once here.
     #[cfg(feature = "redis")]
     pub(crate) redis: Vec<super::redis::RedisQuota>,
@@ -666,10 +691,7 @@ pub(crate) enum Verdict {
 
 impl Shared {
     fn all_limiters(&self) -> impl Iterator<Item = &MemoryLimiter> {
-        self.default
-            .limiters
-            .iter()
-            .chain(self.tiers.iter().flat_map(|(_, t)| t.limiters.iter()))
+        std::iter::once(&self.default.limiter).chain(self.tiers.iter().map(|(_, t)| &t.limiter))
     }
 
     fn is_exempt_path(&self, path: &str) -> bool {
@@ -679,10 +701,14 @@ impl Shared {
         })
     }
 
+    /// Whether the client IP is exempt; the unknown client (a malformed forwarding header)
+    /// never is.
     fn is_exempt_ip<H: Head>(&self, head: &H) -> bool {
         !self.exempt_nets.is_empty()
             && ClientIp::from_extensions(head.extensions())
-                .map(|ip| self.exempt_nets.iter().any(|n| n.contains(&ip.0)))
+                .map(|ip| {
+                    ip.0 != UNKNOWN_CLIENT && self.exempt_nets.iter().any(|n| n.contains(&ip.0))
+                })
                 .unwrap_or(false)
     }
 
@@ -702,33 +728,19 @@ impl Shared {
         &self.default
     }
 
-    /// First refusal wins (later quotas are not charged); otherwise the quota with the fewest
-    /// units left is reported.
+    /// Every quota is checked before any is charged, so a refused request spends nothing. A
+    /// refusal reports the refusing quota with the longest wait (its `Retry-After` is when
+    /// every quota allows); an allowed request reports the quota with the fewest units left.
+    #[inline]
     pub(crate) fn decide_memory(&self, tier: &Tier, key: &LimitKey) -> Decision {
-        let mut best: Option<Decision> = None;
-        for (index, limiter) in tier.limiters.iter().enumerate() {
-            let o = limiter.check(key, self.cost);
-            let d = Decision {
-                allowed: o.allowed,
-                index,
-                remaining: o.remaining,
-                reset: o.reset,
-                retry_after: o.retry_after,
-            };
-            if !o.allowed {
-                return d;
-            }
-            if best.is_none_or(|b| d.remaining < b.remaining) {
-                best = Some(d);
-            }
+        let o = tier.limiter.check(key, self.cost);
+        Decision {
+            allowed: o.allowed,
+            index: o.index,
+            remaining: o.remaining,
+            reset: o.reset,
+            retry_after: o.retry_after,
         }
-        best.unwrap_or(Decision {
-            allowed: true,
-            index: 0,
-            remaining: 0,
-            reset: Duration::ZERO,
-            retry_after: Duration::ZERO,
-        })
     }
 
     #[inline]
@@ -1269,6 +1281,199 @@ mod tests {
             let req = request("192.0.2.1", &[("x-tenant", tenant)]);
             assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), expected);
         }
+    }
+
+    #[tokio::test]
+    async fn unknown_client_of_a_malformed_forwarding_header_is_never_exempt() {
+        let (limit, _) = manual("1/minute");
+        let limit = limit.exempt_ips(["0.0.0.0/0", "10.0.0.0/8"]).unwrap();
+        let app = app(limit, &["10.0.0.0/8"]);
+        for expected in [200, 429, 429] {
+            let req = request("10.0.0.1", &[("x-forwarded-for", "garbage, 10.0.0.2")]);
+            assert_eq!(status(&app, req).await, expected);
+        }
+        // Everyone else is exempt.
+        for _ in 0..3 {
+            let req = request("10.0.0.1", &[("x-forwarded-for", "198.51.100.1")]);
+            assert_eq!(status(&app, req).await, 200);
+        }
+    }
+
+    /// Issue 16, item 7: a refused request must not charge the quotas that allowed it.
+    #[tokio::test]
+    async fn refused_requests_do_not_use_up_the_other_quotas_of_a_multi_quota_limit() {
+        let (limit, clock) = manual("10/day; 1/minute");
+        let app = app(limit, &[]);
+        assert_eq!(status(&app, request("192.0.2.1", &[])).await, 200);
+        for _ in 0..9 {
+            assert_eq!(status(&app, request("192.0.2.1", &[])).await, 429);
+        }
+        clock.advance(Duration::from_secs(61));
+        let served = app
+            .clone()
+            .oneshot(request("192.0.2.1", &[]))
+            .await
+            .unwrap();
+        assert_eq!(
+            served.status(),
+            200,
+            "only one of the ten daily requests was spent"
+        );
+        // Two of the day's ten are spent now: 8 left, the fewest of both quotas but the
+        // minute's 0.
+        assert_eq!(served.headers()["ratelimit"], "\"ip-60s\";r=0;t=60");
+    }
+
+    #[tokio::test]
+    async fn multi_quota_refusal_reports_the_longest_wait() {
+        let (limit, _clock) = manual("1/minute; 1/hour");
+        let app = app(limit, &[]);
+        assert_eq!(status(&app, request("192.0.2.1", &[])).await, 200);
+        let refused = app
+            .clone()
+            .oneshot(request("192.0.2.1", &[]))
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 429);
+        // Coming back after the minute would only meet the hour's refusal.
+        assert_eq!(refused.headers()["retry-after"], "3600");
+        assert!(refused.headers()["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"ip-3600s\";r=0;"));
+    }
+
+    fn principal_request(kind: crate::auth::PrincipalKind, id: &str) -> Request<Body> {
+        let mut req = request("192.0.2.1", &[]);
+        req.extensions_mut().insert(Principal::new(kind, id));
+        req
+    }
+
+    /// Issue 16, item 10: per-principal keys name the principal's kind, so a JWT whose `sub`
+    /// equals an API key's id shares neither its bucket, nor its exemption, nor its tier.
+    #[tokio::test]
+    async fn jwt_subject_equal_to_an_api_key_id_has_its_own_bucket_exemption_and_tier() {
+        use crate::auth::PrincipalKind::{ApiKey, Jwt};
+        let clock = FakeRelativeClock::default();
+        let limit = RateLimit::per_principal("1/minute")
+            .unwrap()
+            .exempt_keys(["svc-internal"])
+            .tier("gold", "3/minute", ["k-gold"])
+            .unwrap()
+            .clock(clock)
+            .layer();
+        let svc = tower::ServiceBuilder::new()
+            .layer(limit)
+            .service(Router::new().route("/", get(|| async { "ok" })));
+        let mut seen = Vec::new();
+        for (kind, id) in [
+            (ApiKey, "svc-internal"),
+            (ApiKey, "svc-internal"),
+            (Jwt, "svc-internal"),
+            (Jwt, "svc-internal"),
+            (ApiKey, "k1"),
+            (Jwt, "k1"),
+            (ApiKey, "k1"),
+            (Jwt, "k1"),
+            (ApiKey, "k-gold"),
+            (ApiKey, "k-gold"),
+            (ApiKey, "k-gold"),
+            (ApiKey, "k-gold"),
+            (Jwt, "k-gold"),
+            (Jwt, "k-gold"),
+        ] {
+            let res = svc
+                .clone()
+                .oneshot(principal_request(kind, id))
+                .await
+                .unwrap();
+            seen.push(res.status().as_u16());
+        }
+        assert_eq!(
+            seen,
+            [200, 200, 200, 429, 200, 200, 429, 429, 200, 200, 200, 429, 200, 429]
+        );
+    }
+
+    /// A JWT `sub` is unique only within its issuer: two issuers' "alice" are two principals.
+    #[cfg(feature = "jwt")]
+    #[tokio::test]
+    async fn same_jwt_subject_from_two_issuers_gets_two_buckets() {
+        use crate::auth::TokenIssuer;
+        let secret = [7u8; 32];
+        let jwt = crate::JwtAuth::hs256(secret)
+            .unwrap()
+            .issuer("https://a.example")
+            .issuer("https://b.example")
+            .layer()
+            .unwrap();
+        let limit = RateLimit::per_principal("1/minute")
+            .unwrap()
+            .clock(FakeRelativeClock::default())
+            .layer();
+        let app = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .route_layer(limit)
+            .route_layer(jwt);
+        let token = |iss: &str| {
+            TokenIssuer::hs256(secret)
+                .unwrap()
+                .issuer(iss)
+                .issue("alice", &serde_json::json!({}))
+                .unwrap()
+                .token
+        };
+        let (a, b) = (token("https://a.example"), token("https://b.example"));
+        let mut seen = Vec::new();
+        for t in [&a, &b, &a, &b] {
+            let auth = format!("Bearer {t}");
+            let req = request("192.0.2.1", &[("authorization", &auth)]);
+            seen.push(status(&app, req).await);
+        }
+        assert_eq!(seen, [200, 200, 429, 429]);
+    }
+
+    /// Issue 16, item 13: at the key cap a new client gets a fresh bucket of its own (the
+    /// keys closest to fully refilled make room), memory stays at the cap, and a flood of
+    /// fresh /64s cannot push out the bucket of a client it has limited.
+    #[tokio::test]
+    async fn new_clients_get_their_own_bucket_when_the_key_cap_is_full() {
+        let (limit, clock) = manual("2/minute");
+        let layer = limit.max_keys(16).unwrap().layer();
+        let svc = tower::ServiceBuilder::new()
+            .layer(layer.clone())
+            .service(Router::new().route("/", get(|| async { "ok" })));
+        let limited = "2001:db8:ffff:1::1";
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push(
+                svc.clone()
+                    .oneshot(request(limited, &[]))
+                    .await
+                    .unwrap()
+                    .status(),
+            );
+        }
+        assert_eq!(seen, [200, 200, 429]);
+        for i in 0..2_000u32 {
+            clock.advance(Duration::from_millis(5));
+            let fresh = format!("2001:db8:{:x}:{:x}::1", i / 1000, i % 1000);
+            let res = svc.clone().oneshot(request(&fresh, &[])).await.unwrap();
+            assert_eq!(res.status(), 200, "first request of {fresh}");
+            assert!(layer.tracked_keys() <= 16, "{} keys", layer.tracked_keys());
+            if i % 250 == 0 {
+                let res = svc.clone().oneshot(request(limited, &[])).await.unwrap();
+                assert_eq!(res.status(), 429, "the limited client, during the flood");
+            }
+        }
+        let res = svc.clone().oneshot(request(limited, &[])).await.unwrap();
+        assert_eq!(res.status(), 429, "the limited client stays limited");
+        let res = svc
+            .clone()
+            .oneshot(request("192.0.2.200", &[]))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
     }
 
     #[tokio::test]

@@ -5,7 +5,8 @@
 //!
 //! A [`RateLimit`] counts requests under a key — the client IP ([`RateLimit::per_ip`], from the
 //! crate's one client-IP resolver: trusted proxies only, IPv4-mapped normalised, IPv6 grouped
-//! by /64), the authenticated principal ([`RateLimit::per_principal`]), a header, the route, one
+//! by /64), the authenticated principal ([`RateLimit::per_principal`]: its kind, issuer and
+//! id, so a JWT `sub` never shares an API key's bucket), a header, the route, one
 //! global key, or your own async function ([`RateLimit::per_key`]) — against one or more
 //! [`Quota`]s written as `Quota::per_minute(5)` or as text parsed when the layer is built
 //! (`"100/hour"`, `"5 per minute"`, `"10 per 30 seconds"`, `"5/minute; 100/day"`).
@@ -39,16 +40,35 @@
 //! | client address unknown (no `Shield`, no `ConnectInfo`) | 500 problem+json and an error log saying how to serve the app |
 //! | Redis unreachable (`redis` feature) | `FailureMode::Closed`: 503; `Open`: allowed + `sys_dependency_fail` event; `Local`: the in-memory limiter decides |
 //!
-//! Several quotas on one limit: the first that refuses wins (later ones are not charged) and
-//! the quota with the fewest units left is the one reported in `RateLimit`.
+//! Several quotas on one limit (`"10/day; 1/minute"`): every quota is checked before any is
+//! charged, in memory and in Redis alike, so a refused request spends nothing. A refusal
+//! reports the refusing quota with the longest wait (its `Retry-After` is when every quota
+//! allows again); an allowed request reports the quota with the fewest units left.
 //!
 //! # Memory
 //!
-//! The in-memory store is governor's GCRA (one 8-byte state per key, monotonic clock built
-//! once per limiter) over a map with a **hard key cap** (default 100 000 per quota,
-//! [`RateLimitBuilder::max_keys`]). When full, new keys share one overflow bucket
-//! ([`KeyCapPolicy`]). One background task per layer forgets keys whose quota has fully come
-//! back; it ends when the layer is dropped. Nothing to call.
+//! The in-memory store is GCRA (governor's arithmetic, one 8-byte state per key and quota,
+//! monotonic clock built once per limiter) over a map with a **hard key cap** (default
+//! 100 000 keys per tier, [`RateLimitBuilder::max_keys`]). One background task per layer
+//! forgets keys whose quotas have fully come back; it ends when the layer is dropped. Nothing
+//! to call.
+//!
+//! At the cap ([`KeyCapPolicy::Evict`], the default) a new key makes room, as nginx's
+//! `limit_req` zones do, and gets a fresh bucket of its own. Room is made a sixteenth of the
+//! cap at a time (one scan of the map per that many new keys), forgetting the keys whose
+//! quotas come back soonest:
+//!
+//! * first the keys whose quotas have all fully come back: a fresh bucket is the same state,
+//!   so nothing is lost;
+//! * then, if too few are, the keys that owe the least time. This is the lossy part, and the
+//!   reason for the order: a flood of fresh addresses (each owing one request's worth) pushes
+//!   out its own keys long before the bucket of a client driven into refusal (which owes up to
+//!   a whole period). To reset such a bucket, an attacker must first make most of the table
+//!   owe more, spending close to the whole burst on each of `max_keys` keys.
+//!
+//! The alternatives stay available: `SharedOverflow` (new keys share one bucket, so during a
+//! flood every new client is refused with the flood) and `AllowUntracked` (new keys pass
+//! unlimited, so the flood passes too).
 //!
 //! # Login brute force
 //!
@@ -76,7 +96,7 @@ pub use headers::{
     retry_after_secs, RATELIMIT, RATELIMIT_POLICY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING,
     X_RATELIMIT_RESET,
 };
-pub use key::{client_ip_key, KeyFuture, LimitKey};
+pub use key::{client_ip_key, KeyFuture, LimitKey, PrincipalKey};
 pub use layer::{RateLimit, RateLimitBuilder, RateLimitLayer, ResponseFuture};
 pub use login_guard::{
     normalize_account, AccountAttempt, LoginAttempt, LoginGuard, LoginGuardBuilder,

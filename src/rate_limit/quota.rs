@@ -166,13 +166,6 @@ impl Quota {
         ceil_secs(self.period)
     }
 
-    pub(crate) fn to_governor(self) -> governor::Quota {
-        // `with_period` only fails for a zero duration, which `emission_interval` excludes.
-        governor::Quota::with_period(self.emission_interval())
-            .unwrap_or_else(|| governor::Quota::per_second(ONE))
-            .allow_burst(self.burst)
-    }
-
     /// Parses one quota such as `"100/hour"`, `"5 per minute"` or `"10 per 30 seconds"`.
     ///
     /// # Errors
@@ -382,7 +375,7 @@ mod tests {
         assert!(err.to_string().contains("ten years"), "{err}");
         // Just inside the bound still builds, and a layer over it checks requests.
         let longest = Quota::new(1, MAX_REFILL).unwrap();
-        assert_eq!(longest.to_governor().burst_size().get(), 1);
+        assert_eq!(longest.burst(), 1);
         assert!(Quota::per_hour(10).with_burst(87_600).is_ok());
         assert_eq!(ceil_secs(Duration::MAX), u64::MAX);
     }
@@ -405,7 +398,7 @@ mod tests {
     fn per_second_means_n_per_second() {
         let q = Quota::per_second(10);
         assert_eq!(q.emission_interval(), Duration::from_millis(100));
-        assert_eq!(q.to_governor().burst_size().get(), 10);
+        assert_eq!(q.burst(), 10);
     }
 
     mod properties {

@@ -135,7 +135,8 @@ impl RedisStore {
     }
 }
 
-/// GCRA over every quota of a limit, in microseconds of the server clock.
+/// GCRA over every quota of a limit, in microseconds of the server clock. Every quota is
+/// checked before any is charged; a refusal reports the refusing quota with the longest wait.
 /// KEYS: one per quota. ARGV[1]: cost; then per quota: emission interval (µs), burst.
 /// Returns {allowed, quota index, remaining, retry after µs, reset µs}.
 const GCRA: &str = r#"
@@ -144,6 +145,7 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local cost = tonumber(ARGV[1])
 local tats = {}
 local best_i, best_rem, best_reset = 1, -1, 0
+local refused_i, refused_wait, refused_reset = 0, -1, 0
 for i = 1, #KEYS do
   local T = tonumber(ARGV[2 * i])
   local tau = T * tonumber(ARGV[2 * i + 1])
@@ -152,13 +154,19 @@ for i = 1, #KEYS do
   local new_tat = tat + T * cost
   local allow_at = new_tat - tau
   if allow_at > now then
-    return {0, i - 1, 0, allow_at - now, tat - now}
+    if allow_at - now > refused_wait then
+      refused_i, refused_wait, refused_reset = i, allow_at - now, tat - now
+    end
+  else
+    tats[i] = new_tat
+    local rem = math.floor((now + tau - new_tat) / T)
+    if best_rem < 0 or rem < best_rem then
+      best_i, best_rem, best_reset = i, rem, new_tat - now
+    end
   end
-  tats[i] = new_tat
-  local rem = math.floor((now + tau - new_tat) / T)
-  if best_rem < 0 or rem < best_rem then
-    best_i, best_rem, best_reset = i, rem, new_tat - now
-  end
+end
+if refused_wait >= 0 then
+  return {0, refused_i - 1, 0, refused_wait, refused_reset}
 end
 for i = 1, #KEYS do
   redis.call('SET', KEYS[i], string.format('%.0f', tats[i]), 'PX',
