@@ -16,8 +16,9 @@ pub enum PrincipalKind {
 /// The authenticated caller of a request, put into request extensions by the authentication
 /// layers.
 ///
-/// Rate limiting keys on [`Principal::id`], authorization checks read its scopes and roles,
-/// and the security log records its id. It never holds the credential itself.
+/// Rate limiting keys on its kind, issuer and [`Principal::id`] (so a JWT subject never
+/// shares an API key's bucket), authorization checks read its scopes and roles, and the
+/// security log records its id. It never holds the credential itself.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Principal {
     id: Arc<str>,
