@@ -41,14 +41,14 @@ use argon2::Argon2;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use axum_shield::audit::{Audit, SecurityEvent, SecurityEventKind};
 #[cfg(feature = "json-log")]
 use axum_shield::audit::{JsonLines, JsonLinesFields, LogWriter};
-use axum_shield::auth::{AuthorizeLayer, Principal, TokenIssuer};
+use axum_shield::auth::{AuthorizeLayer, TokenIssuer};
 use axum_shield::rate_limit::{LoginAttempt, LoginGuard, RateLimit};
 use axum_shield::validate::{GuardedJson, JsonGuardLayer, JsonLimits, RedactFieldsLayer, Valid};
-use axum_shield::{Claims, ConfigError, JwtAuth, Rejection, RejectionKind, Shield};
+use axum_shield::{Claims, ConfigError, JwtAuth, Principal, Rejection, RejectionKind, Shield};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use validator::Validate;
@@ -387,13 +387,13 @@ async fn admin_stats() -> Json<Value> {
 /// principal, request id and client IP.
 async fn sensitive_action(
     audit: Audit,
-    principal: Option<Extension<Principal>>,
+    principal: Option<Principal>,
 ) -> (StatusCode, Json<Value>) {
     let action = audit.attempt("sensitive_action");
     match perform_sensitive_action().await {
         Ok(()) => {
             action.completed();
-            let by = principal.map(|Extension(p)| p.id().to_owned());
+            let by = principal.map(|p| p.id().to_owned());
             (StatusCode::OK, Json(json!({ "status": "done", "by": by })))
         }
         Err(reason) => {

@@ -57,7 +57,7 @@ use http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::rejection::{Rejection, RejectionKind};
+use crate::rejection::Rejection;
 use crate::ConfigError;
 
 /// The IPv6 prefix length that groups addresses into one rate-limit key unless configured.
@@ -502,14 +502,11 @@ pub(crate) fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
 }
 
 pub(crate) fn missing_connect_info() -> Rejection {
-    tracing::error!(
-        target: "axum_shield::config",
+    crate::rejection::misconfigured(
         "the client IP is unknown: no ConnectInfo<SocketAddr> in the request. Serve the router \
          with `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())` \
-         (or add `axum::extract::connect_info::MockConnectInfo` in tests)"
-    );
-    Rejection::new(RejectionKind::Misconfigured)
-        .with_detail("The server is misconfigured; the error is in its log.")
+         (or add `axum::extract::connect_info::MockConnectInfo` in tests)",
+    )
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {

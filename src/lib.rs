@@ -9,6 +9,7 @@ pub mod client_ip;
 mod error;
 pub mod headers;
 mod interned;
+pub mod principal;
 pub mod rate_limit;
 pub mod rejection;
 pub mod request_id;
@@ -19,6 +20,7 @@ pub mod validate;
 pub use auth::jwt::{Claims, JwtAuth};
 pub use client_ip::ClientIp;
 pub use error::ConfigError;
+pub use principal::Principal;
 pub use rejection::{Rejection, RejectionKind};
 pub use shield::{
     CoreFuture, Shield, ShieldBuilder, ShieldConfig, ShieldCore, ShieldService, DEFAULT_BODY_LIMIT,

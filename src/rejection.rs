@@ -364,6 +364,27 @@ impl Rejection {
     }
 }
 
+/// The refusal for a misconfiguration that only shows at request time (a missing
+/// `ConnectInfo`, an extractor without its layer): a 500 `misconfigured` problem that reveals
+/// nothing, and `fix` logged as an error under the target `axum_shield::config`. When no
+/// tracing subscriber is installed the log line would be lost, so `fix` is then also written
+/// to stderr, once per process for each distinct message.
+pub(crate) fn misconfigured(fix: &'static str) -> Rejection {
+    tracing::error!(target: "axum_shield::config", "{fix}");
+    if !tracing::dispatcher::has_been_set() {
+        static REPORTED: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+        let mut reported = REPORTED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !reported.contains(&fix) {
+            reported.push(fix);
+            eprintln!("axum-shield: misconfigured: {fix}");
+        }
+    }
+    Rejection::new(RejectionKind::Misconfigured)
+        .with_detail("The server is misconfigured; the error is in its log.")
+}
+
 const RESERVED_MEMBERS: [&str; 6] = ["type", "title", "status", "detail", "code", "request_id"];
 
 impl From<RejectionKind> for Rejection {

@@ -16,7 +16,7 @@ use axum::{Extension, Json, Router};
 use axum_shield::audit::{
     self, Audit, ChannelSink, Pseudonymizer, SecurityEvent, SecurityEventKind,
 };
-use axum_shield::auth::{Principal, PrincipalKind};
+use axum_shield::principal::{Principal, PrincipalKind};
 use axum_shield::{Rejection, RejectionKind, Shield};
 use http::header::AUTHORIZATION;
 use http::StatusCode;

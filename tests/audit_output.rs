@@ -322,8 +322,8 @@ async fn account_names_cannot_forge_key_value_pairs_in_text_logs() {
 
     // The request span too: a principal id (a JWT `sub`) with a space is quoted there.
     async fn authenticate(req: Request, next: Next) -> Response {
-        let principal = axum_shield::auth::Principal::new(
-            axum_shield::auth::PrincipalKind::Jwt,
+        let principal = axum_shield::principal::Principal::new(
+            axum_shield::principal::PrincipalKind::Jwt,
             "bob status=200",
         );
         axum_shield::audit::record_principal(&principal, req.extensions());
@@ -364,7 +364,7 @@ fn tracing_subscriber_fmt_writes_display_values_verbatim() {
 #[tokio::test(flavor = "current_thread")]
 async fn json_lines_access_line_carries_the_request_context() {
     use axum_shield::audit;
-    use axum_shield::auth::{Principal, PrincipalKind};
+    use axum_shield::principal::{Principal, PrincipalKind};
 
     async fn authenticate(req: Request, next: Next) -> Response {
         let principal = Principal::new(PrincipalKind::Jwt, "alice\r\n\"admin\"");

@@ -578,7 +578,7 @@ async fn redis_multi_quota_refusal_charges_nothing_and_reports_the_longest_wait(
 async fn redis_keys_of_a_jwt_and_an_api_key_with_the_same_id_stay_apart() {
     use axum::extract::Request;
     use axum::middleware::{from_fn, Next};
-    use axum_shield::auth::{Principal, PrincipalKind};
+    use axum_shield::principal::{Principal, PrincipalKind};
 
     let redis = RedisServer::start();
     let store = RedisStore::connect(&redis.url()).await.unwrap();

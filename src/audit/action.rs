@@ -10,7 +10,7 @@ use http::{Method, Uri};
 
 use super::event::{ActionOutcome, EventSinks, SecurityEvent, SecurityEventKind};
 use super::pseudonym::Pseudonymizer;
-use crate::auth::Principal;
+use crate::principal::Principal;
 use crate::client_ip::ClientIp;
 use crate::request_id::RequestId;
 

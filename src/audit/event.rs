@@ -12,7 +12,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::escape::{escape, escape_owned, LogText};
 use super::pseudonym::{Pseudonym, Pseudonymizer};
-use crate::auth::Principal;
+use crate::principal::Principal;
 use crate::client_ip::ClientIp;
 
 /// The target every security event is emitted under, for filtering:

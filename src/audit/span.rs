@@ -13,7 +13,7 @@ use tracing::Span;
 
 use super::escape::{escape, LogText};
 use super::pseudonym::{Pseudonym, Pseudonymizer};
-use crate::auth::Principal;
+use crate::principal::Principal;
 use crate::client_ip::ClientIp;
 use crate::request_id;
 
@@ -202,7 +202,7 @@ impl<B> MakeSpan<B> for MakeRequestSpan {
 ///
 /// ```
 /// use axum_shield::audit;
-/// use axum_shield::auth::{Principal, PrincipalKind};
+/// use axum_shield::principal::{Principal, PrincipalKind};
 ///
 /// fn authenticated<B>(req: &mut http::Request<B>, principal: Principal) {
 ///     audit::record_principal(&principal, req.extensions());

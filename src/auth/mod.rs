@@ -12,7 +12,6 @@
 
 mod api_key;
 mod challenge;
-mod principal;
 mod revocation;
 #[cfg(all(feature = "redis", feature = "jwt"))]
 pub(crate) use revocation::now_unix;
@@ -30,6 +29,6 @@ pub mod jwt;
 pub use api_key::{ApiKey, ApiKeyFuture, ApiKeyLayer, ApiKeyService, ApiKeys, GeneratedApiKey};
 #[cfg(feature = "jwt")]
 pub use issuer::{IssueError, IssuedToken, TokenIssuer};
-pub use principal::{Principal, PrincipalKind};
+use crate::principal::{Principal, PrincipalKind};
 pub use revocation::{MemoryRevocationStore, RevocationError, RevocationFuture, RevocationStore};
 pub use scope::{Authorize, AuthorizeFuture, AuthorizeLayer, ClaimPath, PrincipalClaims};

@@ -452,7 +452,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::PrincipalKind;
+    use crate::principal::PrincipalKind;
     use http::StatusCode;
     use tower::ServiceExt;
 

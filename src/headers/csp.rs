@@ -11,7 +11,7 @@ use http::HeaderValue;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-use crate::rejection::{Rejection, RejectionKind};
+use crate::rejection::Rejection;
 use crate::ConfigError;
 
 /// A CSP fetch, document or navigation directive
@@ -508,12 +508,10 @@ impl<S: Send + Sync> FromRequestParts<S> for CspNonce {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         parts.extensions.get::<CspNonce>().cloned().ok_or_else(|| {
-            tracing::error!(
-                target: "axum_shield::headers",
+            crate::rejection::misconfigured(
                 "CspNonce requested but no nonce-based CSP is configured: add \
-                 Source::Nonce to the policy of the security headers layer"
-            );
-            Rejection::new(RejectionKind::Misconfigured)
+                 Source::Nonce to the policy of the security headers layer",
+            )
         })
     }
 }

@@ -12,7 +12,7 @@ use axum::extract::MatchedPath;
 use http::request::Parts;
 use http::HeaderName;
 
-use crate::auth::{Principal, PrincipalKind};
+use crate::principal::{Principal, PrincipalKind};
 use crate::client_ip::{ip_key, ClientIp, ClientIpResolver};
 use crate::rejection::Rejection;
 
@@ -142,29 +142,10 @@ impl LimitKey {
         Self::principal(PrincipalKind::Jwt, Some(issuer), subject)
     }
 
-    /// The key of a request's principal. The issuer of a JWT principal is the `iss` of the
-    /// verified token the JWT layer left beside it.
-    pub(crate) fn of_principal(principal: &Principal, extensions: &http::Extensions) -> Self {
-        let issuer = if principal.kind() == PrincipalKind::Jwt {
-            jwt_issuer(principal, extensions)
-        } else {
-            None
-        };
-        Self::principal(principal.kind(), issuer, principal.id())
+    /// The key of a request's principal: its kind, issuer and id.
+    pub(crate) fn of_principal(principal: &Principal) -> Self {
+        Self::principal(principal.kind(), principal.issuer(), principal.id())
     }
-}
-
-#[cfg(feature = "jwt")]
-fn jwt_issuer<'e>(principal: &Principal, extensions: &'e http::Extensions) -> Option<&'e str> {
-    extensions
-        .get::<crate::auth::jwt::VerifiedToken>()
-        .filter(|token| token.principal().id() == principal.id())
-        .and_then(|token| token.issuer())
-}
-
-#[cfg(not(feature = "jwt"))]
-fn jwt_issuer<'e>(_: &Principal, _: &'e http::Extensions) -> Option<&'e str> {
-    None
 }
 
 impl fmt::Display for LimitKey {
@@ -290,7 +271,7 @@ pub(crate) fn sync_key<H: Head>(
     Some(match source {
         KeySource::Ip => ip_key_of(extensions),
         KeySource::Principal => match extensions.get::<Principal>() {
-            Some(p) => Ok(LimitKey::of_principal(p, extensions)),
+            Some(p) => Ok(LimitKey::of_principal(p)),
             None => ip_key_of(extensions),
         },
         KeySource::Header(name) => match head.headers().get(name).and_then(|v| v.to_str().ok()) {

@@ -31,7 +31,7 @@ use super::memory::{
 };
 use super::quota::{ceil_secs, IntoQuotas, Quota};
 use crate::audit::{SecurityEvent, SecurityEventKind};
-use crate::auth::Principal;
+use crate::principal::Principal;
 use crate::client_ip::{ClientIp, UNKNOWN_CLIENT};
 use crate::rejection::{Rejection, RejectionKind};
 use crate::ConfigError;
@@ -1260,7 +1260,7 @@ mod tests {
         for (who, expected) in [("alice", 200), ("bob", 200), ("alice", 429)] {
             let mut req = request("192.0.2.1", &[]);
             req.extensions_mut()
-                .insert(Principal::new(crate::auth::PrincipalKind::Jwt, who));
+                .insert(Principal::new(crate::principal::PrincipalKind::Jwt, who));
             assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), expected);
         }
         let custom = RateLimit::per_key("1/minute", |parts: &Parts| {
@@ -1343,7 +1343,7 @@ mod tests {
             .starts_with("\"ip-3600s\";r=0;"));
     }
 
-    fn principal_request(kind: crate::auth::PrincipalKind, id: &str) -> Request<Body> {
+    fn principal_request(kind: crate::principal::PrincipalKind, id: &str) -> Request<Body> {
         let mut req = request("192.0.2.1", &[]);
         req.extensions_mut().insert(Principal::new(kind, id));
         req
@@ -1353,7 +1353,7 @@ mod tests {
     /// equals an API key's id shares neither its bucket, nor its exemption, nor its tier.
     #[tokio::test]
     async fn jwt_subject_equal_to_an_api_key_id_has_its_own_bucket_exemption_and_tier() {
-        use crate::auth::PrincipalKind::{ApiKey, Jwt};
+        use crate::principal::PrincipalKind::{ApiKey, Jwt};
         let clock = FakeRelativeClock::default();
         let limit = RateLimit::per_principal("1/minute")
             .unwrap()

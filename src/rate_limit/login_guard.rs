@@ -795,12 +795,10 @@ impl<S: Send + Sync> FromRequestParts<S> for LoginAttempt {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let Some(guard) = parts.extensions.get::<LoginGuard>().cloned() else {
-            tracing::error!(
-                target: "axum_shield::config",
-                "LoginAttempt used without a LoginGuard: add `.layer(guard.layer())` to the login route"
-            );
-            return Err(Rejection::new(RejectionKind::Misconfigured)
-                .with_detail("The server is misconfigured; the error is in its log."));
+            return Err(crate::rejection::misconfigured(
+                "LoginAttempt used without a LoginGuard: add `.route_layer(guard.layer())` to \
+                 the login route",
+            ));
         };
         let ip = client_ip_key(parts)?;
         let attempt = LoginAttempt {

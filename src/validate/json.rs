@@ -419,7 +419,7 @@ pub(crate) fn event_parts(method: &http::Method, uri: &http::Uri, ext: &http::Ex
     if let Some(ip) = ext.get::<crate::ClientIp>() {
         parts.extensions.insert(*ip);
     }
-    if let Some(principal) = ext.get::<crate::auth::Principal>() {
+    if let Some(principal) = ext.get::<crate::principal::Principal>() {
         parts.extensions.insert(principal.clone());
     }
     if let Some(sinks) = ext.get::<crate::audit::EventSinks>() {

@@ -21,7 +21,7 @@ use crate::{Rejection, RejectionKind};
 /// Authenticates requests with a bearer JWT; made by [`JwtVerifier::layer`] or
 /// [`JwtVerifier::optional_layer`].
 ///
-/// On success the [`VerifiedToken`] and its [`Principal`](crate::auth::Principal) are put
+/// On success the [`VerifiedToken`] and its [`Principal`](crate::Principal) are put
 /// into request extensions. Refusals follow RFC 6750 §3:
 ///
 /// | request | answer |

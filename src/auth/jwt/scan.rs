@@ -13,7 +13,8 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::auth::{Principal, PrincipalClaims, PrincipalKind};
+use crate::auth::PrincipalClaims;
+use crate::principal::{Principal, PrincipalKind};
 
 /// What the payload held under one registered claim name.
 #[derive(Debug, Default, PartialEq, Eq)]

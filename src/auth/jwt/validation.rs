@@ -14,7 +14,8 @@ use serde_json::Value;
 
 use super::keys::{parse_alg, VerifyingKey};
 use super::scan::{self, Audience, Claim, ScanError};
-use crate::auth::{Principal, PrincipalClaims, PrincipalKind};
+use crate::auth::PrincipalClaims;
+use crate::principal::{Principal, PrincipalKind};
 
 /// Why a token was refused. Shown only in logs and security events (its
 /// [`reason`](Self::reason)), never to the client unless `error_description` is enabled.
@@ -514,6 +515,11 @@ pub(crate) fn check_claims(
         let value: Value = serde_json::from_str(&json).map_err(|_| TokenError::NotAClaimsSet)?;
         let principal = mapping.principal(PrincipalKind::Jwt, &sub, &value);
         (principal, Some(value))
+    };
+    // The principal carries its issuer, so per-principal rate-limit keys need no token.
+    let principal = match iss.as_deref() {
+        Some(issuer) => principal.with_issuer(issuer),
+        None => principal,
     };
     let iss = iss.map(|i| ClaimText::new(i, json.as_bytes()));
     drop(claims);
