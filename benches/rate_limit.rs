@@ -253,7 +253,8 @@ criterion_group!(benches, bench_check, bench_layer);
 /// `redis-server` started here on a free port (feature `redis`).
 #[cfg(feature = "redis")]
 fn redis_numbers() {
-    use axum_shield::rate_limit::{FailureMode, RedisStore};
+    use axum_shield::rate_limit::FailureMode;
+    use axum_shield::redis::RedisStore;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -15,7 +15,8 @@
 use std::net::SocketAddr;
 
 use axum::{routing::get, Router};
-use axum_shield::rate_limit::{FailureMode, RateLimit, RedisStore};
+use axum_shield::rate_limit::{FailureMode, RateLimit};
+use axum_shield::redis::RedisStore;
 use axum_shield::Shield;
 
 async fn instance(

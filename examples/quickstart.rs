@@ -74,7 +74,7 @@ pub struct Settings {
     /// Share the per-IP limit and the login guard through Redis (`REDIS_URL`, feature
     /// `redis`); while Redis is unreachable the limited routes answer 503 (fail closed).
     #[cfg(feature = "redis")]
-    pub redis: Option<axum_shield::rate_limit::RedisStore>,
+    pub redis: Option<axum_shield::redis::RedisStore>,
 }
 
 impl Settings {
@@ -385,10 +385,7 @@ async fn admin_stats() -> Json<Value> {
 /// The guide's `sensitive_action`, done right: no user data formatted into a line; one
 /// `sensitive_action` event when attempted and one when completed or failed, each with the
 /// principal, request id and client IP.
-async fn sensitive_action(
-    audit: Audit,
-    principal: Option<Principal>,
-) -> (StatusCode, Json<Value>) {
+async fn sensitive_action(audit: Audit, principal: Option<Principal>) -> (StatusCode, Json<Value>) {
     let action = audit.attempt("sensitive_action");
     match perform_sensitive_action().await {
         Ok(()) => {
@@ -470,7 +467,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut settings = Settings::from_env()?;
     #[cfg(feature = "redis")]
     if let Ok(url) = std::env::var("REDIS_URL") {
-        settings.redis = Some(axum_shield::rate_limit::RedisStore::connect(&url).await?);
+        settings.redis = Some(axum_shield::redis::RedisStore::connect(&url).await?);
     }
     let app = app(&settings)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;

@@ -11,6 +11,8 @@ pub mod headers;
 mod interned;
 pub mod principal;
 pub mod rate_limit;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod rejection;
 pub mod request_id;
 pub mod shield;

@@ -238,7 +238,7 @@ mod with_redis {
         let port = redis.port;
         let mut settings = settings();
         settings.redis = Some(
-            axum_shield::rate_limit::RedisStore::connect(&format!("redis://127.0.0.1:{port}/"))
+            axum_shield::redis::RedisStore::connect(&format!("redis://127.0.0.1:{port}/"))
                 .await
                 .unwrap(),
         );

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::{routing::get, Router};
-use axum_shield::rate_limit::{
-    FailureMode, LimitKey, LoginGuard, RateLimit, RedisRevocationList, RedisStore,
-};
+use axum_shield::auth::{RedisRevocationList, RevocationStore};
+use axum_shield::rate_limit::{FailureMode, LimitKey, LoginGuard, RateLimit};
+use axum_shield::redis::RedisStore;
 use axum_shield::Shield;
 
 #[path = "support/redis_server.rs"]
@@ -237,9 +237,12 @@ async fn login_guard_and_revocations_are_shared_through_redis() {
 
     let list = RedisRevocationList::new(RedisStore::connect(&redis.url()).await.unwrap());
     assert!(!list.is_revoked("https://id.example", "abc").await.unwrap());
-    list.revoke("https://id.example", "abc", Duration::from_secs(60))
-        .await
-        .unwrap();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60;
+    list.revoke("https://id.example", "abc", exp).await.unwrap();
     assert!(list.is_revoked("https://id.example", "abc").await.unwrap());
     assert!(!list
         .is_revoked("https://other.example", "abc")
@@ -252,7 +255,7 @@ async fn login_guard_and_revocations_are_shared_through_redis() {
 #[cfg(feature = "jwt")]
 #[tokio::test]
 async fn jwt_revoked_through_redis_is_refused_everywhere_and_redis_down_fails_closed() {
-    use axum_shield::auth::{RevocationStore, TokenIssuer};
+    use axum_shield::auth::TokenIssuer;
     use axum_shield::JwtAuth;
     use std::sync::Arc;
 

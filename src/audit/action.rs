@@ -10,8 +10,8 @@ use http::{Method, Uri};
 
 use super::event::{ActionOutcome, EventSinks, SecurityEvent, SecurityEventKind};
 use super::pseudonym::Pseudonymizer;
-use crate::principal::Principal;
 use crate::client_ip::ClientIp;
+use crate::principal::Principal;
 use crate::request_id::RequestId;
 
 /// Extractor that records high-risk actions (and other security events) of a request with its

@@ -12,8 +12,8 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::escape::{escape, escape_owned, LogText};
 use super::pseudonym::{Pseudonym, Pseudonymizer};
-use crate::principal::Principal;
 use crate::client_ip::ClientIp;
+use crate::principal::Principal;
 
 /// The target every security event is emitted under, for filtering:
 /// `RUST_LOG=axum_shield::security=info`.

@@ -13,8 +13,8 @@ use tracing::Span;
 
 use super::escape::{escape, LogText};
 use super::pseudonym::{Pseudonym, Pseudonymizer};
-use crate::principal::Principal;
 use crate::client_ip::ClientIp;
+use crate::principal::Principal;
 use crate::request_id;
 
 /// The `tracing` target of the per-request span and its access line.

@@ -13,10 +13,8 @@
 mod api_key;
 mod challenge;
 mod revocation;
-#[cfg(all(feature = "redis", feature = "jwt"))]
-pub(crate) use revocation::now_unix;
 #[cfg(feature = "redis")]
-pub(crate) use revocation::MAX_LEEWAY;
+mod revocation_redis;
 mod scope;
 
 #[cfg(feature = "jwt")]
@@ -26,9 +24,11 @@ pub mod jwks;
 #[cfg(feature = "jwt")]
 pub mod jwt;
 
+use crate::principal::{Principal, PrincipalKind};
 pub use api_key::{ApiKey, ApiKeyFuture, ApiKeyLayer, ApiKeyService, ApiKeys, GeneratedApiKey};
 #[cfg(feature = "jwt")]
 pub use issuer::{IssueError, IssuedToken, TokenIssuer};
-use crate::principal::{Principal, PrincipalKind};
 pub use revocation::{MemoryRevocationStore, RevocationError, RevocationFuture, RevocationStore};
+#[cfg(feature = "redis")]
+pub use revocation_redis::RedisRevocationList;
 pub use scope::{Authorize, AuthorizeFuture, AuthorizeLayer, ClaimPath, PrincipalClaims};

@@ -12,8 +12,8 @@ use axum::extract::MatchedPath;
 use http::request::Parts;
 use http::HeaderName;
 
-use crate::principal::{Principal, PrincipalKind};
 use crate::client_ip::{ip_key, ClientIp, ClientIpResolver};
+use crate::principal::{Principal, PrincipalKind};
 use crate::rejection::Rejection;
 
 /// The key a request is counted under.

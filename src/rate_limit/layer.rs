@@ -31,8 +31,8 @@ use super::memory::{
 };
 use super::quota::{ceil_secs, IntoQuotas, Quota};
 use crate::audit::{SecurityEvent, SecurityEventKind};
-use crate::principal::Principal;
 use crate::client_ip::{ClientIp, UNKNOWN_CLIENT};
+use crate::principal::Principal;
 use crate::rejection::{Rejection, RejectionKind};
 use crate::ConfigError;
 
@@ -481,10 +481,14 @@ impl RateLimitBuilder {
         self
     }
 
-    /// Shares the limit through Redis (see [`RedisStore`](super::RedisStore)); `on_failure`
+    /// Shares the limit through Redis (see [`RedisStore`](crate::redis::RedisStore)); `on_failure`
     /// decides what happens when Redis cannot answer.
     #[cfg(feature = "redis")]
-    pub fn redis(mut self, store: super::RedisStore, on_failure: super::FailureMode) -> Self {
+    pub fn redis(
+        mut self,
+        store: crate::redis::RedisStore,
+        on_failure: super::FailureMode,
+    ) -> Self {
         self.redis = Some(super::redis::RedisBackendConfig { store, on_failure });
         self
     }

@@ -413,7 +413,7 @@ pub struct LoginGuardBuilder {
     clock: Option<FakeRelativeClock>,
     eviction_interval: Duration,
     #[cfg(feature = "redis")]
-    redis: Option<super::RedisStore>,
+    redis: Option<crate::redis::RedisStore>,
 }
 
 impl Default for LoginGuardBuilder {
@@ -560,7 +560,7 @@ impl LoginGuardBuilder {
 
     /// Keeps the failure counts in Redis so every instance shares them.
     #[cfg(feature = "redis")]
-    pub fn redis(mut self, store: super::RedisStore) -> Self {
+    pub fn redis(mut self, store: crate::redis::RedisStore) -> Self {
         self.redis = Some(store);
         self
     }

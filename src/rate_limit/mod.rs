@@ -104,7 +104,7 @@ pub use login_guard::{
 pub use memory::{KeyCapPolicy, DEFAULT_EVICTION_INTERVAL, DEFAULT_MAX_KEYS};
 pub use quota::{IntoQuotas, Quota, MAX_REFILL};
 #[cfg(feature = "redis")]
-pub use redis::{FailureMode, RedisRevocationList, RedisStore};
+pub use redis::FailureMode;
 
 /// The manual clock accepted by [`RateLimitBuilder::clock`] and [`LoginGuardBuilder::clock`]
 /// (re-exported from governor).

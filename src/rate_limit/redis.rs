@@ -1,5 +1,5 @@
-//! Redis: one limit shared by every instance, the login guard's counters, and a JWT
-//! revocation list.
+//! Redis: one limit shared by every instance, and the login guard's counters, through the
+//! shared [`RedisStore`] connection.
 //!
 //! Rate limits run GCRA in one Lua script per request (one round trip; `EVALSHA`, loaded on
 //! first use) that reads the **Redis server's clock** (`TIME`), so instances with skewed clocks
@@ -7,15 +7,12 @@
 //! Keys expire (`PX`) when their quota has fully come back, so idle keys cost nothing.
 //! Connections go through the redis crate's `ConnectionManager`, which reconnects on its own.
 
-use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::IntoResponse;
 use http::header::RETRY_AFTER;
 use http::request::Parts;
 use http::HeaderValue;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 use serde::Deserialize;
 
@@ -24,8 +21,8 @@ use super::layer::{Decision, Shared, Tier, Verdict};
 use super::login_guard::{Backoff, Charge, Receipt};
 use super::quota::Quota;
 use crate::audit::{SecurityEvent, SecurityEventKind};
+use crate::redis::RedisStore;
 use crate::rejection::{Rejection, RejectionKind};
-use crate::ConfigError;
 
 /// What a Redis-backed limit does when Redis cannot answer in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -40,99 +37,6 @@ pub enum FailureMode {
     /// until Redis is back.
     #[default]
     Local,
-}
-
-/// A connection to Redis shared by rate limits, login guards and revocation lists.
-///
-/// ```no_run
-/// use axum_shield::rate_limit::{FailureMode, RateLimit, RedisStore};
-///
-/// # async fn run() -> Result<(), axum_shield::ConfigError> {
-/// let redis = RedisStore::connect("redis://127.0.0.1:6379/").await?;
-/// let limit = RateLimit::per_ip("100/hour")?.redis(redis, FailureMode::Local).layer();
-/// # let _ = limit;
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Clone)]
-pub struct RedisStore {
-    conn: ConnectionManager,
-    prefix: Arc<str>,
-    timeout: Duration,
-}
-
-impl fmt::Debug for RedisStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisStore")
-            .field("prefix", &self.prefix)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RedisStore {
-    /// Prepares a connection to `url` (`redis://host:port/db`, `rediss://` for TLS if the redis
-    /// crate has it). The connection is made on first use and remade after failures, so the
-    /// application starts even while Redis is down.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] when the URL is malformed.
-    pub async fn connect(url: &str) -> Result<Self, ConfigError> {
-        let bad = || {
-            ConfigError::new(
-                "redis.url",
-                "the Redis URL is malformed",
-                "use a URL such as redis://127.0.0.1:6379/",
-            )
-        };
-        let client = redis::Client::open(url).map_err(|_| bad())?;
-        // The connection's own timeouts are the ceiling of `timeout()`; each call is cut
-        // at the store's (shorter, by default) timeout and then takes the failure mode.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(MAX_TIMEOUT))
-            .set_response_timeout(Some(MAX_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|_| bad())?;
-        Ok(Self {
-            conn,
-            prefix: Arc::from("axum-shield"),
-            timeout: DEFAULT_TIMEOUT,
-        })
-    }
-
-    /// Prefix of every key this crate writes (default `axum-shield`).
-    pub fn prefix(mut self, prefix: &str) -> Self {
-        self.prefix = Arc::from(prefix);
-        self
-    }
-
-    /// How long to wait for Redis before applying the failure mode (default 250 ms, at most
-    /// 5 s: longer values are cut to 5 s, the connection's own timeouts).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout.min(MAX_TIMEOUT);
-        self
-    }
-
-    async fn run<T: redis::FromRedisValue>(
-        &self,
-        invocation: &redis::ScriptInvocation<'_>,
-    ) -> Result<T, ()> {
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await {
-            Ok(Ok(value)) => Ok(value),
-            _ => Err(()),
-        }
-    }
-
-    async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, ()> {
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, cmd.query_async(&mut conn)).await {
-            Ok(Ok(value)) => Ok(value),
-            _ => Err(()),
-        }
-    }
 }
 
 /// GCRA over every quota of a limit, in microseconds of the server clock. Every quota is
@@ -181,12 +85,6 @@ pub(crate) struct RedisBackendConfig {
     pub(crate) on_failure: FailureMode,
 }
 
-/// Default wait for Redis before the failure mode applies.
-const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
-/// The longest wait [`RedisStore::timeout`] accepts: the connection manager's own connection
-/// and response timeouts.
-const MAX_TIMEOUT: Duration = Duration::from_secs(5);
-
 fn script() -> &'static Script {
     static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
     SCRIPT.get_or_init(|| Script::new(GCRA))
@@ -227,7 +125,7 @@ pub(crate) async fn decide(
     tier: &Tier,
     key: &LimitKey,
 ) -> Verdict {
-    let base = limit_key(&cfg.store.prefix, &shared.name, key);
+    let base = limit_key(cfg.store.key_prefix(), &shared.name, key);
     let mut invocation = script().prepare_invoke();
     invocation.arg(shared.cost.get());
     for quota in &tier.redis {
@@ -350,7 +248,7 @@ impl RedisGuard {
 
     fn keys(&self, key: &LimitKey, account: bool) -> (String, String) {
         let scope = if account { "a" } else { "i" };
-        let base = format!("{}:lg:{{{scope}|{key}}}", self.store.prefix);
+        let base = format!("{}:lg:{{{scope}|{key}}}", self.store.key_prefix());
         (format!("{base}:n"), format!("{base}:lock"))
     }
 
@@ -438,141 +336,4 @@ impl RedisGuard {
             self.failed(event);
         }
     }
-}
-
-/// A JWT revocation list (denylist) in Redis: `revoke` a token's `jti` until no verifier
-/// would accept it anyway, and ask `is_revoked` while verifying.
-///
-/// Entries expire on their own (`PX` = the token's remaining lifetime plus 600 s), so the
-/// list never outgrows the set of revoked tokens some verifier could still accept. The 600 s
-/// are the largest clock-skew leeway a verifier may be built with (`jwt::MAX_LEEWAY`):
-/// verifiers accept a token until `exp` + leeway (RFC 7519 §4.1.4), and the list, shared by
-/// many instances, cannot know which leeway each uses. Keys are
-/// `{prefix}:revoked:{len(iss)}:{iss}:{jti}`, so two issuers cannot collide.
-///
-/// ```no_run
-/// use std::time::Duration;
-/// use axum_shield::rate_limit::{RedisRevocationList, RedisStore};
-///
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let list = RedisRevocationList::new(RedisStore::connect("redis://127.0.0.1/").await?);
-/// list.revoke("https://id.example", "8f14e45f", Duration::from_secs(900)).await?;
-/// assert!(list.is_revoked("https://id.example", "8f14e45f").await?);
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug, Clone)]
-pub struct RedisRevocationList {
-    store: RedisStore,
-}
-
-impl RedisRevocationList {
-    /// A revocation list on `store`.
-    pub fn new(store: RedisStore) -> Self {
-        Self { store }
-    }
-
-    fn key(&self, iss: &str, jti: &str) -> String {
-        format!("{}:revoked:{}:{iss}:{jti}", self.store.prefix, iss.len())
-    }
-
-    /// Revokes the token `jti` of issuer `iss`, whose remaining lifetime (`exp` − now) is
-    /// `ttl`. The entry is kept for `ttl` plus 600 s, the largest leeway a verifier may
-    /// accept the token for after its `exp`.
-    ///
-    /// # Errors
-    ///
-    /// A [`redis::RedisError`] when Redis cannot store it in time.
-    pub async fn revoke(
-        &self,
-        iss: &str,
-        jti: &str,
-        ttl: Duration,
-    ) -> Result<(), redis::RedisError> {
-        self.store_for(iss, jti, ttl.saturating_add(crate::auth::MAX_LEEWAY))
-            .await
-    }
-
-    /// Stores the entry for `keep` (at least one millisecond).
-    async fn store_for(
-        &self,
-        iss: &str,
-        jti: &str,
-        keep: Duration,
-    ) -> Result<(), redis::RedisError> {
-        let ms = keep.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
-        let mut conn = self.store.conn.clone();
-        tokio::time::timeout(
-            self.store.timeout,
-            redis::cmd("SET")
-                .arg(self.key(iss, jti))
-                .arg("1")
-                .arg("PX")
-                .arg(ms)
-                .query_async::<()>(&mut conn),
-        )
-        .await
-        .map_err(|_| timeout_error())?
-    }
-
-    /// Whether `jti` of `iss` is revoked.
-    ///
-    /// # Errors
-    ///
-    /// A [`redis::RedisError`] when Redis cannot answer in time — verifiers should then refuse
-    /// the token (fail closed).
-    pub async fn is_revoked(&self, iss: &str, jti: &str) -> Result<bool, redis::RedisError> {
-        let mut conn = self.store.conn.clone();
-        tokio::time::timeout(
-            self.store.timeout,
-            redis::cmd("EXISTS")
-                .arg(self.key(iss, jti))
-                .query_async::<bool>(&mut conn),
-        )
-        .await
-        .map_err(|_| timeout_error())?
-    }
-}
-
-/// Plugs the Redis list into the JWT layer: `JwtAuth::…revocation(Arc::new(list))`. A Redis
-/// failure is a [`RevocationError`](crate::auth::RevocationError), on which the JWT layer fails
-/// closed (503), never admitting a token it could not check.
-#[cfg(feature = "jwt")]
-impl crate::auth::RevocationStore for RedisRevocationList {
-    fn is_revoked<'a>(
-        &'a self,
-        issuer: &'a str,
-        jti: &'a str,
-    ) -> crate::auth::RevocationFuture<'a, bool> {
-        Box::pin(async move {
-            RedisRevocationList::is_revoked(self, issuer, jti)
-                .await
-                .map_err(|e| crate::auth::RevocationError::new(e.to_string()))
-        })
-    }
-
-    fn revoke<'a>(
-        &'a self,
-        issuer: &'a str,
-        jti: &'a str,
-        expires_at: u64,
-    ) -> crate::auth::RevocationFuture<'a, ()> {
-        Box::pin(async move {
-            let now = crate::auth::now_unix();
-            // Keep the entry until no verifier accepts the token any more: `exp` plus the
-            // largest leeway (at least a second, also for a token already past that).
-            let until = expires_at.saturating_add(crate::auth::MAX_LEEWAY.as_secs());
-            let keep = Duration::from_secs(until.saturating_sub(now).max(1));
-            self.store_for(issuer, jti, keep)
-                .await
-                .map_err(|e| crate::auth::RevocationError::new(e.to_string()))
-        })
-    }
-}
-
-fn timeout_error() -> redis::RedisError {
-    redis::RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        "redis did not answer in time",
-    ))
 }
