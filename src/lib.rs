@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod client_ip;
 mod error;
+pub mod future;
 pub mod headers;
 mod interned;
 pub mod principal;
