@@ -1,12 +1,11 @@
 //! Every refusal and high-risk action produces one named security event with the stable
 //! field schema, captured from a real `tracing` subscriber.
 
-mod audit_common;
+mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use audit_common::{json_capture, shielded, shielded_with, CLIENT};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::{from_fn, from_fn_with_state, Next};
@@ -21,6 +20,7 @@ use axum_shield::{Rejection, RejectionKind, Shield};
 use http::header::AUTHORIZATION;
 use http::StatusCode;
 use serde_json::Value;
+use support::audit::{json_capture, shielded, shielded_with, CLIENT};
 use tower::ServiceExt;
 use tracing::Level;
 
@@ -571,7 +571,7 @@ async fn shield_sinks_receive_events_with_request_context_without_blocking() {
 async fn without_access_line_status_and_latency_are_recorded_on_the_span() {
     // Without the access line the span opens at DEBUG: an INFO subscriber pays nothing for it
     // (events carry their own request context), a DEBUG one still sees status and latency.
-    let (capture, _guard) = audit_common::text_capture(Level::DEBUG, false);
+    let (capture, _guard) = support::audit::text_capture(Level::DEBUG, false);
     let app = shielded_with(
         Router::new().route("/orders/{id}", get(|| async { "ok" })),
         Shield::api().access_log(false),

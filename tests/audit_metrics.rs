@@ -2,13 +2,12 @@
 //! `axum_shield_security_events_total{event, route}`.
 #![cfg(feature = "metrics")]
 
-mod audit_common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use audit_common::shielded;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware::{from_fn, Next};
@@ -20,6 +19,7 @@ use axum_shield::{Rejection, RejectionKind};
 use metrics::{
     Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
+use support::audit::shielded;
 use tower::ServiceExt;
 
 type Counts = Arc<Mutex<BTreeMap<(String, Vec<(String, String)>), Arc<AtomicU64>>>>;

@@ -1,11 +1,10 @@
 //! What reaches the log output: no credential ever, no forged or hidden line, and panics
 //! reported without leaking — over a real socket, with everything logged at TRACE.
 
-mod audit_common;
+mod support;
 
 use std::net::SocketAddr;
 
-use audit_common::{json_capture, text_capture, Capture};
 use axum::extract::Request;
 use axum::middleware::{from_fn, Next};
 use axum::response::{IntoResponse, Response};
@@ -14,12 +13,11 @@ use axum::{Json, Router};
 use axum_shield::audit::{Audit, SecurityEventKind};
 use axum_shield::Shield;
 use http::StatusCode;
+use support::audit::{json_capture, text_capture, Capture};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::Level;
 
-#[path = "support/app_server.rs"]
-mod app_server;
-use app_server::serve;
+use support::app_server::serve;
 
 const SECRETS: [&str; 8] = [
     "eyJhbGciOiJIUzI1NiJ9.token-secret-AAA",
@@ -122,7 +120,7 @@ async fn credentials_never_appear_in_any_captured_output() {
         let (capture, _guard) = match format {
             "json" => json_capture(Level::TRACE),
             #[cfg(feature = "json-log")]
-            "json_lines" => audit_common::json_lines_capture(Level::TRACE),
+            "json_lines" => support::audit::json_lines_capture(Level::TRACE),
             _ => text_capture(Level::TRACE, false),
         };
         let addr = serve(app()).await;
@@ -372,7 +370,7 @@ async fn json_lines_access_line_carries_the_request_context() {
         next.run(req).await
     }
 
-    let (capture, _guard) = audit_common::json_lines_capture(Level::INFO);
+    let (capture, _guard) = support::audit::json_lines_capture(Level::INFO);
     let app = Router::new()
         .route("/orders/{id}", get(|| async { "ok" }))
         .route_layer(from_fn(authenticate))
@@ -419,7 +417,7 @@ async fn json_lines_access_line_carries_the_request_context() {
 #[cfg(feature = "json-log")]
 #[tokio::test(flavor = "current_thread")]
 async fn crlf_and_ansi_in_username_produce_one_json_line() {
-    let (capture, _guard) = audit_common::json_lines_capture(Level::INFO);
+    let (capture, _guard) = support::audit::json_lines_capture(Level::INFO);
     login_as_forged_user().await;
     let text = capture.text();
     assert!(!text.contains('\x1b') && !text.contains('\r') && !text.contains('\u{9b}'));

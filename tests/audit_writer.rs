@@ -2,6 +2,8 @@
 //! threads, formatted by `audit::JsonLines`, all reach the output whole, parseable and in
 //! order per thread, once the guard is dropped.
 
+mod support;
+
 use std::net::SocketAddr;
 
 use axum::body::Body;
@@ -13,14 +15,12 @@ use axum_shield::Shield;
 use http::Request;
 use tower::ServiceExt;
 
-mod audit_common;
-
 const THREADS: usize = 4;
 const REQUESTS: usize = 500;
 
 #[test]
 fn access_lines_from_concurrent_requests_arrive_whole_and_in_order() {
-    let output = audit_common::Capture::default();
+    let output = support::audit::Capture::default();
     let (writer, guard) = LogWriter::new(output.output());
     let dispatch = tracing::Dispatch::new(
         tracing_subscriber::fmt()

@@ -3,6 +3,8 @@
 //! statuses with the expected headers, and no request may get a 5xx it should not.
 #![cfg(all(feature = "jwt", feature = "validate"))]
 
+mod support;
+
 #[path = "../examples/quickstart.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod quickstart;
@@ -15,9 +17,6 @@ use std::time::Duration;
 use axum_shield::auth::TokenIssuer;
 use futures_util::stream::{self, StreamExt};
 use serde_json::json;
-
-#[path = "support/app_server.rs"]
-mod app_server;
 
 const SECRET: &[u8] = b"load-test-secret-load-test-secret-0123";
 const REQUESTS: usize = 20_000;
@@ -40,7 +39,7 @@ fn settings() -> quickstart::Settings {
 }
 
 async fn serve(settings: &quickstart::Settings) -> SocketAddr {
-    app_server::serve(quickstart::app(settings).expect("quickstart builds")).await
+    support::app_server::serve(quickstart::app(settings).expect("quickstart builds")).await
 }
 
 fn token(sub: &str, roles: &[&str]) -> String {
@@ -221,12 +220,8 @@ async fn twenty_thousand_mixed_requests_get_only_expected_answers() {
 }
 
 #[cfg(feature = "redis")]
-#[path = "support/redis_server.rs"]
-mod redis_server;
-
-#[cfg(feature = "redis")]
 mod with_redis {
-    use super::redis_server::RedisServer;
+    use super::support::redis_server::RedisServer;
     use super::*;
 
     /// Valid requests from distinct clients while Redis is killed and restarted: before,

@@ -1,5 +1,7 @@
 //! Integration tests of the `Shield` stack (issue: foundation), in process and over real TCP.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -13,9 +15,6 @@ use axum_shield::{ClientIp, Rejection, RejectionKind, Shield, ShieldConfig};
 use http::{Request, StatusCode};
 use serde_json::Value;
 use tower::ServiceExt;
-
-#[path = "support/app_server.rs"]
-mod app_server;
 
 const PEER: ([u8; 4], u16) = ([203, 0, 113, 9], 4711);
 
@@ -323,7 +322,7 @@ fn config_loads_from_toml_and_is_validated() {
 // --- over real TCP: the client IP comes from the socket ---
 
 async fn serve(shield: Shield) -> SocketAddr {
-    app_server::serve(routes().layer(shield)).await
+    support::app_server::serve(routes().layer(shield)).await
 }
 
 async fn fetch_ip(addr: SocketAddr, headers: &[(&str, &str)]) -> String {

@@ -1,5 +1,7 @@
 //! Rate limiting and the login guard over real sockets on 127.0.0.1.
 
+mod support;
+
 use axum::{
     routing::{get, post},
     Json, Router,
@@ -9,9 +11,7 @@ use axum_shield::rate_limit::{LoginAttempt, LoginGuard, RateLimit};
 use axum_shield::{Rejection, Shield};
 use serde::Deserialize;
 
-#[path = "support/app_server.rs"]
-mod app_server;
-use app_server::serve;
+use support::app_server::serve;
 
 #[tokio::test]
 async fn spoofed_x_forwarded_for_over_a_real_socket_keeps_the_key() {

@@ -2,6 +2,8 @@
 //! started by the test on a free loopback port.
 #![cfg(feature = "redis")]
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -11,12 +13,8 @@ use axum_shield::rate_limit::{FailureMode, LimitKey, LoginGuard, RateLimit};
 use axum_shield::redis::RedisStore;
 use axum_shield::Shield;
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
-use redis_server::RedisServer;
-#[path = "support/app_server.rs"]
-mod app_server;
-use app_server::serve;
+use support::app_server::serve;
+use support::redis_server::RedisServer;
 
 /// One application instance on its own port, limited through Redis.
 async fn instance(url: &str, quota: &str, mode: FailureMode) -> SocketAddr {
