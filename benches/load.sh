@@ -17,8 +17,17 @@
 #                                                  floor of any stack that checks a JWT
 #   parts-*     benches/load/target/release/parts  one part of the quickstart stack alone (PART=
 #                                                  shield | rate-limit | jwt | all; see parts.rs)
-# Each is driven with `wrk -t2 -c64 -d${DURATION}s --latency` carrying one valid bearer token
-# (printed by `peer token`), in rounds A B C D A B C D … so machine drift hits every server.
+# Each is driven with wrk carrying one valid bearer token (printed by `peer token`), in rounds
+# A B C D A B C D … so machine drift hits every server.
+#
+# PINNED mode (default, PIN=1): the server runs on core 0 with one tokio worker
+# (`taskset -c 0`, TOKIO_WORKER_THREADS=1) and wrk on core 1 (`taskset -c 1 wrk -t1 -c64`).
+# With both on the same cores the server is preempted at nearly every `writev` when wrk wakes
+# up, so each extra microsecond of server work also buys context switches and the ratios are
+# inflated and move from run to run; pinned, they measure the server. Each run also reports
+# the server's CPU time per request and its context switches per request (from /proc).
+# PIN=0 is the SHARED-CORE mode of earlier figures (`wrk -t2 -c64`, server on every core),
+# labelled as such in the output.
 #
 # THE QUICKSTART CONTRACT this script relies on (peer implements the same names):
 #   - listens on 127.0.0.1:$PORT
@@ -33,7 +42,7 @@
 #   - RATE_LIMIT_MAX_KEYS   cap on the number of rate-limit keys held in memory
 #
 # Environment knobs (defaults):
-#   DURATION=10  ROUNDS=3  TARGET_PATH=/me  JWT_SECRET=<fixed 44-byte test secret>
+#   PIN=1  DURATION=10  ROUNDS=3  TARGET_PATH=/me  JWT_SECRET=<fixed 44-byte test secret>
 #   ALLOW_QUOTA=1000000/second  TINY_QUOTA=1/minute
 #   SPRAY_DURATION=30  SPRAY_MAX_KEYS=10000  SPRAY_QUOTA=100/second  SPRAY_SERVERS="quickstart peer"
 #   SERVERS="bare quickstart quickstart-nolog peer jwt-floor" (main)   REFUSAL_SERVERS="quickstart peer"
@@ -60,6 +69,7 @@ BIN_FLOOR="$LOAD_TARGET/release/jwt-floor"
 BIN_PARTS="$LOAD_TARGET/release/parts"
 BIN_QUICKSTART="$ROOT_TARGET/release/examples/quickstart"
 
+PIN=${PIN:-1}
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 TARGET_PATH=${TARGET_PATH:-/me}
@@ -150,7 +160,12 @@ start_server() {
   [[ -x "$bin" ]] || { echo "missing binary $bin (build failed, or SKIP_BUILD=1 before a build)" >&2; return 1; }
   PORT=$(free_port)
   SERVER_LOG="$WORK/$name.log"
-  env "${env[@]}" "$@" PORT="$PORT" "$bin" >"$SERVER_LOG" 2>&1 &
+  local pin=()
+  if [[ "$PIN" == 1 ]]; then
+    pin=(taskset -c 0)
+    env+=(TOKIO_WORKER_THREADS=1)
+  fi
+  env "${env[@]}" "$@" PORT="$PORT" "${pin[@]}" "$bin" >"$SERVER_LOG" 2>&1 &
   SERVER_PID=$!
   local i
   for i in $(seq 1 100); do # up to 10 s
@@ -187,10 +202,31 @@ to_ms() { # "1.23ms" | "456.00us" | "1.02s" -> milliseconds
     printf "%.3f", n }'
 }
 
-# run_wrk [wrk args...]: sets RPS, P99 (ms), NON2XX, TOTAL, ERRORS from one wrk run.
+# The server's CPU time (user + system, in clock ticks, all threads) and context switches
+# (voluntary + involuntary, summed over its threads), read from /proc.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+ctx_switches() {
+  cat /proc/"$1"/task/*/status 2>/dev/null |
+    awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ { n += $2 } END { print n + 0 }'
+}
+wrk_cmd() {
+  if [[ "$PIN" == 1 ]]; then
+    echo "taskset -c 1 wrk -t1 -c64"
+  else
+    echo "wrk -t2 -c64"
+  fi
+}
+
+# run_wrk [wrk args...]: sets RPS, P99 (ms), NON2XX, TOTAL, ERRORS, CPU_US (server CPU µs per
+# request) and CTX (server context switches per request) from one wrk run.
 run_wrk() {
-  local out
-  out=$(wrk -t2 -c64 -d"${DURATION}s" --latency "$@" "http://127.0.0.1:$PORT$TARGET_PATH")
+  local out ticks0 ctx0 ticks1 ctx1
+  ticks0=$(cpu_ticks "$SERVER_PID")
+  ctx0=$(ctx_switches "$SERVER_PID")
+  # shellcheck disable=SC2046
+  out=$($(wrk_cmd) -d"${DURATION}s" --latency "$@" "http://127.0.0.1:$PORT$TARGET_PATH")
+  ticks1=$(cpu_ticks "$SERVER_PID")
+  ctx1=$(ctx_switches "$SERVER_PID")
   echo "$out" >"$WORK/wrk.last"
   RPS=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
   P99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
@@ -200,12 +236,15 @@ run_wrk() {
   ERRORS=$(awk '/Socket errors/ { sub(/.*Socket errors: /, ""); print }' <<<"$out")
   ERRORS=${ERRORS:-none}
   [[ -n "$RPS" && -n "$TOTAL" ]] || { echo "could not parse wrk output:" >&2; echo "$out" >&2; return 1; }
+  CPU_US=$(awk -v t=$((ticks1 - ticks0)) -v hz="$(getconf CLK_TCK)" -v n="$TOTAL" \
+    'BEGIN { if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print "n/a" }')
+  CTX=$(awk -v c=$((ctx1 - ctx0)) -v n="$TOTAL" 'BEGIN { if (n > 0) printf "%.3f", c / n; else print "n/a" }')
 }
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }'; }
 
-declare -A RPS_OF P99_OF
+declare -A RPS_OF P99_OF CPU_OF CTX_OF
 MISMATCHES=0
 
 # measure KEY NAME EXPECT [server env...] -- [wrk args...]
@@ -224,23 +263,31 @@ measure() {
   stop_server
   RPS_OF[$key]="${RPS_OF[$key]:-} $RPS"
   P99_OF[$key]="${P99_OF[$key]:-} $P99"
+  CPU_OF[$key]="${CPU_OF[$key]:-} $CPU_US"
+  CTX_OF[$key]="${CTX_OF[$key]:-} $CTX"
   local warn=""
   if [[ "$probe" != "$expect" ]]; then
     warn="  !! probe answered $probe, expected $expect"
     MISMATCHES=$((MISMATCHES + 1))
   fi
-  printf '  %-26s %11s req/s  p99 %8s ms  requests %8s  non-2xx %8s  log lines %8s  socket errors: %s%s\n' \
-    "$key" "$RPS" "$P99" "$TOTAL" "$NON2XX" "$LOG_LINES" "$ERRORS" "$warn"
+  printf '  %-26s %11s req/s  p99 %8s ms  cpu %7s us/req  ctx %6s /req  requests %8s  non-2xx %8s  log lines %8s  socket errors: %s%s\n' \
+    "$key" "$RPS" "$P99" "$CPU_US" "$CTX" "$TOTAL" "$NON2XX" "$LOG_LINES" "$ERRORS" "$warn"
 }
 
-row() { # row KEY: "req/s p99" medians
-  printf '  %-26s %12s %10s\n' "$1" "$(median <<<"${RPS_OF[$1]}")" "$(median <<<"${P99_OF[$1]}")"
+row() { # row KEY: "req/s p99 cpu ctx" medians
+  printf '  %-26s %12s %10s %12s %10s\n' "$1" "$(median <<<"${RPS_OF[$1]}")" "$(median <<<"${P99_OF[$1]}")" \
+    "$(median <<<"${CPU_OF[$1]}")" "$(median <<<"${CTX_OF[$1]}")"
 }
+header_row() { printf '  %-26s %12s %10s %12s %10s\n' "$1" "req/s" "p99 ms" "cpu us/req" "ctx/req"; }
 med_rps() { median <<<"${RPS_OF[$1]}"; }
 
 machine() {
   echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "wrk -t2 -c64 -d${DURATION}s --latency, GET $TARGET_PATH, $ROUNDS rounds, medians"
+  if [[ "$PIN" == 1 ]]; then
+    echo "PINNED: server on core 0 with one tokio worker, $(wrk_cmd) on core 1; -d${DURATION}s --latency, GET $TARGET_PATH, $ROUNDS rounds, medians"
+  else
+    echo "SHARED CORES (PIN=0): server and $(wrk_cmd) on every core; -d${DURATION}s --latency, GET $TARGET_PATH, $ROUNDS rounds, medians"
+  fi
 }
 
 # --- main: bare vs quickstart vs peer ------------------------------------------------------
@@ -256,7 +303,7 @@ run_main() {
   done
   echo
   machine
-  printf '  %-26s %12s %10s\n' server "req/s" "p99 ms"
+  header_row server
   for s in $SERVERS; do row "$s"; done
   local has=" $SERVERS "
   if [[ $has == *" bare "* && $has == *" quickstart "* ]]; then
@@ -291,7 +338,7 @@ run_refusal() {
   done
   echo
   machine
-  printf '  %-26s %12s %10s\n' path "req/s" "p99 ms"
+  header_row path
   for s in $REFUSAL_SERVERS; do
     row "$s allowed"
     row "$s 401"
