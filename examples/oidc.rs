@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 
 use axum::routing::get;
 use axum::{Json, Router};
-use axum_shield::auth::jwks::{JwksKeys, JwksOptions};
+use axum_shield::auth::jwt::jwks::{JwksKeys, JwksOptions};
 use axum_shield::auth::AuthorizeLayer;
 use axum_shield::{Claims, JwtAuth, Shield};
 use serde::Deserialize;

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use axum_shield::auth::jwks::{JwksKeys, JwksOptions};
+use axum_shield::auth::jwt::jwks::{JwksKeys, JwksOptions};
 use axum_shield::auth::jwt::{Algorithm, Claims, JwtAuth, TokenError};
 use axum_shield::auth::TokenIssuer;
 use http::{Request, StatusCode};

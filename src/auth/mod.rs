@@ -4,8 +4,8 @@
 //! authorization and the security log read it from there.
 //!
 //! - `jwt` (feature `jwt`): strict JWT verification (`jwt::JwtAuth`), the `jwt::Claims`
-//!   extractor, and `TokenIssuer` to sign tokens.
-//! - `jwks` (feature `jwks`): keys from a JWKS URL or OIDC discovery.
+//!   extractor, and `TokenIssuer` to sign tokens; `jwt::jwks` (feature `jwks`): keys from a
+//!   JWKS URL or OIDC discovery.
 //! - [`ApiKeyLayer`]: API keys stored as SHA-256 digests, compared in constant time.
 //! - [`AuthorizeLayer`]: scope and role requirements (`all`/`any`), answering RFC 6750 403s.
 //! - [`RevocationStore`]: a denylist keyed by (`iss`, `jti`), with an in-memory store.
@@ -19,8 +19,6 @@ mod scope;
 
 #[cfg(feature = "jwt")]
 mod issuer;
-#[cfg(feature = "jwks")]
-pub mod jwks;
 #[cfg(feature = "jwt")]
 pub mod jwt;
 

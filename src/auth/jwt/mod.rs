@@ -39,6 +39,8 @@
 
 mod cache;
 mod extractor;
+#[cfg(feature = "jwks")]
+pub mod jwks;
 mod keys;
 mod layer;
 mod scan;
@@ -166,7 +168,7 @@ type KeySnapshot<'a> = Cow<'a, Arc<[VerifyingKey]>>;
 enum KeySource {
     Static(Arc<[VerifyingKey]>),
     #[cfg(feature = "jwks")]
-    Jwks(crate::auth::jwks::JwksKeys),
+    Jwks(self::jwks::JwksKeys),
 }
 
 impl fmt::Debug for KeySource {
@@ -252,7 +254,7 @@ impl JwtAuth {
     /// Verification with keys fetched from a JWKS URL or OIDC discovery (feature `jwks`).
     /// When the key set came from discovery, the discovered issuer is required.
     #[cfg(feature = "jwks")]
-    pub fn jwks(keys: crate::auth::jwks::JwksKeys) -> Self {
+    pub fn jwks(keys: self::jwks::JwksKeys) -> Self {
         let issuer = keys.issuer().map(str::to_owned);
         let mut auth = Self::from_source(KeySource::Jwks(keys));
         if let Some(issuer) = issuer {

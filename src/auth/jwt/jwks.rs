@@ -1,7 +1,7 @@
 //! Verification keys from a JWKS URL or OpenID Connect discovery (feature `jwks`).
 //!
 //! ```no_run
-//! use axum_shield::auth::jwks::{JwksKeys, JwksOptions};
+//! use axum_shield::auth::jwt::jwks::{JwksKeys, JwksOptions};
 //! use axum_shield::JwtAuth;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::jwt::VerifyingKey;
+use super::keys::{provider, VerifyingKey};
 use crate::audit::{SecurityEvent, SecurityEventKind};
 use crate::ConfigError;
 
@@ -225,7 +225,7 @@ impl JwksKeys {
     }
 
     fn new(url: &str, issuer: Option<String>, options: JwksOptions) -> Result<Self, ConfigError> {
-        crate::auth::jwt::provider()?;
+        provider()?;
         options.validate()?;
         check_url("jwks_url", url)?;
         Ok(Self {
