@@ -2,12 +2,12 @@
 //!
 //! ```no_run
 //! use axum_shield::auth::jwt::jwks::{JwksKeys, JwksOptions};
-//! use axum_shield::JwtAuth;
+//! use axum_shield::auth::jwt::JwtAuthLayer;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! // Keycloak, Auth0, Entra ID, Okta…: give the issuer URL, the rest is discovered.
 //! let keys = JwksKeys::discover("https://id.example/realms/main", JwksOptions::default()).await?;
-//! let jwt = JwtAuth::jwks(keys).audience("orders-api").build()?;  // issuer already required
+//! let jwt = JwtAuthLayer::jwks(keys).audience("orders-api").build()?;  // issuer already required
 //! # let _ = jwt; Ok(()) }
 //! ```
 //!
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::keys::{provider, VerifyingKey};
+use super::keys::{provider, Key};
 use crate::audit::{SecurityEvent, SecurityEventKind};
 use crate::ConfigError;
 
@@ -126,7 +126,7 @@ struct Inner {
     issuer: Option<String>,
     client: reqwest::Client,
     options: JwksOptions,
-    keys: RwLock<Option<Arc<[VerifyingKey]>>>,
+    keys: RwLock<Option<Arc<[Key]>>>,
     fetched_at: Mutex<Option<Instant>>,
     last_attempt: Mutex<Option<Instant>>,
     fetch_lock: tokio::sync::Mutex<()>,
@@ -248,7 +248,7 @@ impl JwksKeys {
     /// OpenID Connect discovery: reads `<issuer>/.well-known/openid-configuration`, checks
     /// that its `issuer` is exactly `issuer` (OpenID Connect Discovery 1.0 §4.3, which stops a
     /// provider from impersonating another), then fetches the keys at its `jwks_uri`.
-    /// [`JwtAuth::jwks`](crate::auth::jwt::JwtAuth::jwks) then requires that issuer in `iss`.
+    /// [`JwtAuthLayer::jwks`](crate::auth::jwt::JwtAuthLayer::jwks) then requires that issuer in `iss`.
     ///
     /// # Errors
     ///
@@ -337,7 +337,7 @@ impl JwksKeys {
     /// same lock, so the pair is consistent); `None` until a fetch succeeded. The JWT cache
     /// keeps the generation with each entry, so a refresh invalidates what the old key set
     /// verified.
-    pub(crate) fn current(&self) -> Option<(Arc<[VerifyingKey]>, u64)> {
+    pub(crate) fn current(&self) -> Option<(Arc<[Key]>, u64)> {
         let keys = self.inner.keys.read().unwrap_or_else(|e| e.into_inner());
         let generation = self.inner.generation.load(Ordering::Acquire);
         keys.clone().map(|keys| (keys, generation))
@@ -395,10 +395,10 @@ impl JwksKeys {
             let Some(Value::Array(entries)) = document.get("keys") else {
                 return Err(JwksError("no `keys` array".into()));
             };
-            let keys: Vec<VerifyingKey> = entries
+            let keys: Vec<Key> = entries
                 .iter()
                 .filter_map(|entry| serde_json::from_value(entry.clone()).ok())
-                .filter_map(|jwk| VerifyingKey::from_jwk(&jwk).ok())
+                .filter_map(|jwk| Key::from_jwk(&jwk).ok())
                 .collect();
             if keys.is_empty() {
                 return Err(JwksError("no usable signature key".into()));
