@@ -21,8 +21,7 @@ use std::net::SocketAddr;
 
 use axum::routing::get;
 use axum::{Json, Router};
-use axum_shield::auth::jwt::jwks::{JwksKeys, JwksOptions};
-use axum_shield::auth::jwt::JwtAuthLayer;
+use axum_shield::auth::jwt::{JwksKeys, JwksOptions, JwtAuthLayer};
 use axum_shield::auth::AuthorizeLayer;
 use axum_shield::{Claims, Shield};
 use serde::Deserialize;

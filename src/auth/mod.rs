@@ -4,7 +4,7 @@
 //! limiting, authorization and the security log read it from there.
 //!
 //! - [`jwt`] (feature `jwt`): strict JWT verification ([`jwt::JwtAuthLayer`]), the
-//!   [`jwt::Claims`] extractor, and [`TokenIssuer`] to sign tokens; `jwt::jwks` (feature
+//!   [`jwt::Claims`] extractor, and [`TokenIssuer`] to sign tokens; `jwt::JwksKeys` (feature
 //!   `jwks`): keys from a JWKS URL or OIDC discovery.
 //! - [`ApiKeyAuthLayer`]: API keys stored as SHA-256 digests, compared in constant time.
 //! - [`AuthorizeLayer`]: scope and role requirements (`all`/`any`), answering RFC 6750 403s.

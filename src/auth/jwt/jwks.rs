@@ -1,23 +1,4 @@
 //! Verification keys from a JWKS URL or OpenID Connect discovery (feature `jwks`).
-//!
-//! ```no_run
-//! use axum_shield::auth::jwt::jwks::{JwksKeys, JwksOptions};
-//! use axum_shield::auth::jwt::JwtAuthLayer;
-//!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! // Keycloak, Auth0, Entra ID, Okta…: give the issuer URL, the rest is discovered.
-//! let keys = JwksKeys::discover("https://id.example/realms/main", JwksOptions::default()).await?;
-//! let jwt = JwtAuthLayer::jwks(keys).audience("orders-api").build()?;  // issuer already required
-//! # let _ = jwt; Ok(()) }
-//! ```
-//!
-//! Keys are cached and refreshed in the background once `refresh_interval` has passed (or on
-//! a timer with [`JwksKeys::spawn_scheduled_refresh`]). A token naming an unknown `kid`
-//! triggers one refresh, single-flight, and at most one per `unknown_kid_cooldown`: a flood
-//! of random `kid`s cannot turn into a flood of fetches. Every fetch has connect and total
-//! timeouts, follows no redirects and reads at most `max_bytes`. When no keys could ever be
-//! fetched, requests are refused (fail closed); after a failed refresh the last good key set
-//! stays in use.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -115,7 +96,26 @@ impl JwksOptions {
     }
 }
 
-/// A cached, refreshed JWKS key set. Cheap to clone; clones share the cache.
+/// A cached, refreshed JWKS key set: verification keys from a JWKS URL or OpenID Connect
+/// discovery (feature `jwks`). Cheap to clone; clones share the cache.
+///
+/// ```no_run
+/// use axum_shield::auth::jwt::{JwksKeys, JwksOptions, JwtAuthLayer};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// // Keycloak, Auth0, Entra ID, Okta…: give the issuer URL, the rest is discovered.
+/// let keys = JwksKeys::discover("https://id.example/realms/main", JwksOptions::default()).await?;
+/// let jwt = JwtAuthLayer::jwks(keys).audience("orders-api").build()?;  // issuer already required
+/// # let _ = jwt; Ok(()) }
+/// ```
+///
+/// Keys are cached and refreshed in the background once `refresh_interval` has passed (or on
+/// a timer with [`spawn_scheduled_refresh`](Self::spawn_scheduled_refresh)). A token naming an unknown `kid`
+/// triggers one refresh, single-flight, and at most one per `unknown_kid_cooldown`: a flood
+/// of random `kid`s cannot turn into a flood of fetches. Every fetch has connect and total
+/// timeouts, follows no redirects and reads at most `max_bytes`. When no keys could ever be
+/// fetched, requests are refused (fail closed); after a failed refresh the last good key set
+/// stays in use.
 #[derive(Clone)]
 pub struct JwksKeys {
     inner: Arc<Inner>,

@@ -17,9 +17,9 @@ use crate::auth::challenge;
 use crate::auth::revocation::now_unix;
 use crate::rejection::Rejection;
 
-/// Authenticates requests with a bearer JWT: the layer [`JwtAuthBuilder::build`] returns,
-/// made from [`JwtAuthLayer::hs256`], [`JwtAuthLayer::keys`] or `JwtAuthLayer::jwks`
-/// (feature `jwks`).
+/// Authenticates requests with a bearer JWT: the layer that
+/// [`JwtAuthBuilder::build`](super::JwtAuthBuilder::build) returns, made from
+/// [`JwtAuthLayer::hs256`], [`JwtAuthLayer::keys`] or `JwtAuthLayer::jwks` (feature `jwks`).
 ///
 /// ```
 /// use axum::{routing::get, Router};
@@ -45,7 +45,7 @@ use crate::rejection::Rejection;
 /// | request | answer |
 /// |---|---|
 /// | no token (token required, the default) | 401 `WWW-Authenticate: Bearer`, event `authn_token_missing` |
-/// | no token ([`optional`](JwtAuthBuilder::optional) layer) | passed through without a principal |
+/// | no token ([`optional`](super::JwtAuthBuilder::optional) layer) | passed through without a principal |
 /// | token fails any check | 401 `Bearer error="invalid_token"`, event `authn_token_invalid` (reason) |
 /// | revoked token | 401 `Bearer error="invalid_token"`, event `authn_token_revoked` |
 /// | two `Authorization` headers, or two methods | 400 `Bearer error="invalid_request"`, event `malicious_header` |

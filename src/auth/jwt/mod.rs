@@ -48,7 +48,7 @@ mod cache;
 mod extractor;
 pub mod future;
 #[cfg(feature = "jwks")]
-pub mod jwks;
+mod jwks;
 mod keys;
 mod layer;
 mod scan;
@@ -58,6 +58,8 @@ mod verifier;
 
 pub use builder::JwtAuthBuilder;
 pub use extractor::Claims;
+#[cfg(feature = "jwks")]
+pub use jwks::{JwksError, JwksKeys, JwksOptions};
 pub use keys::VerifyingKey;
 pub use layer::{JwtAuth, JwtAuthLayer};
 pub use token::VerifiedToken;
