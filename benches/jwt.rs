@@ -7,8 +7,8 @@ use std::hint::black_box;
 use axum::body::Body;
 use axum::routing::get;
 use axum::Router;
-use axum_shield::auth::jwt::{Algorithm, JwtAuth, VerifyingKey};
-use axum_shield::auth::TokenIssuer;
+use axum_shield::auth::jwt::{JwtAuthBuilder, JwtAuthLayer, VerifyingKey};
+use axum_shield::auth::{TokenIssuer, TokenIssuerBuilder};
 use axum_shield::Claims;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Request;
@@ -27,16 +27,18 @@ async fn me(Claims(c): Claims<Value>) -> String {
     c["sub"].as_str().unwrap_or("").to_owned()
 }
 
-fn protected(jwt: JwtAuth) -> Router {
+fn protected(jwt: JwtAuthBuilder) -> Router {
     Router::new()
         .route("/me", get(me))
-        .route_layer(jwt.issuer(ISS).audience(AUD).layer().unwrap())
+        .route_layer(jwt.issuer(ISS).audience(AUD).build().unwrap())
 }
 
-fn token(issuer: TokenIssuer) -> String {
+fn token(issuer: TokenIssuerBuilder) -> String {
     issuer
         .issuer(ISS)
         .audience(AUD)
+        .build()
+        .unwrap()
         .issue(
             "alice",
             &json!({ "scope": "orders:read orders:write", "roles": ["user"] }),
@@ -59,8 +61,8 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let bare = Router::new().route("/me", get(|| async { "alice" }));
 
-    let hs = protected(JwtAuth::hs256(SECRET).unwrap());
-    let hs_token = token(TokenIssuer::hs256(SECRET).unwrap());
+    let hs = protected(JwtAuthLayer::hs256(SECRET));
+    let hs_token = token(TokenIssuer::hs256(SECRET));
     // Same length, last signature character changed: fails at the signature check.
     let mut forged = hs_token.clone();
     let last = forged.pop().unwrap();
@@ -69,21 +71,22 @@ fn bench(c: &mut Criterion) {
     // (any other letter could leave a non-zero trailing bit, refused earlier as malformed).
     forged.push(if last == 'A' { 'E' } else { 'A' });
     let expired = TokenIssuer::hs256(SECRET)
-        .unwrap()
         .issuer(ISS)
         .audience(AUD)
+        .build()
+        .unwrap()
         .issue_at("alice", &json!({}), 1_000_000)
         .unwrap()
         .token;
 
-    let es_key = || VerifyingKey::from_pem(Algorithm::ES256, EC_PUBLIC).unwrap();
-    let rs_key = || VerifyingKey::from_pem(Algorithm::RS256, RSA_PUBLIC).unwrap();
-    let es = protected(JwtAuth::new(es_key()).unwrap());
-    let es_cached = protected(JwtAuth::new(es_key()).unwrap().cache_verified(10_000));
-    let rs = protected(JwtAuth::new(rs_key()).unwrap());
-    let rs_cached = protected(JwtAuth::new(rs_key()).unwrap().cache_verified(10_000));
-    let es_token = token(TokenIssuer::from_pem(Algorithm::ES256, EC_PRIVATE).unwrap());
-    let rs_token = token(TokenIssuer::from_pem(Algorithm::RS256, RSA_PRIVATE).unwrap());
+    let es_key = || VerifyingKey::from_pem("ES256", EC_PUBLIC);
+    let rs_key = || VerifyingKey::from_pem("RS256", RSA_PUBLIC);
+    let es = protected(JwtAuthLayer::keys([es_key()]));
+    let es_cached = protected(JwtAuthLayer::keys([es_key()]).cache_verified(10_000));
+    let rs = protected(JwtAuthLayer::keys([rs_key()]));
+    let rs_cached = protected(JwtAuthLayer::keys([rs_key()]).cache_verified(10_000));
+    let es_token = token(TokenIssuer::from_pem("ES256", EC_PRIVATE));
+    let rs_token = token(TokenIssuer::from_pem("RS256", RSA_PRIVATE));
 
     let mut group = c.benchmark_group("jwt");
     let cases: Vec<(&str, &Router, Option<&str>, u16)> = vec![
@@ -117,33 +120,28 @@ fn bench(c: &mut Criterion) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let hs_verifier = JwtAuth::hs256(SECRET)
-        .unwrap()
+    let hs_verifier = JwtAuthLayer::hs256(SECRET)
         .issuer(ISS)
         .audience(AUD)
         .build()
         .unwrap();
-    let es_verifier = JwtAuth::new(es_key())
-        .unwrap()
+    let es_verifier = JwtAuthLayer::keys([es_key()])
         .issuer(ISS)
         .audience(AUD)
         .build()
         .unwrap();
-    let es_cached_verifier = JwtAuth::new(es_key())
-        .unwrap()
+    let es_cached_verifier = JwtAuthLayer::keys([es_key()])
         .issuer(ISS)
         .audience(AUD)
         .cache_verified(10_000)
         .build()
         .unwrap();
-    let rs_verifier = JwtAuth::new(rs_key())
-        .unwrap()
+    let rs_verifier = JwtAuthLayer::keys([rs_key()])
         .issuer(ISS)
         .audience(AUD)
         .build()
         .unwrap();
-    let rs_cached_verifier = JwtAuth::new(rs_key())
-        .unwrap()
+    let rs_cached_verifier = JwtAuthLayer::keys([rs_key()])
         .issuer(ISS)
         .audience(AUD)
         .cache_verified(10_000)

@@ -21,9 +21,9 @@ use std::net::SocketAddr;
 
 use axum::routing::get;
 use axum::{Json, Router};
-use axum_shield::auth::jwks::{JwksKeys, JwksOptions};
+use axum_shield::auth::jwt::{JwksKeys, JwksOptions, JwtAuthLayer};
 use axum_shield::auth::AuthorizeLayer;
-use axum_shield::{Claims, JwtAuth, Shield};
+use axum_shield::{Claims, Shield};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -60,18 +60,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Discovery and the first key fetch happen here: a wrong issuer fails at start.
     let keys = JwksKeys::discover(&issuer, JwksOptions::default()).await?;
     let _refresh = keys.spawn_scheduled_refresh();
-    let jwt = JwtAuth::jwks(keys).audience(audience).build()?;
+    let jwt = JwtAuthLayer::jwks(keys).audience(audience).build()?;
 
     let app = Router::new()
         .route(
             "/orders",
-            get(orders).route_layer(AuthorizeLayer::all_scopes(["orders:read"])?),
+            get(orders).route_layer(AuthorizeLayer::all_scopes(["orders:read"]).build()?),
         )
         .route(
             "/admin",
-            get(admin).route_layer(AuthorizeLayer::any_roles(["admin"])?),
+            get(admin).route_layer(AuthorizeLayer::any_roles(["admin"]).build()?),
         )
-        .route_layer(jwt.layer())
+        .route_layer(jwt)
         .route("/health", get(|| async { "ok" }))
         .layer(Shield::api().build()?);
 

@@ -45,10 +45,11 @@ use axum::{Json, Router};
 use axum_shield::audit::{Audit, SecurityEvent, SecurityEventKind};
 #[cfg(feature = "json-log")]
 use axum_shield::audit::{JsonLines, JsonLinesFields, LogWriter};
+use axum_shield::auth::jwt::JwtAuthLayer;
 use axum_shield::auth::{AuthorizeLayer, TokenIssuer};
 use axum_shield::rate_limit::{LoginAttempt, LoginGuard, RateLimit};
 use axum_shield::validate::{GuardedJson, JsonGuardLayer, JsonLimits, RedactFieldsLayer, Valid};
-use axum_shield::{Claims, ConfigError, JwtAuth, Principal, Rejection, RejectionKind, Shield};
+use axum_shield::{Claims, ConfigError, Principal, Rejection, RejectionKind, Shield};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use validator::Validate;
@@ -156,23 +157,24 @@ pub fn app(settings: &Settings) -> Result<Router, ConfigError> {
         .build()?;
 
     // Authentication: strict HS256 verification (exp, nbf, iat, iss, aud, typ, crit).
-    let jwt = JwtAuth::hs256(&settings.jwt_secret)?
+    let jwt = JwtAuthLayer::hs256(&settings.jwt_secret)
         .issuer(ISSUER)
         .audience(AUDIENCE)
         .build()?;
-    let tokens = TokenIssuer::hs256(&settings.jwt_secret)?
+    let tokens = TokenIssuer::hs256(&settings.jwt_secret)
         .issuer(ISSUER)
-        .audience(AUDIENCE);
+        .audience(AUDIENCE)
+        .build()?;
 
     // Routes that need a valid token; `route_layer` keeps unknown paths a 404, not a 401.
     let protected = Router::new()
         .route("/me", get(me))
         .route(
             "/admin/stats",
-            get(admin_stats).route_layer(AuthorizeLayer::any_roles(["admin"])?),
+            get(admin_stats).route_layer(AuthorizeLayer::any_roles(["admin"]).build()?),
         )
         .route("/sensitive-action", post(sensitive_action))
-        .route_layer(jwt.layer());
+        .route_layer(jwt);
 
     // Input: the JSON guard's limits for the body, then `Valid<Json<_>>` in the handler.
     // Output: the redaction layer as a safety net in case a response leaks a secret field.

@@ -625,19 +625,19 @@ fn logging_settings_load_from_config_and_are_validated() {
 #[cfg(feature = "jwt")]
 #[tokio::test(flavor = "current_thread")]
 async fn jwt_layer_records_the_principal_and_reports_forged_tokens() {
+    use axum_shield::auth::jwt::JwtAuthLayer;
     use axum_shield::auth::TokenIssuer;
-    use axum_shield::JwtAuth;
 
     let secret = [7u8; 32];
     let token = TokenIssuer::hs256(secret)
-        .unwrap()
         .issuer("https://id.example")
         .audience("orders")
+        .build()
+        .unwrap()
         .issue("alice", &serde_json::json!({}))
         .unwrap()
         .token;
-    let jwt = JwtAuth::hs256(secret)
-        .unwrap()
+    let jwt = JwtAuthLayer::hs256(secret)
         .issuer("https://id.example")
         .audience("orders")
         .build()
@@ -645,7 +645,7 @@ async fn jwt_layer_records_the_principal_and_reports_forged_tokens() {
     let app = shielded(
         Router::new()
             .route("/orders/{id}", post(|| async { "ok" }))
-            .route_layer(jwt.layer()),
+            .route_layer(jwt),
     );
 
     let (capture, _guard) = json_capture(Level::INFO);

@@ -10,8 +10,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use axum_shield::auth::jwks::{JwksKeys, JwksOptions};
-use axum_shield::auth::jwt::{Algorithm, Claims, JwtAuth, TokenError};
+use axum_shield::auth::jwt::{Claims, JwksKeys, JwksOptions, JwtAuthLayer, TokenError};
 use axum_shield::auth::TokenIssuer;
 use http::{Request, StatusCode};
 use jsonwebtoken::jwk::Jwk;
@@ -69,22 +68,24 @@ async fn start() -> Provider {
     provider
 }
 
-fn issuer_for(alg: Algorithm, pem: &str, kid: &str, iss: &str) -> TokenIssuer {
+fn issuer_for(alg: &str, pem: &str, kid: &str, iss: &str) -> TokenIssuer {
     TokenIssuer::from_pem(alg, pem)
-        .unwrap()
         .kid(kid)
         .issuer(iss)
         .audience(AUD)
+        .build()
+        .unwrap()
 }
 
-fn jwk(alg: Algorithm, pem: &str, kid: &str) -> Value {
-    // TokenIssuer::from_pem installs the crypto provider that Jwk::from_encoding_key uses.
-    let _ = TokenIssuer::from_pem(alg, pem).unwrap();
+fn jwk(alg: &str, pem: &str, kid: &str) -> Value {
+    // Building a TokenIssuer installs the crypto provider that Jwk::from_encoding_key uses.
+    let _ = TokenIssuer::from_pem(alg, pem).build().unwrap();
     let key = match alg {
-        Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()),
+        "ES256" => EncodingKey::from_ec_pem(pem.as_bytes()),
         _ => EncodingKey::from_rsa_pem(pem.as_bytes()),
     }
     .unwrap();
+    let alg: jsonwebtoken::Algorithm = alg.parse().unwrap();
     let mut jwk = serde_json::to_value(Jwk::from_encoding_key(&key, alg).unwrap()).unwrap();
     jwk["kid"] = json!(kid);
     jwk["use"] = json!("sig");
@@ -100,14 +101,14 @@ fn options() -> JwksOptions {
 #[tokio::test]
 async fn oidc_discovery_checks_the_issuer_and_verifies_tokens_through_the_layer() {
     let p = start().await;
-    *p.jwks.lock().unwrap() = json!({ "keys": [jwk(Algorithm::ES256, EC_PRIVATE, "a")] });
+    *p.jwks.lock().unwrap() = json!({ "keys": [jwk("ES256", EC_PRIVATE, "a")] });
     let keys = JwksKeys::discover(&p.base, options()).await.unwrap();
     assert_eq!(keys.issuer(), Some(p.base.as_str()));
-    let verifier = JwtAuth::jwks(keys).audience(AUD).build().unwrap();
-    let good = issuer_for(Algorithm::ES256, EC_PRIVATE, "a", &p.base)
+    let verifier = JwtAuthLayer::jwks(keys).audience(AUD).build().unwrap();
+    let good = issuer_for("ES256", EC_PRIVATE, "a", &p.base)
         .issue("alice", &json!({}))
         .unwrap();
-    let other_iss = issuer_for(Algorithm::ES256, EC_PRIVATE, "a", "https://evil.example")
+    let other_iss = issuer_for("ES256", EC_PRIVATE, "a", "https://evil.example")
         .issue("alice", &json!({}))
         .unwrap();
     assert_eq!(
@@ -124,7 +125,7 @@ async fn oidc_discovery_checks_the_issuer_and_verifies_tokens_through_the_layer(
             "/me",
             get(|Claims(c): Claims<Value>| async move { c["sub"].as_str().unwrap().to_owned() }),
         )
-        .route_layer(verifier.layer());
+        .route_layer(verifier);
     let req = |t: &str| {
         Request::get("/me")
             .header("authorization", format!("Bearer {t}"))
@@ -148,7 +149,7 @@ async fn oidc_discovery_checks_the_issuer_and_verifies_tokens_through_the_layer(
 #[tokio::test]
 async fn discovery_naming_another_issuer_is_refused() {
     let p = start().await;
-    *p.jwks.lock().unwrap() = json!({ "keys": [jwk(Algorithm::ES256, EC_PRIVATE, "a")] });
+    *p.jwks.lock().unwrap() = json!({ "keys": [jwk("ES256", EC_PRIVATE, "a")] });
     *p.advertised_issuer.lock().unwrap() = "https://login.evil.example".into();
     let err = JwksKeys::discover(&p.base, options()).await.unwrap_err();
     assert_eq!(err.setting(), "issuer");
@@ -162,28 +163,28 @@ async fn discovery_naming_another_issuer_is_refused() {
 #[tokio::test]
 async fn key_rotation_is_picked_up_on_an_unknown_kid() {
     let p = start().await;
-    *p.jwks.lock().unwrap() = json!({ "keys": [jwk(Algorithm::ES256, EC_PRIVATE, "a")] });
+    *p.jwks.lock().unwrap() = json!({ "keys": [jwk("ES256", EC_PRIVATE, "a")] });
     let keys = JwksKeys::from_url(
         &format!("{}/jwks.json", p.base),
         options().unknown_kid_cooldown(Duration::from_millis(200)),
     )
     .unwrap();
-    let verifier = JwtAuth::jwks(keys.clone())
+    let verifier = JwtAuthLayer::jwks(keys.clone())
         .issuer(p.base.clone())
         .audience(AUD)
         .build()
         .unwrap();
-    let a = issuer_for(Algorithm::ES256, EC_PRIVATE, "a", &p.base)
+    let a = issuer_for("ES256", EC_PRIVATE, "a", &p.base)
         .issue("alice", &json!({}))
         .unwrap();
-    let b = issuer_for(Algorithm::RS256, RSA_PRIVATE, "b", &p.base)
+    let b = issuer_for("RS256", RSA_PRIVATE, "b", &p.base)
         .issue("bob", &json!({}))
         .unwrap();
     assert!(verifier.verify(&a.token).await.is_ok());
     assert_eq!(keys.fetch_count(), 1);
 
     // The provider rotates to key b.
-    *p.jwks.lock().unwrap() = json!({ "keys": [jwk(Algorithm::RS256, RSA_PRIVATE, "b")] });
+    *p.jwks.lock().unwrap() = json!({ "keys": [jwk("RS256", RSA_PRIVATE, "b")] });
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(
         verifier.verify(&b.token).await.unwrap().principal().id(),
@@ -204,10 +205,10 @@ async fn key_rotation_is_picked_up_on_an_unknown_kid() {
 #[tokio::test]
 async fn cached_token_is_refused_once_its_key_leaves_the_key_set() {
     let p = start().await;
-    *p.jwks.lock().unwrap() = json!({ "keys": [jwk(Algorithm::ES256, EC_PRIVATE, "a")] });
+    *p.jwks.lock().unwrap() = json!({ "keys": [jwk("ES256", EC_PRIVATE, "a")] });
     let keys = JwksKeys::from_url(&format!("{}/jwks.json", p.base), options()).unwrap();
     let build = |cache: bool| {
-        let auth = JwtAuth::jwks(keys.clone())
+        let auth = JwtAuthLayer::jwks(keys.clone())
             .issuer(p.base.clone())
             .audience(AUD);
         let auth = if cache {
@@ -218,7 +219,7 @@ async fn cached_token_is_refused_once_its_key_leaves_the_key_set() {
         auth.build().unwrap()
     };
     let (cached, uncached) = (build(true), build(false));
-    let a = issuer_for(Algorithm::ES256, EC_PRIVATE, "a", &p.base)
+    let a = issuer_for("ES256", EC_PRIVATE, "a", &p.base)
         .issue("alice", &json!({}))
         .unwrap();
     assert!(cached.verify(&a.token).await.is_ok());
@@ -226,7 +227,7 @@ async fn cached_token_is_refused_once_its_key_leaves_the_key_set() {
     assert_eq!(cached.cached_tokens(), 1);
 
     // The provider rotates key a out; the key set is refreshed.
-    *p.jwks.lock().unwrap() = json!({ "keys": [jwk(Algorithm::RS256, RSA_PRIVATE, "b")] });
+    *p.jwks.lock().unwrap() = json!({ "keys": [jwk("RS256", RSA_PRIVATE, "b")] });
     assert_eq!(keys.refresh().await.unwrap(), 1);
     assert_eq!(
         uncached.verify(&a.token).await.unwrap_err(),
@@ -239,7 +240,7 @@ async fn cached_token_is_refused_once_its_key_leaves_the_key_set() {
     );
     let app = Router::new()
         .route("/me", get(|| async { "ok" }))
-        .route_layer(cached.layer());
+        .route_layer(cached);
     let request = Request::get("/me")
         .header("authorization", format!("Bearer {}", a.token))
         .body(Body::empty())
@@ -253,13 +254,13 @@ async fn cached_token_is_refused_once_its_key_leaves_the_key_set() {
 #[tokio::test]
 async fn kid_flood_causes_at_most_one_fetch_per_cooldown() {
     let p = start().await;
-    *p.jwks.lock().unwrap() = json!({ "keys": [jwk(Algorithm::ES256, EC_PRIVATE, "a")] });
+    *p.jwks.lock().unwrap() = json!({ "keys": [jwk("ES256", EC_PRIVATE, "a")] });
     let keys = JwksKeys::from_url(
         &format!("{}/jwks.json", p.base),
         options().unknown_kid_cooldown(Duration::from_secs(60)),
     )
     .unwrap();
-    let verifier = JwtAuth::jwks(keys.clone())
+    let verifier = JwtAuthLayer::jwks(keys.clone())
         .issuer(p.base.clone())
         .audience(AUD)
         .build()
@@ -268,7 +269,7 @@ async fn kid_flood_causes_at_most_one_fetch_per_cooldown() {
         let mut tasks = Vec::new();
         for i in 0..100 {
             let token = issuer_for(
-                Algorithm::ES256,
+                "ES256",
                 EC_PRIVATE,
                 &format!("random-{i}-{}", i * 7919),
                 &p.base,
@@ -285,7 +286,7 @@ async fn kid_flood_causes_at_most_one_fetch_per_cooldown() {
     }
     assert_eq!(p.hits.load(Ordering::SeqCst), 1);
     assert_eq!(keys.fetch_count(), 1);
-    let good = issuer_for(Algorithm::ES256, EC_PRIVATE, "a", &p.base)
+    let good = issuer_for("ES256", EC_PRIVATE, "a", &p.base)
         .issue("alice", &json!({}))
         .unwrap();
     assert!(verifier.verify(&good.token).await.is_ok());
@@ -298,8 +299,11 @@ async fn unreachable_key_set_fails_closed_with_503() {
     let addr = closed.local_addr().unwrap();
     drop(closed);
     let keys = JwksKeys::from_url(&format!("http://{addr}/jwks.json"), options()).unwrap();
-    let verifier = JwtAuth::jwks(keys.clone()).audience(AUD).build().unwrap();
-    let token = issuer_for(Algorithm::ES256, EC_PRIVATE, "a", "x")
+    let verifier = JwtAuthLayer::jwks(keys.clone())
+        .audience(AUD)
+        .build()
+        .unwrap();
+    let token = issuer_for("ES256", EC_PRIVATE, "a", "x")
         .issue("alice", &json!({}))
         .unwrap()
         .token;
@@ -309,7 +313,7 @@ async fn unreachable_key_set_fails_closed_with_503() {
     );
     let app = Router::new()
         .route("/me", get(|| async { "secret" }))
-        .route_layer(verifier.layer());
+        .route_layer(verifier);
     let res = app
         .oneshot(
             Request::get("/me")
@@ -350,7 +354,7 @@ async fn slow_and_oversized_key_sets_are_cut_off() {
 #[tokio::test]
 async fn encryption_keys_and_symmetric_keys_in_a_key_set_are_not_used() {
     let p = start().await;
-    let mut enc = jwk(Algorithm::ES256, EC_PRIVATE, "a");
+    let mut enc = jwk("ES256", EC_PRIVATE, "a");
     enc["use"] = json!("enc");
     let oct = json!({ "kty": "oct", "kid": "h", "alg": "HS256", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0cw" });
     *p.jwks.lock().unwrap() = json!({ "keys": [enc, oct] });

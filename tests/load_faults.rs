@@ -44,9 +44,10 @@ async fn serve(settings: &quickstart::Settings) -> SocketAddr {
 
 fn token(sub: &str, roles: &[&str]) -> String {
     TokenIssuer::hs256(SECRET)
-        .unwrap()
         .issuer(quickstart::ISSUER)
         .audience(quickstart::AUDIENCE)
+        .build()
+        .unwrap()
         .issue(sub, &json!({ "roles": roles }))
         .unwrap()
         .token

@@ -253,21 +253,20 @@ async fn login_guard_and_revocations_are_shared_through_redis() {
 #[cfg(feature = "jwt")]
 #[tokio::test]
 async fn jwt_revoked_through_redis_is_refused_everywhere_and_redis_down_fails_closed() {
+    use axum_shield::auth::jwt::JwtAuthLayer;
     use axum_shield::auth::TokenIssuer;
-    use axum_shield::JwtAuth;
     use std::sync::Arc;
 
     let mut redis = RedisServer::start();
     let secret = b"redis-revocation-secret-0123456789-abcdef";
-    let issued = TokenIssuer::hs256(secret)
-        .unwrap()
+    let tokens = TokenIssuer::hs256(secret)
         .issuer("https://id.example")
         .audience("api")
-        .issue("alice", &serde_json::json!({}))
+        .build()
         .unwrap();
+    let issued = tokens.issue("alice", &serde_json::json!({})).unwrap();
     let verifier = |list: RedisRevocationList| {
-        JwtAuth::hs256(secret)
-            .unwrap()
+        JwtAuthLayer::hs256(secret)
             .issuer("https://id.example")
             .audience("api")
             .revocation(Arc::new(list))
@@ -294,12 +293,7 @@ async fn jwt_revoked_through_redis_is_refused_everywhere_and_redis_down_fails_cl
     );
 
     redis.kill();
-    let fresh = TokenIssuer::hs256(secret)
-        .unwrap()
-        .issuer("https://id.example")
-        .audience("api")
-        .issue("bob", &serde_json::json!({}))
-        .unwrap();
+    let fresh = tokens.issue("bob", &serde_json::json!({})).unwrap();
     assert!(
         instance_b.verify(&fresh.token).await.is_err(),
         "a token must not be admitted while revocation cannot be checked"
@@ -442,9 +436,8 @@ async fn a_successful_login_through_redis_refunds_its_charge_to_the_client_ip() 
 #[cfg(feature = "jwt")]
 #[tokio::test]
 async fn redis_revocation_outlives_exp_by_the_largest_leeway() {
-    use axum_shield::auth::jwt::MAX_LEEWAY;
+    use axum_shield::auth::jwt::JwtAuthLayer;
     use axum_shield::auth::RevocationStore;
-    use axum_shield::JwtAuth;
     use std::sync::Arc;
     use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -467,7 +460,9 @@ async fn redis_revocation_outlives_exp_by_the_largest_leeway() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let wanted = (1 + MAX_LEEWAY.as_secs() as i64) * 1000;
+    // The largest leeway a verifier may be built with (documented on `RevocationStore`).
+    const MAX_LEEWAY_SECS: i64 = 600;
+    let wanted = (1 + MAX_LEEWAY_SECS) * 1000;
     // A little slack for the seconds boundary and a slow machine, none for the leeway.
     assert!(
         pttl > wanted - 5_000 && pttl <= wanted,
@@ -477,8 +472,7 @@ async fn redis_revocation_outlives_exp_by_the_largest_leeway() {
     // End to end: a 1 s token that expired 2 s ago, still inside the verifier's 60 s
     // leeway, is revoked and refused (its entry outlives `exp`).
     let secret = b"redis-revocation-secret-0123456789-abcdef";
-    let verifier = JwtAuth::hs256(secret)
-        .unwrap()
+    let verifier = JwtAuthLayer::hs256(secret)
         .issuer(iss)
         .audience("api")
         .revocation(Arc::new(list.clone()))
@@ -506,10 +500,7 @@ async fn redis_revocation_outlives_exp_by_the_largest_leeway() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert!(
-        pttl > (MAX_LEEWAY.as_secs() as i64 - 2) * 1000 - 5_000,
-        "TTL {pttl} ms"
-    );
+    assert!(pttl > (MAX_LEEWAY_SECS - 2) * 1000 - 5_000, "TTL {pttl} ms");
     assert_eq!(
         verifier.verify(&token).await.unwrap_err(),
         axum_shield::auth::jwt::TokenError::Revoked

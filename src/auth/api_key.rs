@@ -2,26 +2,24 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use http::header::{HeaderName, HeaderValue, WWW_AUTHENTICATE};
 use http::Request;
-use pin_project_lite::pin_project;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{Principal, PrincipalKind};
 use crate::audit::{SecurityEvent, SecurityEventKind};
-use crate::{ConfigError, Rejection, RejectionKind};
+use crate::future::ResponseFuture;
+use crate::principal::{Principal, PrincipalKind};
+use crate::rejection::{Rejection, RejectionKind};
+use crate::ConfigError;
 
 /// The longest key id accepted.
 const MAX_ID: usize = 64;
@@ -46,41 +44,44 @@ fn valid_id(id: &str) -> bool {
 #[derive(Clone)]
 pub struct ApiKey {
     id: Arc<str>,
-    digest: [u8; 32],
+    sha256_hex: String,
     scopes: Vec<String>,
     roles: Vec<String>,
 }
 
 impl ApiKey {
     /// A stored key from its id and the hex SHA-256 digest of its secret (as printed by
-    /// [`ApiKey::generate`]).
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] for an id outside `[A-Za-z0-9_-]{1,64}` or a digest that is not
-    /// 64 hex digits.
-    pub fn new(id: impl Into<Arc<str>>, sha256_hex: &str) -> Result<Self, ConfigError> {
-        let id = id.into();
-        if !valid_id(&id) {
+    /// [`ApiKey::generate`]). Both are checked by [`ApiKeyAuthBuilder::build`]: the id must
+    /// match `[A-Za-z0-9_-]{1,64}` and the digest be 64 hex digits.
+    pub fn new(id: impl Into<Arc<str>>, sha256_hex: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            sha256_hex: sha256_hex.into(),
+            scopes: Vec::new(),
+            roles: Vec::new(),
+        }
+    }
+
+    /// Checks the id and digest; the stored record.
+    fn check(self) -> Result<(Arc<str>, Stored), ConfigError> {
+        if !valid_id(&self.id) {
             return Err(ConfigError::new(
                 "api_key.id",
-                format!("{id:?} is not a valid key id"),
+                format!("{:?} is not a valid key id", self.id),
                 "use 1 to 64 ASCII letters, digits, `_` or `-`",
             ));
         }
-        let digest = parse_hex32(sha256_hex).ok_or_else(|| {
+        let digest = parse_hex32(&self.sha256_hex).ok_or_else(|| {
             ConfigError::new(
                 "api_key.sha256",
                 "the digest is not 64 hex digits",
                 "store the SHA-256 of the key's secret as printed by ApiKey::generate",
             )
         })?;
-        Ok(Self {
-            id,
-            digest,
-            scopes: Vec::new(),
-            roles: Vec::new(),
-        })
+        let principal = Principal::new(PrincipalKind::ApiKey, self.id.clone())
+            .with_scopes(self.scopes)
+            .with_roles(self.roles);
+        Ok((self.id, Stored { digest, principal }))
     }
 
     /// Generates a new key with id `<prefix>_<random>`: give [`GeneratedApiKey::key`] to the
@@ -196,103 +197,73 @@ struct Stored {
     principal: Principal,
 }
 
-/// The set of accepted API keys, looked up by id.
-#[derive(Default)]
-pub struct ApiKeys {
-    keys: HashMap<Arc<str>, Stored>,
+/// The keys and header of an [`ApiKeyAuthLayer`]; made by [`ApiKeyAuthLayer::builder`],
+/// checked by [`build`](Self::build).
+#[derive(Clone)]
+pub struct ApiKeyAuthBuilder {
+    keys: Vec<ApiKey>,
+    header: HeaderName,
 }
 
-impl ApiKeys {
-    /// An empty set.
-    pub fn new() -> Self {
-        Self::default()
+impl ApiKeyAuthBuilder {
+    /// Accepts `key` (call again for each key).
+    pub fn key(mut self, key: ApiKey) -> Self {
+        self.keys.push(key);
+        self
     }
 
-    /// Adds a key.
+    /// Reads the key from `header` instead of `X-API-Key`.
+    pub fn header(mut self, header: HeaderName) -> Self {
+        self.header = header;
+        self
+    }
+
+    /// Checks every key and builds the layer.
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] when a key with the same id is already present.
-    pub fn with(mut self, key: ApiKey) -> Result<Self, ConfigError> {
-        if self.keys.contains_key(&key.id) {
-            return Err(ConfigError::new(
-                "api_keys",
-                format!("the key id {:?} is used twice", key.id),
-                "give every key a distinct id",
-            ));
-        }
-        let principal = Principal::new(PrincipalKind::ApiKey, key.id.clone())
-            .with_scopes(key.scopes)
-            .with_roles(key.roles);
-        self.keys.insert(
-            key.id,
-            Stored {
-                digest: key.digest,
-                principal,
-            },
-        );
-        Ok(self)
-    }
-
-    /// Checks a presented key `<id>.<secret>`; the principal when it matches.
-    ///
-    /// The comparison is constant-time, and an unknown id costs the same digest and
-    /// comparison as a known one.
-    pub fn verify(&self, presented: &str) -> Option<&Principal> {
-        if presented.len() > MAX_KEY {
-            return None;
-        }
-        let (id, secret) = presented.split_once('.')?;
-        let digest = Sha256::digest(secret.as_bytes());
-        match self.keys.get(id) {
-            Some(stored) => {
-                bool::from(stored.digest.ct_eq(&digest[..])).then_some(&stored.principal)
+    /// A [`ConfigError`] for an id outside `[A-Za-z0-9_-]{1,64}`, a digest that is not 64 hex
+    /// digits, two keys with the same id, or no key at all.
+    pub fn build(self) -> Result<ApiKeyAuthLayer, ConfigError> {
+        let mut keys = HashMap::with_capacity(self.keys.len());
+        for key in self.keys {
+            let (id, stored) = key.check()?;
+            if keys.contains_key(&id) {
+                return Err(ConfigError::new(
+                    "api_keys",
+                    format!("the key id {id:?} is used twice"),
+                    "give every key a distinct id",
+                ));
             }
-            None => {
-                let _ = [0u8; 32].ct_eq(&digest[..]);
-                None
-            }
+            keys.insert(id, stored);
         }
-    }
-
-    /// Builds the layer reading the key from `X-API-Key`.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] when the set is empty.
-    pub fn layer(self) -> Result<ApiKeyLayer, ConfigError> {
-        self.layer_with_header(HeaderName::from_static("x-api-key"))
-    }
-
-    /// Builds the layer reading the key from `header`.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] when the set is empty.
-    pub fn layer_with_header(self, header: HeaderName) -> Result<ApiKeyLayer, ConfigError> {
-        if self.keys.is_empty() {
+        if keys.is_empty() {
             return Err(ConfigError::new(
                 "api_keys",
                 "no API key is configured",
                 "add at least one ApiKey",
             ));
         }
-        Ok(ApiKeyLayer {
-            inner: Arc::new(Shared { keys: self, header }),
+        Ok(ApiKeyAuthLayer {
+            inner: Arc::new(Shared {
+                keys,
+                header: self.header,
+            }),
         })
     }
 }
 
-impl fmt::Debug for ApiKeys {
+impl fmt::Debug for ApiKeyAuthBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApiKeys")
-            .field("ids", &self.keys.keys().collect::<Vec<_>>())
+        f.debug_struct("ApiKeyAuthBuilder")
+            .field("keys", &self.keys)
+            .field("header", &self.header)
             .finish()
     }
 }
 
 struct Shared {
-    keys: ApiKeys,
+    keys: HashMap<Arc<str>, Stored>,
     header: HeaderName,
 }
 
@@ -306,53 +277,86 @@ struct Shared {
 ///
 /// ```
 /// use axum::{routing::get, Router};
-/// use axum_shield::auth::{ApiKey, ApiKeys};
+/// use axum_shield::auth::{ApiKey, ApiKeyAuthLayer};
 ///
 /// let generated = ApiKey::generate("ak_live")?;           // give generated.key to the client
-/// let keys = ApiKeys::new()
-///     .with(ApiKey::new(generated.id.as_str(), &generated.sha256_hex)?.scopes(["reports:read"]))?;
+/// let api_keys = ApiKeyAuthLayer::builder()
+///     .key(ApiKey::new(generated.id.as_str(), &generated.sha256_hex).scopes(["reports:read"]))
+///     .build()?;
 /// let app: Router = Router::new()
 ///     .route("/reports", get(|| async { "[]" }))
-///     .route_layer(keys.layer()?);
+///     .route_layer(api_keys);
 /// # Ok::<(), axum_shield::ConfigError>(())
 /// ```
 #[derive(Clone)]
-pub struct ApiKeyLayer {
+pub struct ApiKeyAuthLayer {
     inner: Arc<Shared>,
 }
 
-impl fmt::Debug for ApiKeyLayer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApiKeyLayer")
-            .field("header", &self.inner.header)
-            .field("keys", &self.inner.keys)
-            .finish()
+impl ApiKeyAuthLayer {
+    /// A builder with no keys, reading the key from `X-API-Key`.
+    pub fn builder() -> ApiKeyAuthBuilder {
+        ApiKeyAuthBuilder {
+            keys: Vec::new(),
+            header: HeaderName::from_static("x-api-key"),
+        }
     }
-}
 
-impl<S> Layer<S> for ApiKeyLayer {
-    type Service = ApiKeyService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ApiKeyService {
-            inner,
-            shared: self.inner.clone(),
+    /// Checks a presented key `<id>.<secret>` as the layer does; the principal when it
+    /// matches. For keys that arrive outside HTTP headers.
+    ///
+    /// The comparison is constant-time, and an unknown id costs the same digest and
+    /// comparison as a known one.
+    pub fn verify(&self, presented: &str) -> Option<&Principal> {
+        if presented.len() > MAX_KEY {
+            return None;
+        }
+        let (id, secret) = presented.split_once('.')?;
+        let digest = Sha256::digest(secret.as_bytes());
+        match self.inner.keys.get(id) {
+            Some(stored) => {
+                bool::from(stored.digest.ct_eq(&digest[..])).then_some(&stored.principal)
+            }
+            None => {
+                let _ = [0u8; 32].ct_eq(&digest[..]);
+                None
+            }
         }
     }
 }
 
-/// The service of [`ApiKeyLayer`].
-#[derive(Clone)]
-pub struct ApiKeyService<S> {
-    inner: S,
-    shared: Arc<Shared>,
+impl fmt::Debug for ApiKeyAuthLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyAuthLayer")
+            .field("header", &self.inner.header)
+            .field("ids", &self.inner.keys.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
-impl<S: fmt::Debug> fmt::Debug for ApiKeyService<S> {
+impl<S> Layer<S> for ApiKeyAuthLayer {
+    type Service = ApiKeyAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ApiKeyAuth {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of [`ApiKeyAuthLayer`].
+#[derive(Clone)]
+pub struct ApiKeyAuth<S> {
+    inner: S,
+    layer: ApiKeyAuthLayer,
+}
+
+impl<S: fmt::Debug> fmt::Debug for ApiKeyAuth<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApiKeyService")
+        f.debug_struct("ApiKeyAuth")
             .field("inner", &self.inner)
-            .field("header", &self.shared.header)
+            .field("header", &self.layer.inner.header)
             .finish()
     }
 }
@@ -361,7 +365,7 @@ fn refuse(kind: RejectionKind) -> Rejection {
     Rejection::new(kind).with_header(WWW_AUTHENTICATE, HeaderValue::from_static("ApiKey"))
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ApiKeyService<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ApiKeyAuth<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
@@ -369,7 +373,7 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = ApiKeyFuture<S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -377,7 +381,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let mut values = req.headers().get_all(&self.shared.header).iter();
+        let mut values = req.headers().get_all(&self.layer.inner.header).iter();
         let outcome = match (values.next(), values.next()) {
             (None, _) => Err((
                 SecurityEventKind::AuthnTokenMissing,
@@ -392,7 +396,7 @@ where
             (Some(value), None) => match value
                 .to_str()
                 .ok()
-                .and_then(|v| self.shared.keys.verify(v.trim()))
+                .and_then(|v| self.layer.verify(v.trim()))
             {
                 Some(principal) => Ok(principal.clone()),
                 None => Err((
@@ -406,49 +410,14 @@ where
             Ok(principal) => {
                 crate::audit::record_principal(&principal, req.extensions());
                 req.extensions_mut().insert(principal);
-                ApiKeyFuture {
-                    inner: Some(self.inner.call(req)),
-                    refused: None,
-                }
+                ResponseFuture::run(self.inner.call(req))
             }
             Err((event, reason, kind)) => {
                 SecurityEvent::for_request(event, req.method(), req.uri(), req.extensions())
                     .reason(reason)
                     .emit();
-                ApiKeyFuture {
-                    inner: None,
-                    refused: Some(refuse(kind).into_response_for(req.extensions())),
-                }
+                ResponseFuture::refused(refuse(kind).into_response_for(req.extensions()))
             }
-        }
-    }
-}
-
-pin_project! {
-    /// Response future of [`ApiKeyService`].
-    pub struct ApiKeyFuture<F> {
-        #[pin]
-        inner: Option<F>,
-        refused: Option<Response>,
-    }
-}
-
-impl<F, B, E> Future for ApiKeyFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
-    type Output = Result<Response, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Some(response) = this.refused.take() {
-            return Poll::Ready(Ok(response));
-        }
-        match this.inner.as_pin_mut() {
-            Some(fut) => fut.poll(cx).map(|r| r.map(|res| res.map(Body::new))),
-            None => Poll::Ready(Ok(Rejection::new(RejectionKind::Internal).into_response())),
         }
     }
 }
@@ -456,30 +425,26 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
     use http::StatusCode;
     use tower::ServiceExt;
 
     fn app(
-        keys: ApiKeys,
+        keys: ApiKeyAuthLayer,
     ) -> impl Service<Request<Body>, Response = Response, Error = std::convert::Infallible> + Clone
     {
-        keys.layer()
-            .unwrap()
-            .layer(tower::service_fn(|req: Request<Body>| async move {
-                let p = req.extensions().get::<Principal>().cloned().unwrap();
-                assert_eq!(p.kind(), PrincipalKind::ApiKey);
-                Ok::<_, std::convert::Infallible>(Response::new(Body::from(p.id().to_owned())))
-            }))
+        keys.layer(tower::service_fn(|req: Request<Body>| async move {
+            let p = req.extensions().get::<Principal>().cloned().unwrap();
+            assert_eq!(p.kind(), PrincipalKind::ApiKey);
+            Ok::<_, std::convert::Infallible>(Response::new(Body::from(p.id().to_owned())))
+        }))
     }
 
-    fn setup() -> (String, ApiKeys) {
+    fn setup() -> (String, ApiKeyAuthLayer) {
         let g = ApiKey::generate("ak_test").unwrap();
-        let keys = ApiKeys::new()
-            .with(
-                ApiKey::new(g.id.as_str(), &g.sha256_hex)
-                    .unwrap()
-                    .scopes(["r"]),
-            )
+        let keys = ApiKeyAuthLayer::builder()
+            .key(ApiKey::new(g.id.as_str(), &g.sha256_hex).scopes(["r"]))
+            .build()
             .unwrap();
         (g.key, keys)
     }
@@ -530,11 +495,19 @@ mod tests {
 
     #[test]
     fn bad_records_are_config_errors() {
-        assert!(ApiKey::new("bad id", &"0".repeat(64)).is_err());
-        assert!(ApiKey::new("ok", "abc").is_err());
-        assert!(ApiKeys::new().layer().is_err());
-        let k = ApiKey::new("dup", &"0".repeat(64)).unwrap();
-        assert!(ApiKeys::new().with(k.clone()).unwrap().with(k).is_err());
+        let build = |keys: Vec<ApiKey>| {
+            keys.into_iter()
+                .fold(ApiKeyAuthLayer::builder(), ApiKeyAuthBuilder::key)
+                .build()
+        };
+        let err = build(vec![ApiKey::new("bad id", "0".repeat(64))]).unwrap_err();
+        assert_eq!(err.setting(), "api_key.id");
+        let err = build(vec![ApiKey::new("ok", "abc")]).unwrap_err();
+        assert_eq!(err.setting(), "api_key.sha256");
+        assert_eq!(build(vec![]).unwrap_err().setting(), "api_keys");
+        let k = ApiKey::new("dup", "0".repeat(64));
+        let err = build(vec![k.clone(), k]).unwrap_err();
+        assert!(err.to_string().contains("used twice"), "{err}");
         let g = ApiKey::generate("x").unwrap();
         assert!(!format!("{g:?}").contains(&g.key));
     }

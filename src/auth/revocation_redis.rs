@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use super::revocation::{now_unix, MAX_LEEWAY};
-use super::{RevocationError, RevocationFuture, RevocationStore};
+use super::revocation::{now_unix, RevocationError, RevocationFuture, RevocationStore, MAX_LEEWAY};
 use crate::redis::RedisStore;
 
 /// A JWT revocation list (denylist) in Redis, shared by every instance: a

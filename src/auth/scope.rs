@@ -1,42 +1,29 @@
 //! Scope and role requirements, and where scopes and roles are read from in a token.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::Request;
-use pin_project_lite::pin_project;
 use serde_json::Value;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::challenge;
-use super::Principal;
 use crate::audit::{SecurityEvent, SecurityEventKind};
-use crate::{ConfigError, Rejection};
+use crate::future::ResponseFuture;
+use crate::principal::{Principal, PrincipalKind};
+use crate::ConfigError;
 
-/// A path to a claim inside a token's claims set, such as `scope` or `realm_access.roles`.
+/// A path to a claim inside a token's claims set, one segment per level: `["scope"]`,
+/// `["realm_access", "roles"]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimPath(Vec<String>);
+pub(crate) struct ClaimPath(Vec<String>);
 
 impl ClaimPath {
-    /// A path split on `.`: `ClaimPath::dotted("realm_access.roles")`.
-    pub fn dotted(path: &str) -> Self {
-        Self(path.split('.').map(str::to_owned).collect())
-    }
-
-    /// A single top-level claim whose name may itself contain dots, such as
-    /// `https://example.com/roles`.
-    pub fn key(name: impl Into<String>) -> Self {
-        Self(vec![name.into()])
-    }
-
-    /// A path from its segments: `ClaimPath::segments(["resource_access", "api", "roles"])`.
-    pub fn segments<I, T>(segments: I) -> Self
+    /// A path from its segments.
+    pub(crate) fn segments<I, T>(segments: I) -> Self
     where
         I: IntoIterator<Item = T>,
         T: Into<String>,
@@ -76,11 +63,15 @@ impl ClaimPath {
 /// | scopes | `scope` (space-separated, RFC 8693 §4.2 / RFC 9068), `scp` (array or string, Entra ID, Okta), `permissions` (Auth0 RBAC) |
 /// | roles  | `roles` (Entra ID, RFC 9068 §2.2.3.1), `realm_access.roles` (Keycloak) |
 ///
+/// A claim is named by its path, one segment per level of the claims set:
+/// `["resource_access", "orders-api", "roles"]`. A top-level claim whose name contains dots
+/// is one segment: `["https://example.com/roles"]`.
+///
 /// ```
-/// use axum_shield::auth::{ClaimPath, PrincipalClaims};
+/// use axum_shield::auth::PrincipalClaims;
 ///
 /// let mapping = PrincipalClaims::default()
-///     .roles_from(ClaimPath::segments(["resource_access", "orders-api", "roles"]));
+///     .roles_from(["resource_access", "orders-api", "roles"]);
 /// # let _ = mapping;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,13 +84,13 @@ impl Default for PrincipalClaims {
     fn default() -> Self {
         Self {
             scopes: vec![
-                ClaimPath::key("scope"),
-                ClaimPath::key("scp"),
-                ClaimPath::key("permissions"),
+                ClaimPath::segments(["scope"]),
+                ClaimPath::segments(["scp"]),
+                ClaimPath::segments(["permissions"]),
             ],
             roles: vec![
-                ClaimPath::key("roles"),
-                ClaimPath::dotted("realm_access.roles"),
+                ClaimPath::segments(["roles"]),
+                ClaimPath::segments(["realm_access", "roles"]),
             ],
         }
     }
@@ -115,15 +106,25 @@ impl PrincipalClaims {
         }
     }
 
-    /// Also reads scopes from `path`.
-    pub fn scopes_from(mut self, path: ClaimPath) -> Self {
-        self.scopes.push(path);
+    /// Also reads scopes from the claim at `path` (its segments, for example
+    /// `["scope"]` or `["resource_access", "orders-api", "scopes"]`).
+    pub fn scopes_from<I, T>(mut self, path: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.scopes.push(ClaimPath::segments(path));
         self
     }
 
-    /// Also reads roles from `path`.
-    pub fn roles_from(mut self, path: ClaimPath) -> Self {
-        self.roles.push(path);
+    /// Also reads roles from the claim at `path` (its segments, for example
+    /// `["realm_access", "roles"]` or `["https://example.com/roles"]`).
+    pub fn roles_from<I, T>(mut self, path: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.roles.push(ClaimPath::segments(path));
         self
     }
 
@@ -140,12 +141,7 @@ impl PrincipalClaims {
     }
 
     /// The principal for `subject` with the scopes and roles found in `claims`.
-    pub fn principal(
-        &self,
-        kind: super::PrincipalKind,
-        subject: &str,
-        claims: &Value,
-    ) -> Principal {
+    pub fn principal(&self, kind: PrincipalKind, subject: &str, claims: &Value) -> Principal {
         let mut scopes = Vec::new();
         for path in &self.scopes {
             path.collect_into(claims, &mut scopes);
@@ -197,20 +193,25 @@ impl Requirement {
 
 /// Requires the request's [`Principal`] (put there by an authentication layer such as
 /// [`JwtAuthLayer`](crate::auth::jwt::JwtAuthLayer) or
-/// [`ApiKeyLayer`](crate::auth::ApiKeyLayer)) to hold scopes or roles.
+/// [`ApiKeyAuthLayer`](crate::auth::ApiKeyAuthLayer)) to hold scopes or roles.
 ///
 /// Place it inside the authentication layer. A request without a principal gets
 /// 401 `WWW-Authenticate: Bearer`; a principal lacking the requirement gets 403
 /// `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"` (RFC 6750 §3.1) and an
 /// `authz_fail` security event.
 ///
+/// [`all_scopes`](Self::all_scopes), [`any_scopes`](Self::any_scopes),
+/// [`all_roles`](Self::all_roles) and [`any_roles`](Self::any_roles) return an
+/// [`AuthorizeBuilder`]; its [`build`](AuthorizeBuilder::build) checks the names.
+///
 /// ```
 /// use axum::{routing::get, Router};
 /// use axum_shield::auth::AuthorizeLayer;
 ///
-/// let admin = AuthorizeLayer::any_roles(["admin"])?;
+/// let admin = AuthorizeLayer::any_roles(["admin"]).build()?;
+/// let read = AuthorizeLayer::all_scopes(["orders:read"]).build()?;
 /// let app: Router = Router::new()
-///     .route("/orders", get(|| async { "orders" }).route_layer(AuthorizeLayer::all_scopes(["orders:read"])?))
+///     .route("/orders", get(|| async { "orders" }).route_layer(read))
 ///     .route("/admin", get(|| async { "admin" }).route_layer(admin));
 /// # Ok::<(), axum_shield::ConfigError>(())
 /// ```
@@ -221,63 +222,76 @@ pub struct AuthorizeLayer {
 
 impl AuthorizeLayer {
     /// Every one of `scopes` is required.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] when the list is empty or a scope is not an RFC 6749 §3.3 scope token.
-    pub fn all_scopes<I, T>(scopes: I) -> Result<Self, ConfigError>
+    pub fn all_scopes<I, T>(scopes: I) -> AuthorizeBuilder
     where
         I: IntoIterator<Item = T>,
         T: Into<String>,
     {
-        Self::new(What::Scopes, Match::All, scopes)
+        AuthorizeBuilder::new(What::Scopes, Match::All, scopes)
     }
 
     /// At least one of `scopes` is required.
-    ///
-    /// # Errors
-    ///
-    /// As [`all_scopes`](Self::all_scopes).
-    pub fn any_scopes<I, T>(scopes: I) -> Result<Self, ConfigError>
+    pub fn any_scopes<I, T>(scopes: I) -> AuthorizeBuilder
     where
         I: IntoIterator<Item = T>,
         T: Into<String>,
     {
-        Self::new(What::Scopes, Match::Any, scopes)
+        AuthorizeBuilder::new(What::Scopes, Match::Any, scopes)
     }
 
     /// Every one of `roles` is required.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] when the list is empty or a role is empty or not printable ASCII.
-    pub fn all_roles<I, T>(roles: I) -> Result<Self, ConfigError>
+    pub fn all_roles<I, T>(roles: I) -> AuthorizeBuilder
     where
         I: IntoIterator<Item = T>,
         T: Into<String>,
     {
-        Self::new(What::Roles, Match::All, roles)
+        AuthorizeBuilder::new(What::Roles, Match::All, roles)
     }
 
     /// At least one of `roles` is required.
+    pub fn any_roles<I, T>(roles: I) -> AuthorizeBuilder
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        AuthorizeBuilder::new(What::Roles, Match::Any, roles)
+    }
+}
+
+/// A scope or role requirement, checked by [`build`](Self::build); made by
+/// [`AuthorizeLayer::all_scopes`] and its siblings.
+#[derive(Debug, Clone)]
+pub struct AuthorizeBuilder {
+    what: What,
+    matching: Match,
+    names: Vec<String>,
+}
+
+impl AuthorizeBuilder {
+    fn new<I, T>(what: What, matching: Match, names: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        Self {
+            what,
+            matching,
+            names: names.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// Checks the names and builds the layer.
     ///
     /// # Errors
     ///
-    /// As [`all_roles`](Self::all_roles).
-    pub fn any_roles<I, T>(roles: I) -> Result<Self, ConfigError>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<String>,
-    {
-        Self::new(What::Roles, Match::Any, roles)
-    }
-
-    fn new<I, T>(what: What, matching: Match, names: I) -> Result<Self, ConfigError>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<String>,
-    {
-        let names: Vec<String> = names.into_iter().map(Into::into).collect();
+    /// A [`ConfigError`] when the list is empty or a name is not an RFC 6749 §3.3 scope
+    /// token (printable ASCII without spaces, quotes or backslashes).
+    pub fn build(self) -> Result<AuthorizeLayer, ConfigError> {
+        let Self {
+            what,
+            matching,
+            names,
+        } = self;
         let setting = match what {
             What::Scopes => "scopes",
             What::Roles => "roles",
@@ -297,7 +311,7 @@ impl AuthorizeLayer {
             ));
         }
         let scope_attr = (what == What::Scopes).then(|| names.join(" "));
-        Ok(Self {
+        Ok(AuthorizeLayer {
             requirement: Arc::new(Requirement {
                 what,
                 matching,
@@ -353,7 +367,7 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = AuthorizeFuture<S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -394,57 +408,9 @@ where
         };
         match refusal {
             Some(rejection) => {
-                AuthorizeFuture::refused(rejection.into_response_for(req.extensions()))
+                ResponseFuture::refused(rejection.into_response_for(req.extensions()))
             }
-            None => AuthorizeFuture::inner(self.inner.call(req)),
-        }
-    }
-}
-
-pin_project! {
-    /// Response future of [`Authorize`].
-    pub struct AuthorizeFuture<F> {
-        #[pin]
-        inner: Option<F>,
-        refused: Option<Response>,
-    }
-}
-
-impl<F> AuthorizeFuture<F> {
-    fn refused(response: Response) -> Self {
-        Self {
-            inner: None,
-            refused: Some(response),
-        }
-    }
-
-    fn inner(fut: F) -> Self {
-        Self {
-            inner: Some(fut),
-            refused: None,
-        }
-    }
-}
-
-impl<F, B, E> Future for AuthorizeFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
-    type Output = Result<Response, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Some(response) = this.refused.take() {
-            return Poll::Ready(Ok(response));
-        }
-        match this.inner.as_pin_mut() {
-            Some(fut) => fut.poll(cx).map(|r| r.map(|res| res.map(Body::new))),
-            // Polled again after completion: answer with an internal error, never panic.
-            None => Poll::Ready(Ok(
-                Rejection::new(crate::RejectionKind::Internal).into_response()
-            )),
+            None => ResponseFuture::run(self.inner.call(req)),
         }
     }
 }
@@ -452,7 +418,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::principal::PrincipalKind;
+    use axum::body::Body;
     use http::StatusCode;
     use tower::ServiceExt;
 
@@ -475,7 +441,9 @@ mod tests {
 
     #[tokio::test]
     async fn missing_scope_is_403_insufficient_scope_with_scope_attribute() {
-        let layer = AuthorizeLayer::all_scopes(["orders:read", "orders:write"]).unwrap();
+        let layer = AuthorizeLayer::all_scopes(["orders:read", "orders:write"])
+            .build()
+            .unwrap();
         let p = Principal::new(PrincipalKind::Jwt, "alice").with_scopes(["orders:read"]);
         let res = svc(layer).oneshot(req_with(Some(p))).await.unwrap();
         assert_eq!(res.status(), StatusCode::FORBIDDEN);
@@ -491,12 +459,27 @@ mod tests {
             .with_scopes(["a", "b"])
             .with_roles(["admin"]);
         for (layer, ok) in [
-            (AuthorizeLayer::all_scopes(["a", "b"]).unwrap(), true),
-            (AuthorizeLayer::all_scopes(["a", "c"]).unwrap(), false),
-            (AuthorizeLayer::any_scopes(["c", "b"]).unwrap(), true),
-            (AuthorizeLayer::any_scopes(["c", "d"]).unwrap(), false),
-            (AuthorizeLayer::all_roles(["admin"]).unwrap(), true),
-            (AuthorizeLayer::any_roles(["ops", "root"]).unwrap(), false),
+            (
+                AuthorizeLayer::all_scopes(["a", "b"]).build().unwrap(),
+                true,
+            ),
+            (
+                AuthorizeLayer::all_scopes(["a", "c"]).build().unwrap(),
+                false,
+            ),
+            (
+                AuthorizeLayer::any_scopes(["c", "b"]).build().unwrap(),
+                true,
+            ),
+            (
+                AuthorizeLayer::any_scopes(["c", "d"]).build().unwrap(),
+                false,
+            ),
+            (AuthorizeLayer::all_roles(["admin"]).build().unwrap(), true),
+            (
+                AuthorizeLayer::any_roles(["ops", "root"]).build().unwrap(),
+                false,
+            ),
         ] {
             let res = svc(layer).oneshot(req_with(Some(p.clone()))).await.unwrap();
             assert_eq!(res.status() == StatusCode::OK, ok);
@@ -505,7 +488,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_principal_is_401_without_error() {
-        let res = svc(AuthorizeLayer::any_roles(["admin"]).unwrap())
+        let res = svc(AuthorizeLayer::any_roles(["admin"]).build().unwrap())
             .oneshot(req_with(None))
             .await
             .unwrap();
@@ -515,9 +498,11 @@ mod tests {
 
     #[test]
     fn bad_requirement_names_are_config_errors() {
-        assert!(AuthorizeLayer::all_scopes(Vec::<String>::new()).is_err());
-        assert!(AuthorizeLayer::all_scopes(["has space"]).is_err());
-        assert!(AuthorizeLayer::any_roles(["quote\""]).is_err());
+        assert!(AuthorizeLayer::all_scopes(Vec::<String>::new())
+            .build()
+            .is_err());
+        assert!(AuthorizeLayer::all_scopes(["has space"]).build().is_err());
+        assert!(AuthorizeLayer::any_roles(["quote\""]).build().is_err());
     }
 
     #[test]
@@ -530,11 +515,7 @@ mod tests {
             "realm_access": { "roles": ["ops"] },
             "resource_access": { "api": { "roles": ["auditor"] } }
         });
-        let mapping = PrincipalClaims::default().roles_from(ClaimPath::segments([
-            "resource_access",
-            "api",
-            "roles",
-        ]));
+        let mapping = PrincipalClaims::default().roles_from(["resource_access", "api", "roles"]);
         let p = mapping.principal(PrincipalKind::Jwt, "u", &claims);
         for s in ["openid", "orders:read", "orders:write", "read:messages"] {
             assert!(p.has_scope(s), "{s}");

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::VerifiedToken;
+use super::token::VerifiedToken;
 
 /// A verified token and the generation of the key set that verified it.
 struct Entry {

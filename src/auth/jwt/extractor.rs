@@ -6,7 +6,7 @@ use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use super::VerifiedToken;
+use super::token::VerifiedToken;
 use crate::audit::{SecurityEvent, SecurityEventKind};
 use crate::auth::challenge;
 use crate::{Rejection, RejectionKind};
@@ -14,9 +14,9 @@ use crate::{Rejection, RejectionKind};
 /// The claims of the request's verified JWT, deserialized into `T`.
 ///
 /// Use it behind [`JwtAuthLayer`](super::JwtAuthLayer). Without a verified token it answers
-/// 401 `WWW-Authenticate: Bearer`; as `Option<Claims<T>>` (behind
-/// [`JwtVerifier::optional_layer`](super::JwtVerifier::optional_layer)) it is `None` for
-/// anonymous requests. Claims that do not fit `T` are a 401 `invalid_token`: the token is
+/// 401 `WWW-Authenticate: Bearer`; as `Option<Claims<T>>` (behind a layer built with
+/// [`optional(true)`](super::JwtAuthBuilder::optional)) it is `None` for anonymous
+/// requests. Claims that do not fit `T` are a 401 `invalid_token`: the token is
 /// authentic but not one this route accepts.
 ///
 /// ```

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use jsonwebtoken::crypto::CryptoProvider;
+#[cfg(any(feature = "jwks", test))]
 use jsonwebtoken::jwk::{
     AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse,
 };
@@ -97,6 +98,31 @@ fn config_err(setting: &'static str, problem: impl Into<String>, fix: &'static s
     ConfigError::new(setting, problem, fix)
 }
 
+/// Parses the algorithm name given to a key constructor (`VerifyingKey::from_pem`,
+/// `TokenIssuer::from_pem`), case-sensitively as RFC 7515 §4.1.1 spells them.
+///
+/// # Errors
+///
+/// A [`ConfigError`] for `none` and every name that is not a supported signature algorithm.
+pub(crate) fn configured_alg(name: &str) -> Result<Algorithm, ConfigError> {
+    parse_alg(name).ok_or_else(|| {
+        config_err(
+            "algorithm",
+            format!("{name:?} is not a supported signature algorithm"),
+            "use HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA",
+        )
+    })
+}
+
+/// Key material as given to a constructor, checked when the layer or issuer is built.
+#[derive(Clone)]
+pub(crate) enum KeyMaterial {
+    /// An HMAC shared secret.
+    Secret(Arc<[u8]>),
+    /// A PEM document (a public key for verifying, a PKCS#8 private key for signing).
+    Pem(Arc<[u8]>),
+}
+
 /// A key that verifies JWT signatures, bound to exactly one algorithm.
 ///
 /// Binding each key to one algorithm is what makes algorithm confusion impossible
@@ -104,15 +130,93 @@ fn config_err(setting: &'static str, problem: impl Into<String>, fix: &'static s
 /// token's `alg`, so an HS256 token "signed" with an RSA public key is refused before any
 /// cryptography runs, and `alg: none` is never an algorithm at all.
 ///
-/// ```
-/// use axum_shield::auth::jwt::VerifyingKey;
+/// The constructors only store the key material; it is checked once, with every other
+/// setting, when the layer is built: a short secret, an unknown algorithm or a PEM that does
+/// not hold a key of the algorithm is a [`ConfigError`] from
+/// [`JwtAuthBuilder::build`](super::JwtAuthBuilder::build).
 ///
-/// let key = VerifyingKey::hs256(b"a-32-byte-or-longer-secret-value!!")?.with_kid("2026-01");
-/// assert!(VerifyingKey::hs256(b"too short").is_err());
+/// ```
+/// use axum_shield::auth::jwt::{JwtAuthLayer, VerifyingKey};
+///
+/// let current = VerifyingKey::hs256(b"a-32-byte-or-longer-secret-value!!").with_kid("2026-01");
+/// let jwt = JwtAuthLayer::keys([current]).build()?;
+///
+/// let short = VerifyingKey::hs256(b"too short");
+/// assert!(JwtAuthLayer::keys([short]).build().is_err());
+/// # let _ = jwt;
 /// # Ok::<(), axum_shield::ConfigError>(())
 /// ```
 #[derive(Clone)]
 pub struct VerifyingKey {
+    pub(crate) kid: Option<Arc<str>>,
+    alg: Arc<str>,
+    material: KeyMaterial,
+}
+
+impl VerifyingKey {
+    /// An HMAC-SHA-256 key; the secret must be at least 32 bytes (RFC 7518 §3.2).
+    pub fn hs256(secret: impl AsRef<[u8]>) -> Self {
+        Self::secret("HS256", secret.as_ref())
+    }
+
+    /// An HMAC-SHA-384 key; the secret must be at least 48 bytes (RFC 7518 §3.2).
+    pub fn hs384(secret: impl AsRef<[u8]>) -> Self {
+        Self::secret("HS384", secret.as_ref())
+    }
+
+    /// An HMAC-SHA-512 key; the secret must be at least 64 bytes (RFC 7518 §3.2).
+    pub fn hs512(secret: impl AsRef<[u8]>) -> Self {
+        Self::secret("HS512", secret.as_ref())
+    }
+
+    fn secret(alg: &str, secret: &[u8]) -> Self {
+        Self {
+            kid: None,
+            alg: Arc::from(alg),
+            material: KeyMaterial::Secret(Arc::from(secret)),
+        }
+    }
+
+    /// A public key in PEM form (`-----BEGIN PUBLIC KEY-----`, or `RSA PUBLIC KEY` for RSA)
+    /// for one asymmetric algorithm, named as in a JWT header: `RS256`, `RS384`, `RS512`,
+    /// `PS256`, `PS384`, `PS512`, `ES256`, `ES384` or `EdDSA` (Ed25519).
+    pub fn from_pem(alg: &str, pem: impl AsRef<[u8]>) -> Self {
+        Self {
+            kid: None,
+            alg: Arc::from(alg),
+            material: KeyMaterial::Pem(Arc::from(pem.as_ref())),
+        }
+    }
+
+    /// Sets the key id matched against a token's `kid` header.
+    ///
+    /// A key with an id only verifies tokens naming that id; a key without one verifies
+    /// tokens with any or no `kid`.
+    pub fn with_kid(mut self, kid: impl Into<Arc<str>>) -> Self {
+        self.kid = Some(kid.into());
+        self
+    }
+
+    /// The key id, if any.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the material: an HMAC key is a secret.
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A checked verification key, bound to one algorithm: what [`VerifyingKey`] becomes when
+/// the layer is built, and what a JWKS document yields.
+#[derive(Clone)]
+pub(crate) struct Key {
     pub(crate) kid: Option<Arc<str>>,
     pub(crate) alg: Algorithm,
     pub(crate) key: Arc<DecodingKey>,
@@ -162,36 +266,33 @@ impl HmacKey {
     }
 }
 
-impl VerifyingKey {
-    /// An HMAC-SHA-256 key.
+impl Key {
+    /// Checks `spec` (its algorithm, and its secret length or PEM) and prepares it.
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] when the secret is shorter than 32 bytes (RFC 7518 §3.2).
-    pub fn hs256(secret: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
-        Self::hmac(Algorithm::HS256, secret.as_ref())
-    }
-
-    /// An HMAC-SHA-384 key.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] when the secret is shorter than 48 bytes (RFC 7518 §3.2).
-    pub fn hs384(secret: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
-        Self::hmac(Algorithm::HS384, secret.as_ref())
-    }
-
-    /// An HMAC-SHA-512 key.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] when the secret is shorter than 64 bytes (RFC 7518 §3.2).
-    pub fn hs512(secret: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
-        Self::hmac(Algorithm::HS512, secret.as_ref())
+    /// A [`ConfigError`] for an unknown algorithm, an HMAC secret shorter than the hash
+    /// output (RFC 7518 §3.2), a PEM for an HMAC algorithm, or a PEM that does not hold a
+    /// public key of the algorithm's family.
+    pub(crate) fn resolve(spec: &VerifyingKey) -> Result<Self, ConfigError> {
+        let alg = configured_alg(&spec.alg)?;
+        let mut key = match &spec.material {
+            KeyMaterial::Secret(secret) => Self::hmac(alg, secret)?,
+            KeyMaterial::Pem(pem) => Self::from_pem(alg, pem)?,
+        };
+        key.kid = spec.kid.clone();
+        Ok(key)
     }
 
     fn hmac(alg: Algorithm, secret: &[u8]) -> Result<Self, ConfigError> {
         provider()?;
+        if alg.family() != AlgorithmFamily::Hmac {
+            return Err(config_err(
+                "key",
+                format!("{} is not an HMAC algorithm", alg_name(alg)),
+                "use VerifyingKey::from_pem with the issuer's public key",
+            ));
+        }
         let min = min_hmac_secret(alg);
         if secret.len() < min {
             return Err(config_err(
@@ -212,17 +313,8 @@ impl VerifyingKey {
         })
     }
 
-    /// A public key in PEM form (`-----BEGIN PUBLIC KEY-----`, or `RSA PUBLIC KEY` for RSA)
-    /// for one asymmetric algorithm: `RS256/384/512`, `PS256/384/512`, `ES256`, `ES384` or
-    /// `EdDSA` (Ed25519).
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] when `alg` is an HMAC algorithm or the PEM does not hold a key of
-    /// that algorithm's family.
-    pub fn from_pem(alg: Algorithm, pem: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
+    fn from_pem(alg: Algorithm, pem: &[u8]) -> Result<Self, ConfigError> {
         provider()?;
-        let pem = pem.as_ref();
         let key = match alg.family() {
             AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(pem),
             AlgorithmFamily::Ec => DecodingKey::from_ec_pem(pem),
@@ -260,7 +352,8 @@ impl VerifyingKey {
     /// # Errors
     ///
     /// A [`ConfigError`] for the cases above and for malformed key material.
-    pub fn from_jwk(jwk: &Jwk) -> Result<Self, ConfigError> {
+    #[cfg(any(feature = "jwks", test))]
+    pub(crate) fn from_jwk(jwk: &Jwk) -> Result<Self, ConfigError> {
         provider()?;
         match &jwk.common.public_key_use {
             None | Some(PublicKeyUse::Signature) => {}
@@ -359,31 +452,13 @@ impl VerifyingKey {
         })
     }
 
-    /// Sets the key id matched against a token's `kid` header.
-    ///
-    /// A key with an id only verifies tokens naming that id; a key without one verifies
-    /// tokens with any or no `kid`.
-    pub fn with_kid(mut self, kid: impl Into<Arc<str>>) -> Self {
-        self.kid = Some(kid.into());
-        self
-    }
-
-    /// The key id, if any.
-    pub fn kid(&self) -> Option<&str> {
-        self.kid.as_deref()
-    }
-
-    /// The one algorithm this key verifies.
-    pub fn algorithm(&self) -> Algorithm {
-        self.alg
-    }
-
     /// Whether this is an asymmetric (public) key.
-    pub fn is_asymmetric(&self) -> bool {
+    pub(crate) fn is_asymmetric(&self) -> bool {
         self.alg.family() != AlgorithmFamily::Hmac
     }
 }
 
+#[cfg(any(feature = "jwks", test))]
 fn key_algorithm(alg: KeyAlgorithm) -> Option<Algorithm> {
     Some(match alg {
         KeyAlgorithm::ES256 => Algorithm::ES256,
@@ -399,9 +474,9 @@ fn key_algorithm(alg: KeyAlgorithm) -> Option<Algorithm> {
     })
 }
 
-impl fmt::Debug for VerifyingKey {
+impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VerifyingKey")
+        f.debug_struct("Key")
             .field("kid", &self.kid)
             .field("alg", &alg_name(self.alg))
             .finish_non_exhaustive()

@@ -1,37 +1,58 @@
-//! The JWT authentication layer.
+//! The JWT authentication layer and its service.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
-use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::Request;
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{Extraction, Failure, JwtVerifier, TokenError, VerifiedToken};
+use super::future::{CheckFuture, ResponseFuture};
+use super::token::{insert, VerifiedToken};
+use super::validation::TokenError;
+use super::verifier::{Extraction, Failure, JwtVerifier};
 use crate::audit::{SecurityEvent, SecurityEventKind};
 use crate::auth::challenge;
 use crate::auth::revocation::now_unix;
-use crate::{Rejection, RejectionKind};
+use crate::rejection::Rejection;
 
-/// Authenticates requests with a bearer JWT; made by [`JwtVerifier::layer`] or
-/// [`JwtVerifier::optional_layer`].
+/// Authenticates requests with a bearer JWT: the layer that
+/// [`JwtAuthBuilder::build`](super::JwtAuthBuilder::build) returns, made from
+/// [`JwtAuthLayer::hs256`], [`JwtAuthLayer::keys`] or `JwtAuthLayer::jwks` (feature `jwks`).
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use axum_shield::auth::jwt::{Claims, JwtAuthLayer};
+/// use serde::Deserialize;
+///
+/// #[derive(Deserialize)]
+/// struct MyClaims { sub: String }
+///
+/// let jwt = JwtAuthLayer::hs256(b"0123456789abcdef0123456789abcdef")
+///     .issuer("https://id.example")
+///     .audience("orders-api")
+///     .build()?;
+/// let app: Router = Router::new()
+///     .route("/me", get(|Claims(c): Claims<MyClaims>| async move { c.sub }))
+///     .route_layer(jwt);                   // 401 only on routes that exist
+/// # Ok::<(), axum_shield::ConfigError>(())
+/// ```
 ///
 /// On success the [`VerifiedToken`] and its [`Principal`](crate::Principal) are put
 /// into request extensions. Refusals follow RFC 6750 §3:
 ///
 /// | request | answer |
 /// |---|---|
-/// | no token (required mode) | 401 `WWW-Authenticate: Bearer`, event `authn_token_missing` |
-/// | no token (optional mode) | passed through without a principal |
+/// | no token (token required, the default) | 401 `WWW-Authenticate: Bearer`, event `authn_token_missing` |
+/// | no token ([`optional`](super::JwtAuthBuilder::optional) layer) | passed through without a principal |
 /// | token fails any check | 401 `Bearer error="invalid_token"`, event `authn_token_invalid` (reason) |
 /// | revoked token | 401 `Bearer error="invalid_token"`, event `authn_token_revoked` |
 /// | two `Authorization` headers, or two methods | 400 `Bearer error="invalid_request"`, event `malicious_header` |
 /// | key set or revocation store unreachable | 503, event `sys_dependency_fail` (fail closed) |
+///
+/// Outside HTTP (a WebSocket message, a job queue), verify a token with the layer itself:
+/// [`verify`](Self::verify). Clones share the key set, cache and revocation store.
 #[derive(Clone)]
 pub struct JwtAuthLayer {
     verifier: JwtVerifier,
@@ -41,6 +62,38 @@ pub struct JwtAuthLayer {
 impl JwtAuthLayer {
     pub(crate) fn new(verifier: JwtVerifier, optional: bool) -> Self {
         Self { verifier, optional }
+    }
+
+    /// Verifies `token` completely, as the layer does for a request: current keys
+    /// (refreshing a JWKS key set on an unknown `kid`), all claim rules at the current time,
+    /// and revocation.
+    ///
+    /// # Errors
+    ///
+    /// The [`TokenError`] that refused the token; [`TokenError::KeysUnavailable`] also when
+    /// the revocation store fails.
+    pub async fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+        self.verifier.verify(token).await
+    }
+
+    /// Verifies `token` against the keys held now and the claim rules at `now` (Unix
+    /// seconds), without revocation or key refresh. For tests and published test vectors.
+    ///
+    /// # Errors
+    ///
+    /// The [`TokenError`] that refused the token.
+    pub fn verify_at(&self, token: &str, now: u64) -> Result<VerifiedToken, TokenError> {
+        self.verifier.verify_at(token, now)
+    }
+
+    /// The number of tokens in the verified-token cache (0 when it is off).
+    pub fn cached_tokens(&self) -> usize {
+        self.verifier.cached_tokens()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn verifier(&self) -> &JwtVerifier {
+        &self.verifier
     }
 }
 
@@ -54,10 +107,10 @@ impl fmt::Debug for JwtAuthLayer {
 }
 
 impl<S> Layer<S> for JwtAuthLayer {
-    type Service = JwtAuthService<S>;
+    type Service = JwtAuth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        JwtAuthService {
+        JwtAuth {
             inner,
             verifier: self.verifier.clone(),
             optional: self.optional,
@@ -67,22 +120,20 @@ impl<S> Layer<S> for JwtAuthLayer {
 
 /// The service of [`JwtAuthLayer`].
 #[derive(Clone)]
-pub struct JwtAuthService<S> {
+pub struct JwtAuth<S> {
     inner: S,
     verifier: JwtVerifier,
     optional: bool,
 }
 
-impl<S: fmt::Debug> fmt::Debug for JwtAuthService<S> {
+impl<S: fmt::Debug> fmt::Debug for JwtAuth<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtAuthService")
+        f.debug_struct("JwtAuth")
             .field("inner", &self.inner)
             .field("optional", &self.optional)
             .finish_non_exhaustive()
     }
 }
-
-type CheckFuture = Pin<Box<dyn Future<Output = Result<VerifiedToken, Failure>> + Send>>;
 
 enum Decision {
     Pass(Option<VerifiedToken>),
@@ -90,7 +141,7 @@ enum Decision {
     Async(CheckFuture),
 }
 
-impl<S> JwtAuthService<S> {
+impl<S> JwtAuth<S> {
     fn decide<B>(&self, req: &Request<B>) -> Decision {
         let verifier = &self.verifier;
         let realm = verifier.inner.realm.as_deref();
@@ -146,47 +197,18 @@ impl<S> JwtAuthService<S> {
                 }))
             }
             Err(e) => {
-                event(event_kind(e), e.reason());
+                event(e.event_kind(), e.reason());
                 Decision::Refuse(self.invalid(e))
             }
         }
     }
 
     fn invalid(&self, e: TokenError) -> Rejection {
-        refusal(&self.verifier, Failure::Token(e))
+        self.verifier.refusal(Failure::Token(e))
     }
 }
 
-fn event_kind(e: TokenError) -> SecurityEventKind {
-    match e {
-        TokenError::Revoked => SecurityEventKind::AuthnTokenRevoked,
-        TokenError::TooLarge => SecurityEventKind::MaliciousHeader,
-        TokenError::KeysUnavailable => SecurityEventKind::SysDependencyFail,
-        _ => SecurityEventKind::AuthnTokenInvalid,
-    }
-}
-
-fn refusal(verifier: &JwtVerifier, failure: Failure) -> Rejection {
-    let inner = &verifier.inner;
-    match failure {
-        Failure::Token(TokenError::KeysUnavailable) | Failure::Dependency(_) => {
-            Rejection::new(RejectionKind::ServiceUnavailable)
-        }
-        Failure::Token(e) => challenge::invalid_token(
-            inner.realm.as_deref(),
-            inner.error_description.then(|| e.description()),
-        ),
-    }
-}
-
-fn insert<B>(req: &mut Request<B>, token: VerifiedToken) {
-    // Records the principal on the request span of `Shield` (a no-op without it).
-    crate::audit::record_principal(token.principal(), req.extensions());
-    req.extensions_mut().insert(token.principal().clone());
-    req.extensions_mut().insert(token);
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for JwtAuthService<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for JwtAuth<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
@@ -194,7 +216,7 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = JwtAuthFuture<S, ReqBody>;
+    type Future = ResponseFuture<S, ReqBody>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -207,133 +229,18 @@ where
                 if let Some(token) = token {
                     insert(&mut req, token);
                 }
-                JwtAuthFuture {
-                    state: State::Inner {
-                        fut: self.inner.call(req),
-                    },
-                }
+                ResponseFuture::run(self.inner.call(req))
             }
-            Decision::Refuse(rejection) => JwtAuthFuture {
-                state: State::Refused {
-                    // Rendered here, with the request id: an outer Shield keeps it as is.
-                    response: Some(rejection.into_response_for(req.extensions())),
-                },
-            },
+            // Rendered here, with the request id: an outer Shield keeps it as is.
+            Decision::Refuse(rejection) => {
+                ResponseFuture::refused(rejection.into_response_for(req.extensions()))
+            }
             Decision::Async(check) => {
                 // The ready service goes into the future; a fresh clone stays here
                 // (tower's documented pattern for services called after an await).
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
-                JwtAuthFuture {
-                    state: State::Checking {
-                        check,
-                        req: Some(req),
-                        inner: Some(inner),
-                        verifier: self.verifier.clone(),
-                    },
-                }
-            }
-        }
-    }
-}
-
-pin_project! {
-    /// Response future of [`JwtAuthService`].
-    pub struct JwtAuthFuture<S, ReqBody>
-    where
-        S: Service<Request<ReqBody>>,
-    {
-        #[pin]
-        state: State<S, ReqBody>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<S, ReqBody>
-    where
-        S: Service<Request<ReqBody>>,
-    {
-        Refused { response: Option<Response> },
-        Checking {
-            check: CheckFuture,
-            req: Option<Request<ReqBody>>,
-            inner: Option<S>,
-            verifier: JwtVerifier,
-        },
-        Inner { #[pin] fut: S::Future },
-    }
-}
-
-impl<S, ReqBody> fmt::Debug for JwtAuthFuture<S, ReqBody>
-where
-    S: Service<Request<ReqBody>>,
-{
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("JwtAuthFuture")
-    }
-}
-
-impl<S, ReqBody, ResBody> Future for JwtAuthFuture<S, ReqBody>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    ResBody::Error: Into<axum::BoxError>,
-{
-    type Output = Result<Response, S::Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Refused { response } => {
-                    return Poll::Ready(Ok(response.take().unwrap_or_else(|| {
-                        Rejection::new(RejectionKind::Internal).into_response()
-                    })));
-                }
-                StateProj::Checking {
-                    check,
-                    req,
-                    inner,
-                    verifier,
-                } => {
-                    let outcome = ready!(check.as_mut().poll(cx));
-                    let (Some(mut request), Some(mut service)) = (req.take(), inner.take()) else {
-                        return Poll::Ready(Ok(
-                            Rejection::new(RejectionKind::Internal).into_response()
-                        ));
-                    };
-                    match outcome {
-                        Ok(token) => {
-                            insert(&mut request, token);
-                            let fut = service.call(request);
-                            this.state.set(State::Inner { fut });
-                        }
-                        Err(failure) => {
-                            let (kind, reason) = match failure {
-                                Failure::Token(e) => (event_kind(e), e.reason()),
-                                Failure::Dependency(reason) => {
-                                    (SecurityEventKind::SysDependencyFail, reason)
-                                }
-                            };
-                            SecurityEvent::for_request(
-                                kind,
-                                request.method(),
-                                request.uri(),
-                                request.extensions(),
-                            )
-                            .reason(reason)
-                            .emit();
-                            let rejection = refusal(verifier, failure);
-                            return Poll::Ready(Ok(
-                                rejection.into_response_for(request.extensions())
-                            ));
-                        }
-                    }
-                }
-                StateProj::Inner { fut } => {
-                    return fut.poll(cx).map(|r| r.map(|res| res.map(Body::new)));
-                }
+                ResponseFuture::checking(check, req, inner, self.verifier.clone())
             }
         }
     }

@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::auth::PrincipalClaims;
+use crate::auth::scope::PrincipalClaims;
 use crate::principal::{Principal, PrincipalKind};
 
 /// What the payload held under one registered claim name.
@@ -534,7 +534,6 @@ impl<'de> Visitor<'de> for PathValue<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::ClaimPath;
     use serde_json::{json, Value};
 
     fn scan_value(value: &Value, mapping: &PrincipalClaims) -> (Vec<String>, Vec<String>) {
@@ -547,11 +546,7 @@ mod tests {
     /// The scanner finds the same scopes and roles as the `Value` route, in the same order.
     #[test]
     fn scopes_and_roles_match_the_value_mapping() {
-        let mapping = PrincipalClaims::default().roles_from(ClaimPath::segments([
-            "resource_access",
-            "api",
-            "roles",
-        ]));
+        let mapping = PrincipalClaims::default().roles_from(["resource_access", "api", "roles"]);
         let cases = [
             json!({ "scope": "a b  c", "roles": ["r1", 7, "r2"] }),
             json!({ "scp": ["x", "y"], "scope": "a", "permissions": "p q" }),
@@ -626,9 +621,9 @@ mod tests {
     #[test]
     fn mappings_on_registered_names_take_the_value_route() {
         assert!(fast_path_fits(&PrincipalClaims::default()));
-        let odd = PrincipalClaims::none().roles_from(ClaimPath::key("aud"));
+        let odd = PrincipalClaims::none().roles_from(["aud"]);
         assert!(!fast_path_fits(&odd));
-        let empty = PrincipalClaims::none().roles_from(ClaimPath::segments(Vec::<String>::new()));
+        let empty = PrincipalClaims::none().roles_from(Vec::<String>::new());
         assert!(!fast_path_fits(&empty));
     }
 }

@@ -15,9 +15,15 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use tower::ServiceExt;
 
+use jsonwebtoken::Algorithm;
+
+use super::keys::{provider, Key};
+use super::validation::{self, Rules, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES, MAX_LEEWAY};
 use super::*;
 use crate::audit::{EventSinks, SecurityEvent, SecurityEventSink};
+use crate::auth::revocation::now_unix;
 use crate::auth::{MemoryRevocationStore, RevocationStore, TokenIssuer};
+use crate::ConfigError;
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 const ISS: &str = "https://id.example";
@@ -79,9 +85,8 @@ fn without(mut claims: Value, key: &str) -> Value {
     claims
 }
 
-fn verifier() -> JwtVerifier {
-    JwtAuth::hs256(SECRET)
-        .unwrap()
+fn verifier() -> JwtAuthLayer {
+    JwtAuthLayer::hs256(SECRET)
         .issuer(ISS)
         .audience(AUD)
         .build()
@@ -158,7 +163,7 @@ fn bearer(token: &str) -> Request<Body> {
 
 #[tokio::test]
 async fn valid_hs256_token_reaches_the_handler_with_claims_and_principal() {
-    let answer = send(app(verifier().layer()), bearer(&hs256(&good_claims()))).await;
+    let answer = send(app(verifier()), bearer(&hs256(&good_claims()))).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.body, "alice");
     assert!(answer.events.is_empty());
@@ -175,28 +180,25 @@ async fn bearer_scheme_is_case_insensitive() {
             .header("authorization", format!("{scheme} {token}"))
             .body(Body::empty())
             .unwrap();
-        assert_eq!(
-            send(app(verifier().layer()), req).await.status,
-            StatusCode::OK
-        );
+        assert_eq!(send(app(verifier()), req).await.status, StatusCode::OK);
     }
 }
 
 #[test]
 fn es256_rs256_ps256_and_eddsa_tokens_verify_with_their_keys() {
     for (alg, private, public) in [
-        (Algorithm::ES256, EC_PRIVATE, EC_PUBLIC),
-        (Algorithm::RS256, RSA_PRIVATE, RSA_PUBLIC),
-        (Algorithm::PS256, RSA_PRIVATE, RSA_PUBLIC),
-        (Algorithm::EdDSA, ED_PRIVATE, ED_PUBLIC),
+        ("ES256", EC_PRIVATE, EC_PUBLIC),
+        ("RS256", RSA_PRIVATE, RSA_PUBLIC),
+        ("PS256", RSA_PRIVATE, RSA_PUBLIC),
+        ("EdDSA", ED_PRIVATE, ED_PUBLIC),
     ] {
         let issuer = TokenIssuer::from_pem(alg, private)
-            .unwrap()
             .issuer(ISS)
-            .audience(AUD);
+            .audience(AUD)
+            .build()
+            .unwrap();
         let issued = issuer.issue("bob", &json!({})).unwrap();
-        let v = JwtAuth::new(VerifyingKey::from_pem(alg, public).unwrap())
-            .unwrap()
+        let v = JwtAuthLayer::keys([VerifyingKey::from_pem(alg, public)])
             .issuer(ISS)
             .audience(AUD)
             .build()
@@ -204,7 +206,7 @@ fn es256_rs256_ps256_and_eddsa_tokens_verify_with_their_keys() {
         assert_eq!(
             v.verify_at(&issued.token, now()).unwrap().principal().id(),
             "bob",
-            "{alg:?}"
+            "{alg}"
         );
     }
 }
@@ -212,16 +214,16 @@ fn es256_rs256_ps256_and_eddsa_tokens_verify_with_their_keys() {
 #[test]
 fn issuer_round_trips_with_the_verifier_and_sets_every_registered_claim() {
     let issuer = TokenIssuer::hs256(SECRET)
-        .unwrap()
         .issuer(ISS)
         .audience(AUD)
         .kid("k1")
-        .ttl(Duration::from_secs(300));
+        .ttl(Duration::from_secs(300))
+        .build()
+        .unwrap();
     let issued = issuer
         .issue("alice", &json!({ "roles": ["admin"], "exp": 1 }))
         .unwrap();
-    let v = JwtAuth::new(VerifyingKey::hs256(SECRET).unwrap().with_kid("k1"))
-        .unwrap()
+    let v = JwtAuthLayer::keys([VerifyingKey::hs256(SECRET).with_kid("k1")])
         .issuer(ISS)
         .audience(AUD)
         .build()
@@ -248,8 +250,7 @@ fn rfc7515_appendix_a1_hs256_vector_verifies() {
         .decode("AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow")
         .unwrap();
     let token = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-    let v = JwtAuth::hs256(&key)
-        .unwrap()
+    let v = JwtAuthLayer::hs256(&key)
         .issuer("joe")
         .require_subject(false)
         .build()
@@ -272,8 +273,8 @@ fn rfc8037_appendix_a4_ed25519_vector_verifies() {
         "kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
     }))
     .unwrap();
-    let key = VerifyingKey::from_jwk(&jwk).unwrap();
-    assert_eq!(key.algorithm(), Algorithm::EdDSA);
+    let key = Key::from_jwk(&jwk).unwrap();
+    assert_eq!(key.alg, Algorithm::EdDSA);
     let token = "eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc.hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg";
     let signed = validation::verify_signature(
         provider().unwrap(),
@@ -284,8 +285,23 @@ fn rfc8037_appendix_a4_ed25519_vector_verifies() {
     )
     .unwrap();
     assert_eq!(signed.payload, b"Example of Ed25519 signing");
-    // As a JWT it is refused: its payload is not a claims set.
-    let v = JwtAuth::new(key).unwrap().build().unwrap();
+    // As a JWT it is refused: its payload is not a claims set. The same key as a PEM
+    // (SubjectPublicKeyInfo: the Ed25519 prefix of RFC 8410, then the 32 key bytes).
+    let mut spki = vec![
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    spki.extend(
+        URL_SAFE_NO_PAD
+            .decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")
+            .unwrap(),
+    );
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(&spki)
+    );
+    let v = JwtAuthLayer::keys([VerifyingKey::from_pem("EdDSA", pem)])
+        .build()
+        .unwrap();
     assert_eq!(
         v.verify_at(token, now()).unwrap_err(),
         TokenError::NotAClaimsSet
@@ -312,7 +328,7 @@ async fn alg_none_is_rejected_in_every_casing() {
                 matches!(err, TokenError::AlgorithmNotAllowed | TokenError::Malformed),
                 "{alg}: {err:?}"
             );
-            let answer = send(app(verifier().layer()), bearer(&token)).await;
+            let answer = send(app(verifier()), bearer(&token)).await;
             assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{alg}");
         }
     }
@@ -320,8 +336,7 @@ async fn alg_none_is_rejected_in_every_casing() {
 
 #[test]
 fn hs256_signed_with_the_rsa_public_key_is_rejected() {
-    let v = JwtAuth::new(VerifyingKey::from_pem(Algorithm::RS256, RSA_PUBLIC).unwrap())
-        .unwrap()
+    let v = JwtAuthLayer::keys([VerifyingKey::from_pem("RS256", RSA_PUBLIC)])
         .issuer(ISS)
         .audience(AUD)
         .build()
@@ -371,13 +386,9 @@ fn token_signed_with_a_wrong_key_is_rejected() {
         r#"{"alg":"ES256"}"#,
         &good_claims().to_string(),
     );
-    let other_ec = JwtAuth::new(
-        VerifyingKey::from_pem(Algorithm::ES384, EC_PUBLIC)
-            .unwrap_or_else(|_| VerifyingKey::hs256(SECRET).unwrap()),
-    )
-    .unwrap()
-    .build()
-    .unwrap();
+    let other_ec = JwtAuthLayer::keys([VerifyingKey::from_pem("ES384", EC_PUBLIC)])
+        .build()
+        .unwrap_or_else(|_| JwtAuthLayer::hs256(SECRET).build().unwrap());
     assert!(other_ec.verify_at(&es, now()).is_err());
 }
 
@@ -397,8 +408,7 @@ fn expired_exp_is_rejected_after_the_leeway() {
     );
     // Within the 60 s leeway it still passes.
     assert!(check(&hs256(&with(good_claims(), "exp", json!(now() - 30)))).is_ok());
-    let strict = JwtAuth::hs256(SECRET)
-        .unwrap()
+    let strict = JwtAuthLayer::hs256(SECRET)
         .issuer(ISS)
         .audience(AUD)
         .leeway(Duration::ZERO)
@@ -560,8 +570,7 @@ fn future_iat_is_rejected() {
 
 #[test]
 fn tokens_older_than_max_age_are_rejected() {
-    let v = JwtAuth::hs256(SECRET)
-        .unwrap()
+    let v = JwtAuthLayer::hs256(SECRET)
         .issuer(ISS)
         .audience(AUD)
         .max_age(Duration::from_secs(300))
@@ -661,7 +670,7 @@ fn missing_aud_is_rejected() {
 #[test]
 fn token_with_aud_is_rejected_when_no_audience_is_configured() {
     // RFC 7519 §4.1.3: a recipient that does not identify with a present `aud` rejects it.
-    let v = JwtAuth::hs256(SECRET).unwrap().build().unwrap();
+    let v = JwtAuthLayer::hs256(SECRET).build().unwrap();
     assert_eq!(
         v.verify_at(&hs256(&good_claims()), now()).unwrap_err(),
         TokenError::WrongAudience
@@ -694,8 +703,7 @@ fn unknown_crit_is_rejected() {
 
 #[test]
 fn kid_path_traversal_is_rejected() {
-    let v = JwtAuth::new(VerifyingKey::hs256(SECRET).unwrap().with_kid("k1"))
-        .unwrap()
+    let v = JwtAuthLayer::keys([VerifyingKey::hs256(SECRET).with_kid("k1")])
         .issuer(ISS)
         .audience(AUD)
         .build()
@@ -734,8 +742,7 @@ fn jku_header_is_rejected() {
         r#"{"alg":"ES256","jku":"https://evil.example/jwks.json"}"#,
         &good_claims().to_string(),
     );
-    let v = JwtAuth::new(VerifyingKey::from_pem(Algorithm::ES256, EC_PUBLIC).unwrap())
-        .unwrap()
+    let v = JwtAuthLayer::keys([VerifyingKey::from_pem("ES256", EC_PUBLIC)])
         .issuer(ISS)
         .audience(AUD)
         .build()
@@ -768,8 +775,7 @@ fn embedded_jwk_header_is_rejected() {
         &header,
         &good_claims().to_string(),
     );
-    let v = JwtAuth::new(VerifyingKey::from_pem(Algorithm::ES256, EC_PUBLIC).unwrap())
-        .unwrap()
+    let v = JwtAuthLayer::keys([VerifyingKey::from_pem("ES256", EC_PUBLIC)])
         .issuer(ISS)
         .audience(AUD)
         .build()
@@ -790,7 +796,7 @@ async fn oversized_token_is_rejected_within_a_bound() {
     );
     let start = Instant::now();
     assert_eq!(check(&huge).unwrap_err(), TokenError::TooLarge);
-    let answer = send(app(verifier().layer()), bearer(&huge)).await;
+    let answer = send(app(verifier()), bearer(&huge)).await;
     assert!(
         start.elapsed() < Duration::from_millis(200),
         "{:?}",
@@ -857,7 +863,7 @@ async fn duplicate_authorization_headers_are_rejected() {
         .header("authorization", format!("Bearer {token}"))
         .body(Body::empty())
         .unwrap();
-    let answer = send(app(verifier().layer()), req).await;
+    let answer = send(app(verifier()), req).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert_eq!(
         answer.www.as_deref(),
@@ -872,12 +878,11 @@ async fn token_in_query_string_is_ignored_by_default() {
     let req = Request::get(format!("/me?access_token={token}"))
         .body(Body::empty())
         .unwrap();
-    let answer = send(app(verifier().layer()), req).await;
+    let answer = send(app(verifier()), req).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert_eq!(answer.www.as_deref(), Some("Bearer"));
     // Opted in, it works, and a second method in the same request is ambiguous.
-    let opted = JwtAuth::hs256(SECRET)
-        .unwrap()
+    let opted = JwtAuthLayer::hs256(SECRET)
         .issuer(ISS)
         .audience(AUD)
         .token_from_query("access_token")
@@ -886,40 +891,37 @@ async fn token_in_query_string_is_ignored_by_default() {
     let req = Request::get(format!("/me?access_token={token}"))
         .body(Body::empty())
         .unwrap();
-    assert_eq!(send(app(opted.layer()), req).await.status, StatusCode::OK);
+    assert_eq!(send(app(opted.clone()), req).await.status, StatusCode::OK);
     let mut both = bearer(&token);
     *both.uri_mut() = format!("/me?access_token={token}").parse().unwrap();
-    assert_eq!(
-        send(app(opted.layer()), both).await.status,
-        StatusCode::BAD_REQUEST
-    );
+    assert_eq!(send(app(opted), both).await.status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
 async fn revoked_jti_is_rejected() {
     let store = Arc::new(MemoryRevocationStore::new(100).unwrap());
-    let v = JwtAuth::hs256(SECRET)
-        .unwrap()
+    let v = JwtAuthLayer::hs256(SECRET)
         .issuer(ISS)
         .audience(AUD)
         .revocation(store.clone())
         .build()
         .unwrap();
     let issued = TokenIssuer::hs256(SECRET)
-        .unwrap()
         .issuer(ISS)
         .audience(AUD)
+        .build()
+        .unwrap()
         .issue("alice", &json!({}))
         .unwrap();
     assert_eq!(
-        send(app(v.layer()), bearer(&issued.token)).await.status,
+        send(app(v.clone()), bearer(&issued.token)).await.status,
         StatusCode::OK
     );
     store
         .revoke(ISS, &issued.jti, issued.expires_at)
         .await
         .unwrap();
-    let answer = send(app(v.layer()), bearer(&issued.token)).await;
+    let answer = send(app(v.clone()), bearer(&issued.token)).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         answer.events,
@@ -941,8 +943,7 @@ async fn revoked_jti_is_rejected() {
 async fn revoked_token_stays_refused_after_exp_within_the_leeway() {
     for (leeway, past_exp) in [(DEFAULT_LEEWAY, 2), (MAX_LEEWAY, 500)] {
         let store = Arc::new(MemoryRevocationStore::new(100).unwrap());
-        let v = JwtAuth::hs256(SECRET)
-            .unwrap()
+        let v = JwtAuthLayer::hs256(SECRET)
             .issuer(ISS)
             .audience(AUD)
             .leeway(leeway)
@@ -957,7 +958,7 @@ async fn revoked_token_stays_refused_after_exp_within_the_leeway() {
         store.revoke(ISS, "one-second", exp).await.unwrap();
         assert!(store.is_revoked(ISS, "one-second").await.unwrap());
         assert_eq!(v.verify(&token).await.unwrap_err(), TokenError::Revoked);
-        let answer = send(app(v.layer()), bearer(&token)).await;
+        let answer = send(app(v), bearer(&token)).await;
         assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     }
 }
@@ -982,20 +983,20 @@ async fn failing_revocation_store_fails_closed() {
             Box::pin(async { Err(crate::auth::RevocationError::new("down")) })
         }
     }
-    let v = JwtAuth::hs256(SECRET)
-        .unwrap()
+    let v = JwtAuthLayer::hs256(SECRET)
         .issuer(ISS)
         .audience(AUD)
         .revocation(Arc::new(Down))
         .build()
         .unwrap();
     let issued = TokenIssuer::hs256(SECRET)
-        .unwrap()
         .issuer(ISS)
         .audience(AUD)
+        .build()
+        .unwrap()
         .issue("alice", &json!({}))
         .unwrap();
-    let answer = send(app(v.layer()), bearer(&issued.token)).await;
+    let answer = send(app(v), bearer(&issued.token)).await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer.events[0].0, "sys_dependency_fail");
 }
@@ -1016,8 +1017,7 @@ fn disallowed_typ_is_rejected() {
         );
         assert!(check(&t).is_ok(), "{typ}");
     }
-    let required = JwtAuth::hs256(SECRET)
-        .unwrap()
+    let required = JwtAuthLayer::hs256(SECRET)
         .issuer(ISS)
         .audience(AUD)
         .allowed_types(["at+jwt"], true)
@@ -1035,7 +1035,7 @@ fn disallowed_typ_is_rejected() {
 #[tokio::test]
 async fn missing_token_is_401_bearer_without_error() {
     let answer = send(
-        app(verifier().layer()),
+        app(verifier()),
         Request::get("/me").body(Body::empty()).unwrap(),
     )
     .await;
@@ -1051,7 +1051,7 @@ async fn missing_token_is_401_bearer_without_error() {
         .body(Body::empty())
         .unwrap();
     assert_eq!(
-        send(app(verifier().layer()), basic).await.www.as_deref(),
+        send(app(verifier()), basic).await.www.as_deref(),
         Some("Bearer")
     );
 }
@@ -1059,7 +1059,7 @@ async fn missing_token_is_401_bearer_without_error() {
 #[tokio::test]
 async fn invalid_token_is_401_invalid_token_without_description_or_echo() {
     let token = hs256(&with(good_claims(), "exp", json!(now() - 3600)));
-    let answer = send(app(verifier().layer()), bearer(&token)).await;
+    let answer = send(app(verifier()), bearer(&token)).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         answer.www.as_deref(),
@@ -1073,15 +1073,14 @@ async fn invalid_token_is_401_invalid_token_without_description_or_echo() {
         answer.events,
         vec![("authn_token_invalid".to_owned(), "expired".to_owned())]
     );
-    let described = JwtAuth::hs256(SECRET)
-        .unwrap()
+    let described = JwtAuthLayer::hs256(SECRET)
         .issuer(ISS)
         .audience(AUD)
         .realm("orders")
         .error_description(true)
         .build()
         .unwrap();
-    let answer = send(app(described.layer()), bearer(&token)).await;
+    let answer = send(app(described), bearer(&token)).await;
     assert_eq!(
         answer.www.as_deref(),
         Some("Bearer realm=\"orders\", error=\"invalid_token\", error_description=\"The access token expired\"")
@@ -1090,9 +1089,14 @@ async fn invalid_token_is_401_invalid_token_without_description_or_echo() {
 
 #[tokio::test]
 async fn optional_mode_lets_anonymous_through_but_rejects_bad_tokens() {
-    let v = verifier();
+    let v = JwtAuthLayer::hs256(SECRET)
+        .issuer(ISS)
+        .audience(AUD)
+        .optional(true)
+        .build()
+        .unwrap();
     let answer = send(
-        app(v.optional_layer()),
+        app(v.clone()),
         Request::get("/me").body(Body::empty()).unwrap(),
     )
     .await;
@@ -1102,11 +1106,11 @@ async fn optional_mode_lets_anonymous_through_but_rejects_bad_tokens() {
     );
     let bad = hs256(&with(good_claims(), "iss", json!("https://evil.example")));
     assert_eq!(
-        send(app(v.optional_layer()), bearer(&bad)).await.status,
+        send(app(v.clone()), bearer(&bad)).await.status,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        send(app(v.optional_layer()), bearer(&hs256(&good_claims())))
+        send(app(v.clone()), bearer(&hs256(&good_claims())))
             .await
             .body,
         "alice"
@@ -1133,61 +1137,97 @@ async fn cookie_source_is_opt_in() {
             .unwrap()
     };
     assert_eq!(
-        send(app(verifier().layer()), cookie()).await.status,
+        send(app(verifier()), cookie()).await.status,
         StatusCode::UNAUTHORIZED
     );
-    let v = JwtAuth::hs256(SECRET)
-        .unwrap()
+    let v = JwtAuthLayer::hs256(SECRET)
         .issuer(ISS)
         .audience(AUD)
         .token_from_cookie("at")
         .build()
         .unwrap();
-    assert_eq!(send(app(v.layer()), cookie()).await.status, StatusCode::OK);
+    assert_eq!(send(app(v), cookie()).await.status, StatusCode::OK);
 }
 
 #[test]
 fn short_hmac_secrets_are_refused_at_build() {
-    assert!(JwtAuth::hs256(b"").is_err());
-    assert!(JwtAuth::hs256([7u8; 31]).is_err());
-    assert!(VerifyingKey::hs384([7u8; 47]).is_err());
-    assert!(VerifyingKey::hs512([7u8; 63]).is_err());
-    assert!(TokenIssuer::hs256(b"short").is_err());
-    assert!(JwtAuth::hs256([7u8; 32]).is_ok());
+    let setting =
+        |built: Result<JwtAuthLayer, ConfigError>| built.unwrap_err().setting().to_owned();
+    assert_eq!(setting(JwtAuthLayer::hs256(b"").build()), "secret");
+    assert_eq!(setting(JwtAuthLayer::hs256([7u8; 31]).build()), "secret");
+    let err = JwtAuthLayer::keys([VerifyingKey::hs384([7u8; 47])])
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("HS384 secret is 47 bytes"),
+        "{err}"
+    );
+    let err = JwtAuthLayer::keys([VerifyingKey::hs512([7u8; 63])])
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("HS512 secret is 63 bytes"),
+        "{err}"
+    );
+    assert_eq!(
+        TokenIssuer::hs256(b"short").build().unwrap_err().setting(),
+        "secret"
+    );
+    assert!(JwtAuthLayer::hs256([7u8; 32]).build().is_ok());
+    assert!(JwtAuthLayer::keys([VerifyingKey::hs512([7u8; 64])])
+        .build()
+        .is_ok());
 }
 
+/// Every setter is infallible; `build` reports the first problem, naming the setting.
 #[test]
 fn bad_configuration_is_refused_at_build() {
-    assert!(JwtAuth::with_keys([]).is_err());
-    let k = || VerifyingKey::hs256(SECRET).unwrap().with_kid("a");
-    assert!(JwtAuth::with_keys([k(), k()]).is_err());
-    assert!(JwtAuth::hs256(SECRET).unwrap().issuer("").build().is_err());
-    assert!(JwtAuth::hs256(SECRET)
-        .unwrap()
-        .max_token_bytes(10)
-        .build()
-        .is_err());
-    assert!(JwtAuth::hs256(SECRET)
-        .unwrap()
-        .leeway(Duration::from_secs(3600))
-        .build()
-        .is_err());
-    assert!(JwtAuth::hs256(SECRET)
-        .unwrap()
-        .realm("a\"b")
-        .build()
-        .is_err());
-    assert!(JwtAuth::hs256(SECRET)
-        .unwrap()
-        .token_from_cookie("a b")
-        .build()
-        .is_err());
-    assert!(VerifyingKey::from_pem(Algorithm::HS256, RSA_PUBLIC).is_err());
-    assert!(VerifyingKey::from_pem(Algorithm::ES256, RSA_PUBLIC).is_err());
+    let setting =
+        |built: Result<JwtAuthLayer, ConfigError>| built.unwrap_err().setting().to_owned();
+    assert_eq!(setting(JwtAuthLayer::keys([]).build()), "keys");
+    let k = || VerifyingKey::hs256(SECRET).with_kid("a");
+    assert_eq!(setting(JwtAuthLayer::keys([k(), k()]).build()), "keys");
+    assert_eq!(
+        setting(JwtAuthLayer::hs256(SECRET).issuer("").build()),
+        "issuer"
+    );
+    assert_eq!(
+        setting(JwtAuthLayer::hs256(SECRET).max_token_bytes(10).build()),
+        "max_token_bytes"
+    );
+    assert_eq!(
+        setting(
+            JwtAuthLayer::hs256(SECRET)
+                .leeway(Duration::from_secs(3600))
+                .build()
+        ),
+        "leeway"
+    );
+    assert_eq!(
+        setting(JwtAuthLayer::hs256(SECRET).realm("a\"b").build()),
+        "realm"
+    );
+    assert_eq!(
+        setting(JwtAuthLayer::hs256(SECRET).token_from_cookie("a b").build()),
+        "token_from_cookie"
+    );
+    let pem = |alg: &str, pem: &str| {
+        setting(JwtAuthLayer::keys([VerifyingKey::from_pem(alg, pem)]).build())
+    };
+    assert_eq!(pem("HS256", RSA_PUBLIC), "key");
+    assert_eq!(pem("ES256", RSA_PUBLIC), "key");
+    // Algorithm names are case-sensitive (RFC 7515 §4.1.1), and `none` is never one.
+    assert_eq!(pem("es256", EC_PUBLIC), "algorithm");
+    assert_eq!(pem("none", EC_PUBLIC), "algorithm");
+    // The first problem is the one reported: the key comes before the rules.
+    assert_eq!(
+        setting(JwtAuthLayer::hs256(b"short").issuer("").build()),
+        "secret"
+    );
     let oct: jsonwebtoken::jwk::Jwk =
         serde_json::from_value(json!({ "kty": "oct", "k": b64(SECRET) })).unwrap();
     assert!(
-        VerifyingKey::from_jwk(&oct).is_err(),
+        Key::from_jwk(&oct).is_err(),
         "shared secrets never come from a key set"
     );
 }
@@ -1195,18 +1235,18 @@ fn bad_configuration_is_refused_at_build() {
 #[tokio::test]
 async fn asymmetric_cache_hits_still_respect_expiry_and_revocation() {
     let store = Arc::new(MemoryRevocationStore::new(10).unwrap());
-    let v = JwtAuth::new(VerifyingKey::from_pem(Algorithm::ES256, EC_PUBLIC).unwrap())
-        .unwrap()
+    let v = JwtAuthLayer::keys([VerifyingKey::from_pem("ES256", EC_PUBLIC)])
         .issuer(ISS)
         .audience(AUD)
         .cache_verified(2)
         .revocation(store.clone())
         .build()
         .unwrap();
-    let issuer = TokenIssuer::from_pem(Algorithm::ES256, EC_PRIVATE)
-        .unwrap()
+    let issuer = TokenIssuer::from_pem("ES256", EC_PRIVATE)
         .issuer(ISS)
-        .audience(AUD);
+        .audience(AUD)
+        .build()
+        .unwrap();
     let issued = issuer.issue("bob", &json!({})).unwrap();
     assert!(v.verify(&issued.token).await.is_ok());
     assert_eq!(v.cached_tokens(), 1);
@@ -1232,8 +1272,7 @@ async fn asymmetric_cache_hits_still_respect_expiry_and_revocation() {
     }
     assert!(v.cached_tokens() <= 2);
     // HMAC tokens are never cached.
-    let h = JwtAuth::hs256(SECRET)
-        .unwrap()
+    let h = JwtAuthLayer::hs256(SECRET)
         .issuer(ISS)
         .audience(AUD)
         .cache_verified(10)
@@ -1245,12 +1284,9 @@ async fn asymmetric_cache_hits_still_respect_expiry_and_revocation() {
 
 #[test]
 fn key_rotation_with_kids_selects_the_right_key() {
-    let old = VerifyingKey::hs256(b"old-secret-old-secret-old-secret!")
-        .unwrap()
-        .with_kid("old");
-    let new = VerifyingKey::hs256(SECRET).unwrap().with_kid("new");
-    let v = JwtAuth::with_keys([old, new])
-        .unwrap()
+    let old = VerifyingKey::hs256(b"old-secret-old-secret-old-secret!").with_kid("old");
+    let new = VerifyingKey::hs256(SECRET).with_kid("new");
+    let v = JwtAuthLayer::keys([old, new])
         .issuer(ISS)
         .audience(AUD)
         .build()
@@ -1300,7 +1336,7 @@ mod bearer_properties {
                 }
             }
             let uri: http::Uri = "/orders?access_token=abc.def.ghi".parse().unwrap();
-            if let Ok(Some(token)) = verifier.extract(&headers, &uri) {
+            if let Ok(Some(token)) = verifier.verifier().extract(&headers, &uri) {
                 prop_assert!(!twice);
                 let header = headers[AUTHORIZATION].to_str().unwrap();
                 prop_assert!(header.contains(token.as_ref()));

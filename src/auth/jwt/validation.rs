@@ -12,9 +12,10 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::keys::{parse_alg, VerifyingKey};
+use super::keys::{parse_alg, Key};
 use super::scan::{self, Audience, Claim, ScanError};
-use crate::auth::PrincipalClaims;
+use crate::audit::SecurityEventKind;
+use crate::auth::scope::PrincipalClaims;
 use crate::principal::{Principal, PrincipalKind};
 
 /// Why a token was refused. Shown only in logs and security events (its
@@ -100,6 +101,16 @@ impl TokenError {
         }
     }
 
+    /// The security event a refusal for this reason is reported as.
+    pub(crate) fn event_kind(self) -> SecurityEventKind {
+        match self {
+            Self::Revoked => SecurityEventKind::AuthnTokenRevoked,
+            Self::TooLarge => SecurityEventKind::MaliciousHeader,
+            Self::KeysUnavailable => SecurityEventKind::SysDependencyFail,
+            _ => SecurityEventKind::AuthnTokenInvalid,
+        }
+    }
+
     /// The `error_description` sent when descriptions are enabled: deliberately coarse.
     pub(crate) const fn description(self) -> &'static str {
         match self {
@@ -133,13 +144,13 @@ pub(crate) struct Rules {
 }
 
 /// The default token size cap: 8 KiB.
-pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
+pub(crate) const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// The default clock-skew leeway: 60 seconds.
-pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
-/// The largest clock-skew leeway [`JwtAuth::build`](super::JwtAuth::build) accepts: 10 minutes.
-/// Revocation stores keep every entry this long after the token's `exp`, so that no verifier
-/// can accept a revoked token during its leeway.
-pub const MAX_LEEWAY: Duration = crate::auth::revocation::MAX_LEEWAY;
+pub(crate) const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+/// The largest clock-skew leeway [`JwtAuthBuilder::build`](super::JwtAuthBuilder::build)
+/// accepts: 10 minutes. Revocation stores keep every entry this long after the token's
+/// `exp`, so that no verifier can accept a revoked token during its leeway.
+pub(crate) const MAX_LEEWAY: Duration = crate::auth::revocation::MAX_LEEWAY;
 
 impl Default for Rules {
     fn default() -> Self {
@@ -205,7 +216,7 @@ const MAX_STACK_HEADER: usize = 512;
 pub(crate) fn verify_signature(
     provider: &CryptoProvider,
     rules: &Rules,
-    keys: &[VerifyingKey],
+    keys: &[Key],
     header_memo: &HeaderMemo,
     token: &str,
 ) -> Result<SignedParts, TokenError> {
@@ -355,7 +366,7 @@ fn decode_into<'b>(text: &str, buf: &'b mut [u8]) -> Result<Cow<'b, [u8]>, Token
 fn verify_with(
     provider: &CryptoProvider,
     alg: Algorithm,
-    key: &VerifyingKey,
+    key: &Key,
     message: &[u8],
     signature: &[u8],
 ) -> bool {

@@ -10,7 +10,7 @@
 //! - `shield`: `Shield::api()` with the access line off (request id, client IP, security
 //!   headers, log span, panic catching, timeout, body limit);
 //! - `rate-limit`: `RateLimit::per_ip` alone, with its response fields;
-//! - `jwt`: `JwtAuth` (HS256, `iss` and `aud` checked) as a route layer and `Claims<_>`;
+//! - `jwt`: `JwtAuthLayer` (HS256, `iss` and `aud` checked) as a route layer and `Claims<_>`;
 //! - `all`: the three together, as the quickstart with `ACCESS_LOG=0`.
 //!
 //! `RATE_LIMIT` sets the quota (default `1000000/second`); listens on 127.0.0.1 only.
@@ -19,7 +19,8 @@ use std::net::SocketAddr;
 
 use axum::{routing::get, Json, Router};
 use axum_shield::rate_limit::RateLimit;
-use axum_shield::{Claims, JwtAuth, Shield};
+use axum_shield::auth::jwt::JwtAuthLayer;
+use axum_shield::{Claims, Shield};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -52,7 +53,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let quota = std::env::var("RATE_LIMIT").unwrap_or_else(|_| "1000000/second".into());
     let part = std::env::var("PART").unwrap_or_default();
     let jwt = || {
-        JwtAuth::hs256(secret.as_bytes())?
+        JwtAuthLayer::hs256(secret.as_bytes())
             .issuer(ISSUER)
             .audience(AUDIENCE)
             .build()
@@ -76,10 +77,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .layer(RateLimit::per_ip(quota.as_str())?.layer()),
         "jwt" => Router::new()
             .route("/me", get(me))
-            .route_layer(jwt()?.layer()),
+            .route_layer(jwt()?),
         "all" => Router::new()
             .route("/me", get(me))
-            .route_layer(jwt()?.layer())
+            .route_layer(jwt()?)
             .layer(shield(true)?),
         other => {
             return Err(

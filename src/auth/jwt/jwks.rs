@@ -1,23 +1,4 @@
 //! Verification keys from a JWKS URL or OpenID Connect discovery (feature `jwks`).
-//!
-//! ```no_run
-//! use axum_shield::auth::jwks::{JwksKeys, JwksOptions};
-//! use axum_shield::JwtAuth;
-//!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! // Keycloak, Auth0, Entra ID, Okta…: give the issuer URL, the rest is discovered.
-//! let keys = JwksKeys::discover("https://id.example/realms/main", JwksOptions::default()).await?;
-//! let jwt = JwtAuth::jwks(keys).audience("orders-api").build()?;  // issuer already required
-//! # let _ = jwt; Ok(()) }
-//! ```
-//!
-//! Keys are cached and refreshed in the background once `refresh_interval` has passed (or on
-//! a timer with [`JwksKeys::spawn_scheduled_refresh`]). A token naming an unknown `kid`
-//! triggers one refresh, single-flight, and at most one per `unknown_kid_cooldown`: a flood
-//! of random `kid`s cannot turn into a flood of fetches. Every fetch has connect and total
-//! timeouts, follows no redirects and reads at most `max_bytes`. When no keys could ever be
-//! fetched, requests are refused (fail closed); after a failed refresh the last good key set
-//! stays in use.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::jwt::VerifyingKey;
+use super::keys::{provider, Key};
 use crate::audit::{SecurityEvent, SecurityEventKind};
 use crate::ConfigError;
 
@@ -115,7 +96,26 @@ impl JwksOptions {
     }
 }
 
-/// A cached, refreshed JWKS key set. Cheap to clone; clones share the cache.
+/// A cached, refreshed JWKS key set: verification keys from a JWKS URL or OpenID Connect
+/// discovery (feature `jwks`). Cheap to clone; clones share the cache.
+///
+/// ```no_run
+/// use axum_shield::auth::jwt::{JwksKeys, JwksOptions, JwtAuthLayer};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// // Keycloak, Auth0, Entra ID, Okta…: give the issuer URL, the rest is discovered.
+/// let keys = JwksKeys::discover("https://id.example/realms/main", JwksOptions::default()).await?;
+/// let jwt = JwtAuthLayer::jwks(keys).audience("orders-api").build()?;  // issuer already required
+/// # let _ = jwt; Ok(()) }
+/// ```
+///
+/// Keys are cached and refreshed in the background once `refresh_interval` has passed (or on
+/// a timer with [`spawn_scheduled_refresh`](Self::spawn_scheduled_refresh)). A token naming an unknown `kid`
+/// triggers one refresh, single-flight, and at most one per `unknown_kid_cooldown`: a flood
+/// of random `kid`s cannot turn into a flood of fetches. Every fetch has connect and total
+/// timeouts, follows no redirects and reads at most `max_bytes`. When no keys could ever be
+/// fetched, requests are refused (fail closed); after a failed refresh the last good key set
+/// stays in use.
 #[derive(Clone)]
 pub struct JwksKeys {
     inner: Arc<Inner>,
@@ -126,7 +126,7 @@ struct Inner {
     issuer: Option<String>,
     client: reqwest::Client,
     options: JwksOptions,
-    keys: RwLock<Option<Arc<[VerifyingKey]>>>,
+    keys: RwLock<Option<Arc<[Key]>>>,
     fetched_at: Mutex<Option<Instant>>,
     last_attempt: Mutex<Option<Instant>>,
     fetch_lock: tokio::sync::Mutex<()>,
@@ -225,7 +225,7 @@ impl JwksKeys {
     }
 
     fn new(url: &str, issuer: Option<String>, options: JwksOptions) -> Result<Self, ConfigError> {
-        crate::auth::jwt::provider()?;
+        provider()?;
         options.validate()?;
         check_url("jwks_url", url)?;
         Ok(Self {
@@ -248,7 +248,7 @@ impl JwksKeys {
     /// OpenID Connect discovery: reads `<issuer>/.well-known/openid-configuration`, checks
     /// that its `issuer` is exactly `issuer` (OpenID Connect Discovery 1.0 §4.3, which stops a
     /// provider from impersonating another), then fetches the keys at its `jwks_uri`.
-    /// [`JwtAuth::jwks`](crate::auth::jwt::JwtAuth::jwks) then requires that issuer in `iss`.
+    /// [`JwtAuthLayer::jwks`](crate::auth::jwt::JwtAuthLayer::jwks) then requires that issuer in `iss`.
     ///
     /// # Errors
     ///
@@ -337,7 +337,7 @@ impl JwksKeys {
     /// same lock, so the pair is consistent); `None` until a fetch succeeded. The JWT cache
     /// keeps the generation with each entry, so a refresh invalidates what the old key set
     /// verified.
-    pub(crate) fn current(&self) -> Option<(Arc<[VerifyingKey]>, u64)> {
+    pub(crate) fn current(&self) -> Option<(Arc<[Key]>, u64)> {
         let keys = self.inner.keys.read().unwrap_or_else(|e| e.into_inner());
         let generation = self.inner.generation.load(Ordering::Acquire);
         keys.clone().map(|keys| (keys, generation))
@@ -395,10 +395,10 @@ impl JwksKeys {
             let Some(Value::Array(entries)) = document.get("keys") else {
                 return Err(JwksError("no `keys` array".into()));
             };
-            let keys: Vec<VerifyingKey> = entries
+            let keys: Vec<Key> = entries
                 .iter()
                 .filter_map(|entry| serde_json::from_value(entry.clone()).ok())
-                .filter_map(|jwk| VerifyingKey::from_jwk(&jwk).ok())
+                .filter_map(|jwk| Key::from_jwk(&jwk).ok())
                 .collect();
             if keys.is_empty() {
                 return Err(JwksError("no usable signature key".into()));
