@@ -20,7 +20,7 @@ pub mod shield;
 pub mod validate;
 
 #[cfg(feature = "jwt")]
-pub use auth::jwt::{Claims, JwtAuth};
+pub use auth::jwt::{Claims, JwtAuthLayer};
 pub use client_ip::ClientIp;
 pub use error::ConfigError;
 pub use principal::Principal;

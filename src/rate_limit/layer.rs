@@ -1405,11 +1405,10 @@ mod tests {
     async fn same_jwt_subject_from_two_issuers_gets_two_buckets() {
         use crate::auth::TokenIssuer;
         let secret = [7u8; 32];
-        let jwt = crate::JwtAuth::hs256(secret)
-            .unwrap()
+        let jwt = crate::auth::jwt::JwtAuthLayer::hs256(secret)
             .issuer("https://a.example")
             .issuer("https://b.example")
-            .layer()
+            .build()
             .unwrap();
         let limit = RateLimit::per_principal("1/minute")
             .unwrap()
@@ -1421,8 +1420,9 @@ mod tests {
             .route_layer(jwt);
         let token = |iss: &str| {
             TokenIssuer::hs256(secret)
-                .unwrap()
                 .issuer(iss)
+                .build()
+                .unwrap()
                 .issue("alice", &serde_json::json!({}))
                 .unwrap()
                 .token
