@@ -47,7 +47,8 @@ use axum_shield::audit::{Audit, SecurityEvent, SecurityEventKind};
 use axum_shield::audit::{JsonLines, JsonLinesFields, LogWriter};
 use axum_shield::auth::{AuthorizeLayer, TokenIssuer};
 use axum_shield::rate_limit::{LoginAttempt, LoginGuard, RateLimit};
-use axum_shield::validate::{GuardedJson, JsonGuardLayer, JsonLimits, RedactFieldsLayer, Valid};
+use axum_shield::validate::redact::RedactFieldsLayer;
+use axum_shield::validate::{GuardedJson, JsonGuardLayer, Valid};
 use axum_shield::{Claims, ConfigError, JwtAuth, Principal, Rejection, RejectionKind, Shield};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -178,7 +179,7 @@ pub fn app(settings: &Settings) -> Result<Router, ConfigError> {
     // Output: the redaction layer as a safety net in case a response leaks a secret field.
     let users = Router::new()
         .route("/users", post(create_user))
-        .layer(JsonGuardLayer::new(JsonLimits::default())?)
+        .layer(JsonGuardLayer::default())
         .layer(RedactFieldsLayer::default());
 
     Ok(Router::new()

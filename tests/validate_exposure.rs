@@ -8,7 +8,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use axum_shield::audit::{EventSinks, SecurityEvent, SecurityEventKind, SecurityEventSink};
-use axum_shield::validate::{RedactFieldsLayer, ScrubServerErrorsLayer};
+use axum_shield::validate::redact::RedactFieldsLayer;
+use axum_shield::validate::scrub::ScrubServerErrorsLayer;
 use axum_shield::Shield;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -84,7 +85,12 @@ async fn redaction_leaves_clean_and_non_json_responses_alone() {
     let app = Router::new()
         .route("/clean", get(|| async { Json(json!({"id": 1})) }))
         .route("/text", get(|| async { "password: not json, left alone" }))
-        .layer(RedactFieldsLayer::new(["password"]).unwrap())
+        .layer(
+            RedactFieldsLayer::builder()
+                .fields(["password"])
+                .build()
+                .unwrap(),
+        )
         .layer(sinks(&events));
     let (_, _, body) = body_of(app.clone(), "/clean").await;
     assert_eq!(body, r#"{"id":1}"#);
@@ -173,9 +179,15 @@ async fn redaction_passes_empty_json_bodies_and_non_json_bodies() {
 
 #[test]
 fn redaction_config_is_validated() {
-    assert!(RedactFieldsLayer::new(Vec::<String>::new()).is_err());
-    assert!(RedactFieldsLayer::new(["_"]).is_err());
-    assert!(RedactFieldsLayer::default().max_response_bytes(0).is_err());
+    assert!(RedactFieldsLayer::builder()
+        .fields(Vec::<String>::new())
+        .build()
+        .is_err());
+    assert!(RedactFieldsLayer::builder().fields(["_"]).build().is_err());
+    assert!(RedactFieldsLayer::builder()
+        .max_response_bytes(0)
+        .build()
+        .is_err());
 }
 
 #[tokio::test]
