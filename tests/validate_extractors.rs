@@ -8,8 +8,9 @@ use axum::extract::{DefaultBodyLimit, Path, Query};
 use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Json, Router};
-use axum_shield::audit::{EventSinks, SecurityEvent, SecurityEventKind, SecurityEventSink};
+use axum_shield::audit::{SecurityEvent, SecurityEventKind};
 use axum_shield::validate::{JsonGuardLayer, Valid, ValidWith, ValidationArgs};
+use axum_shield::Shield;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -55,11 +56,17 @@ type Events = Arc<Mutex<Vec<(SecurityEventKind, String, Vec<(&'static str, Strin
 
 fn app(events: &Events) -> Router {
     let sink = events.clone();
-    let sink: Arc<dyn SecurityEventSink> = Arc::new(move |e: &SecurityEvent| {
-        sink.lock()
-            .unwrap()
-            .push((e.kind(), e.reason_text().to_owned(), e.fields().to_vec()));
-    });
+    // The Shield puts its event sinks in the request extensions, where the extractors'
+    // events find them; it needs the client address.
+    let shield = Shield::api()
+        .event_sink(move |e: &SecurityEvent| {
+            sink.lock()
+                .unwrap()
+                .push((e.kind(), e.reason_text().to_owned(), e.fields().to_vec()));
+        })
+        .build()
+        .unwrap();
+    let peer: std::net::SocketAddr = "203.0.113.9:40000".parse().unwrap();
     Router::new()
         .route(
             "/users",
@@ -86,7 +93,8 @@ fn app(events: &Events) -> Router {
             get(|Valid(Path(p)): Valid<Path<ItemId>>| async move { p.id.to_string() }),
         )
         .layer(DefaultBodyLimit::max(64 * 1024))
-        .layer(Extension(EventSinks::new(vec![sink])))
+        .layer(shield)
+        .layer(Extension(axum::extract::ConnectInfo(peer)))
 }
 
 #[derive(Debug, Deserialize, Validate)]

@@ -436,22 +436,12 @@ where
 }
 
 /// A copy of what a security event needs from a request that will be consumed: method, URI
-/// and the request id, client IP, principal and event sinks from its extensions.
+/// and the event context of its extensions ([`SecurityEvent::context_of`]: request id, client
+/// IP, principal, matched route, sinks and pseudonymization key).
 pub(crate) fn event_parts(method: &http::Method, uri: &http::Uri, ext: &http::Extensions) -> Parts {
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = method.clone();
     parts.uri = uri.clone();
-    if let Some(id) = ext.get::<crate::request_id::RequestId>() {
-        parts.extensions.insert(id.clone());
-    }
-    if let Some(ip) = ext.get::<crate::ClientIp>() {
-        parts.extensions.insert(*ip);
-    }
-    if let Some(principal) = ext.get::<crate::principal::Principal>() {
-        parts.extensions.insert(principal.clone());
-    }
-    if let Some(sinks) = ext.get::<crate::audit::EventSinks>() {
-        parts.extensions.insert(sinks.clone());
-    }
+    parts.extensions = SecurityEvent::context_of(ext);
     parts
 }
