@@ -6,7 +6,8 @@ use axum::body::Body;
 use axum::http::Request;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use axum_shield::validate::{guard, GuardedJson, JsonLimits, RedactFieldsLayer, Valid};
+use axum_shield::validate::redact::RedactFieldsLayer;
+use axum_shield::validate::{GuardedJson, JsonGuardLayer, Valid};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
@@ -59,7 +60,10 @@ fn extraction(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let limits = JsonLimits::default().max_array_len(100_000);
+    let guard = JsonGuardLayer::builder()
+        .max_array_len(100_000)
+        .build()
+        .unwrap();
     let plain = Router::new()
         .route(
             "/",
@@ -71,14 +75,14 @@ fn extraction(c: &mut Criterion) {
             "/",
             post(|GuardedJson(b): GuardedJson<Batch>| async move { b.items.len().to_string() }),
         )
-        .layer(axum_shield::validate::JsonGuardLayer::new(limits).unwrap())
+        .layer(guard.clone())
         .layer(axum::extract::DefaultBodyLimit::max(4 << 20));
     let valid = Router::new()
         .route(
             "/",
             post(|Valid(Json(b)): Valid<Json<Batch>>| async move { b.items.len().to_string() }),
         )
-        .layer(axum_shield::validate::JsonGuardLayer::new(limits).unwrap())
+        .layer(guard.clone())
         .layer(axum::extract::DefaultBodyLimit::max(4 << 20));
 
     let mut group = c.benchmark_group("json_extraction");
@@ -89,11 +93,6 @@ fn extraction(c: &mut Criterion) {
             BenchmarkId::new("serde_json_from_slice", label),
             &body,
             |b, body| b.iter(|| serde_json::from_slice::<Batch>(body).unwrap()),
-        );
-        group.bench_with_input(
-            BenchmarkId::new("guard_from_slice", label),
-            &body,
-            |b, body| b.iter(|| guard::from_slice::<Batch>(body, &limits).unwrap()),
         );
         for (name, app) in [
             ("axum_Json", &plain),

@@ -48,7 +48,8 @@ use axum_shield::audit::{JsonLines, JsonLinesFields, LogWriter};
 use axum_shield::auth::jwt::JwtAuthLayer;
 use axum_shield::auth::{AuthorizeLayer, TokenIssuer};
 use axum_shield::rate_limit::{LoginAttempt, LoginGuard, RateLimit};
-use axum_shield::validate::{GuardedJson, JsonGuardLayer, JsonLimits, RedactFieldsLayer, Valid};
+use axum_shield::validate::redact::RedactFieldsLayer;
+use axum_shield::validate::{GuardedJson, JsonGuardLayer, Valid};
 use axum_shield::{Claims, ConfigError, Principal, Rejection, RejectionKind, Shield};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -180,7 +181,7 @@ pub fn app(settings: &Settings) -> Result<Router, ConfigError> {
     // Output: the redaction layer as a safety net in case a response leaks a secret field.
     let users = Router::new()
         .route("/users", post(create_user))
-        .layer(JsonGuardLayer::new(JsonLimits::default())?)
+        .layer(JsonGuardLayer::default())
         .layer(RedactFieldsLayer::default());
 
     Ok(Router::new()
@@ -415,13 +416,13 @@ async fn perform_sensitive_action() -> Result<(), &'static str> {
 /// lines. `RUST_LOG` filters as usual, e.g. `RUST_LOG=axum_shield::security=info` for
 /// security events only.
 fn init_logging() -> impl Sized {
-    // With `json-log` (on by default): axum-shield's `LogWriter` appends each line to a
+    // With the `json-log` feature (`--features json-log`): axum-shield's `LogWriter` appends each line to a
     // shared 1 MiB buffer and a worker thread writes the buffer to stdout in one write every
     // millisecond at most while lines arrive, and sleeps while none do: no allocation and no
     // thread wake-up per line. A full buffer drops lines (counted) rather than block requests.
     #[cfg(feature = "json-log")]
     let (writer, guard) = LogWriter::new(std::io::stdout());
-    // Without it: tracing-appender's channel to a worker thread, which writes into a 64 KiB
+    // Without it (the default): tracing-appender's channel to a worker thread, which writes into a 64 KiB
     // buffer flushed each time the channel is empty.
     #[cfg(not(feature = "json-log"))]
     let (writer, guard) = tracing_appender::non_blocking(std::io::BufWriter::with_capacity(
@@ -438,8 +439,8 @@ fn init_logging() -> impl Sized {
         .with_ansi(ansi)
         .with_writer(writer);
     if json {
-        // axum-shield's JSON-lines formatter (feature `json-log`, on by default): the same
-        // line shape as tracing-subscriber's `.json()`, several times cheaper per line.
+        // With `json-log`, axum-shield's JSON-lines formatter: the same line shape as
+        // tracing-subscriber's `.json()`, several times cheaper per line.
         #[cfg(feature = "json-log")]
         builder
             .fmt_fields(JsonLinesFields::new())

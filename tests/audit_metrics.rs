@@ -14,13 +14,16 @@ use axum::middleware::{from_fn, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use axum_shield::audit::{SecurityEvent, SecurityEventKind, SECURITY_EVENTS_TOTAL};
+use axum_shield::audit::{SecurityEvent, SecurityEventKind};
 use axum_shield::{Rejection, RejectionKind};
 use metrics::{
     Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
 use support::audit::shielded;
 use tower::ServiceExt;
+
+/// The counter every security event increments (documented in `axum_shield::audit`).
+const SECURITY_EVENTS_TOTAL: &str = "axum_shield_security_events_total";
 
 type Counts = Arc<Mutex<BTreeMap<(String, Vec<(String, String)>), Arc<AtomicU64>>>>;
 

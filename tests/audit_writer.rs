@@ -1,6 +1,7 @@
 //! `audit::LogWriter` under a real `Shield`: the access lines of requests served on several
 //! threads, formatted by `audit::JsonLines`, all reach the output whole, parseable and in
 //! order per thread, once the guard is dropped.
+#![cfg(feature = "json-log")]
 
 mod support;
 

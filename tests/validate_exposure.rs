@@ -7,20 +7,32 @@ use axum::http::{Request, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
-use axum_shield::audit::{EventSinks, SecurityEvent, SecurityEventKind, SecurityEventSink};
-use axum_shield::validate::{RedactFieldsLayer, ScrubServerErrorsLayer};
+use axum_shield::audit::{SecurityEvent, SecurityEventKind};
+use axum_shield::validate::redact::RedactFieldsLayer;
+use axum_shield::validate::scrub::ScrubServerErrorsLayer;
 use axum_shield::Shield;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
 type Events = Arc<Mutex<Vec<(SecurityEventKind, Vec<(&'static str, String)>)>>>;
 
-fn sinks(events: &Events) -> Extension<EventSinks> {
+/// A Shield whose event sink records into `events` (its layers put the sink in the request
+/// extensions, where the redaction layer's events find it).
+fn sinks(events: &Events) -> Shield {
     let events = events.clone();
-    let sink: Arc<dyn SecurityEventSink> = Arc::new(move |e: &SecurityEvent| {
-        events.lock().unwrap().push((e.kind(), e.fields().to_vec()));
-    });
-    Extension(EventSinks::new(vec![sink]))
+    Shield::api()
+        .event_sink(move |e: &SecurityEvent| {
+            events.lock().unwrap().push((e.kind(), e.fields().to_vec()));
+        })
+        .build()
+        .unwrap()
+}
+
+/// The client address the Shield reads (it refuses requests without one).
+fn peer() -> Extension<axum::extract::ConnectInfo<std::net::SocketAddr>> {
+    Extension(axum::extract::ConnectInfo(
+        "203.0.113.9:40000".parse().unwrap(),
+    ))
 }
 
 async fn body_of(app: Router, uri: &str) -> (StatusCode, http::HeaderMap, String) {
@@ -55,7 +67,8 @@ async fn redaction_removes_nested_fields_and_reports_names_only() {
             }),
         )
         .layer(RedactFieldsLayer::default())
-        .layer(sinks(&events));
+        .layer(sinks(&events))
+        .layer(peer());
     let (status, headers, body) = body_of(app, "/users").await;
     assert_eq!(status, StatusCode::OK);
     assert!(headers
@@ -84,8 +97,14 @@ async fn redaction_leaves_clean_and_non_json_responses_alone() {
     let app = Router::new()
         .route("/clean", get(|| async { Json(json!({"id": 1})) }))
         .route("/text", get(|| async { "password: not json, left alone" }))
-        .layer(RedactFieldsLayer::new(["password"]).unwrap())
-        .layer(sinks(&events));
+        .layer(
+            RedactFieldsLayer::builder()
+                .fields(["password"])
+                .build()
+                .unwrap(),
+        )
+        .layer(sinks(&events))
+        .layer(peer());
     let (_, _, body) = body_of(app.clone(), "/clean").await;
     assert_eq!(body, r#"{"id":1}"#);
     let (_, _, body) = body_of(app, "/text").await;
@@ -128,7 +147,8 @@ async fn unparseable_json_response_fails_closed_instead_of_leaking_fields() {
         let app = Router::new()
             .route("/user", get(raw_json(body)))
             .layer(RedactFieldsLayer::default())
-            .layer(sinks(&events));
+            .layer(sinks(&events))
+            .layer(peer());
         let (status, headers, body) = body_of(app, "/user").await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(headers["content-type"], "application/problem+json");
@@ -162,7 +182,8 @@ async fn redaction_passes_empty_json_bodies_and_non_json_bodies() {
             get(|| async { axum::response::Html("<p>{\"password\": not json</p>") }),
         )
         .layer(RedactFieldsLayer::default())
-        .layer(sinks(&events));
+        .layer(sinks(&events))
+        .layer(peer());
     let (status, _, body) = body_of(app.clone(), "/empty").await;
     assert_eq!((status, body.as_str()), (StatusCode::NO_CONTENT, ""));
     let (status, _, body) = body_of(app, "/html").await;
@@ -173,9 +194,15 @@ async fn redaction_passes_empty_json_bodies_and_non_json_bodies() {
 
 #[test]
 fn redaction_config_is_validated() {
-    assert!(RedactFieldsLayer::new(Vec::<String>::new()).is_err());
-    assert!(RedactFieldsLayer::new(["_"]).is_err());
-    assert!(RedactFieldsLayer::default().max_response_bytes(0).is_err());
+    assert!(RedactFieldsLayer::builder()
+        .fields(Vec::<String>::new())
+        .build()
+        .is_err());
+    assert!(RedactFieldsLayer::builder().fields(["_"]).build().is_err());
+    assert!(RedactFieldsLayer::builder()
+        .max_response_bytes(0)
+        .build()
+        .is_err());
 }
 
 #[tokio::test]
@@ -229,4 +256,46 @@ async fn scrubber_hides_a_handlers_internal_error_text() {
 
     let (status, _, body) = body_of(app, "/ok").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "fine"));
+}
+
+/// The redaction layer (and `Valid<Form<…>>`, `Valid<E: HasValidate>`) keep a copy of the
+/// request's event context for the event they may emit once the body is read. That copy
+/// left out the Shield's pseudonymization key and the matched route, so with
+/// `Shield::pseudonymize` their `data_exposure_blocked` event carried the client IP in clear,
+/// and its route was the raw path (`unmatched` as a metrics label).
+#[tokio::test]
+async fn redaction_event_is_pseudonymized_and_names_the_route_template() {
+    let events: Arc<Mutex<Vec<SecurityEvent>>> = Arc::default();
+    let sink = events.clone();
+    let shield = Shield::api()
+        .pseudonymize([7u8; 32])
+        .unwrap()
+        .event_sink(move |e: &SecurityEvent| sink.lock().unwrap().push(e.clone()))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/users/{id}",
+            get(|| async { Json(json!({"id": 1, "password_hash": "SECRETHASH"})) }),
+        )
+        .layer(RedactFieldsLayer::default())
+        .layer(shield)
+        .layer(peer());
+    let (status, _, body) = body_of(app, "/users/1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!body.contains("SECRETHASH"), "{body}");
+    let events = events.lock().unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    assert_eq!(event.kind(), SecurityEventKind::DataExposureBlocked);
+    assert_eq!(
+        event.client_ip(),
+        None,
+        "the client IP must not be in clear"
+    );
+    let client = event.client_ip_text().unwrap_or_default();
+    assert_eq!(client.len(), 32, "a keyed pseudonym, got {client:?}");
+    assert!(!client.contains("203.0.113.9"));
+    assert_eq!(event.route(), Some("/users/{id}"));
+    assert_eq!(event.route_label(), "/users/{id}");
 }

@@ -8,8 +8,9 @@ use axum::extract::{DefaultBodyLimit, Path, Query};
 use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Json, Router};
-use axum_shield::audit::{EventSinks, SecurityEvent, SecurityEventKind, SecurityEventSink};
-use axum_shield::validate::{JsonGuardLayer, JsonLimits, Valid, ValidWith, ValidationArgs};
+use axum_shield::audit::{SecurityEvent, SecurityEventKind};
+use axum_shield::validate::{JsonGuardLayer, Valid, ValidWith, ValidationArgs};
+use axum_shield::Shield;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -55,11 +56,17 @@ type Events = Arc<Mutex<Vec<(SecurityEventKind, String, Vec<(&'static str, Strin
 
 fn app(events: &Events) -> Router {
     let sink = events.clone();
-    let sink: Arc<dyn SecurityEventSink> = Arc::new(move |e: &SecurityEvent| {
-        sink.lock()
-            .unwrap()
-            .push((e.kind(), e.reason_text().to_owned(), e.fields().to_vec()));
-    });
+    // The Shield puts its event sinks in the request extensions, where the extractors'
+    // events find them; it needs the client address.
+    let shield = Shield::api()
+        .event_sink(move |e: &SecurityEvent| {
+            sink.lock()
+                .unwrap()
+                .push((e.kind(), e.reason_text().to_owned(), e.fields().to_vec()));
+        })
+        .build()
+        .unwrap();
+    let peer: std::net::SocketAddr = "203.0.113.9:40000".parse().unwrap();
     Router::new()
         .route(
             "/users",
@@ -86,7 +93,8 @@ fn app(events: &Events) -> Router {
             get(|Valid(Path(p)): Valid<Path<ItemId>>| async move { p.id.to_string() }),
         )
         .layer(DefaultBodyLimit::max(64 * 1024))
-        .layer(Extension(EventSinks::new(vec![sink])))
+        .layer(shield)
+        .layer(Extension(axum::extract::ConnectInfo(peer)))
 }
 
 #[derive(Debug, Deserialize, Validate)]
@@ -291,7 +299,12 @@ async fn duplicate_keys_are_refused() {
 async fn huge_arrays_are_refused_at_the_cap() {
     let events = Events::default();
     let guarded = |limit| {
-        app(&events).layer(JsonGuardLayer::new(JsonLimits::default().max_array_len(limit)).unwrap())
+        app(&events).layer(
+            JsonGuardLayer::builder()
+                .max_array_len(limit)
+                .build()
+                .unwrap(),
+        )
     };
     let items = |n: usize| {
         let mut user = valid_user();
@@ -310,7 +323,7 @@ async fn huge_arrays_are_refused_at_the_cap() {
 #[tokio::test]
 async fn guard_layer_refuses_non_json_bodies_before_the_handler() {
     let events = Events::default();
-    let app = app(&events).layer(JsonGuardLayer::new(JsonLimits::default()).unwrap());
+    let app = app(&events).layer(JsonGuardLayer::default());
     let req = Request::post("/strict")
         .header("content-type", "application/x-www-form-urlencoded")
         .header("content-length", "6")
@@ -323,8 +336,12 @@ async fn guard_layer_refuses_non_json_bodies_before_the_handler() {
 #[tokio::test]
 async fn control_characters_are_refused_when_asked() {
     let events = Events::default();
-    let app = app(&events)
-        .layer(JsonGuardLayer::new(JsonLimits::default().reject_control_chars(true)).unwrap());
+    let app = app(&events).layer(
+        JsonGuardLayer::builder()
+            .reject_control_chars(true)
+            .build()
+            .unwrap(),
+    );
     let (status, body, _) = send(app, json_req("/strict", r#"{"name":"a\u0000b"}"#)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("control_character"), "{body}");
@@ -336,8 +353,12 @@ async fn naughty_strings_never_cause_a_server_error() {
         serde_json::from_str(include_str!("data/blns.json")).expect("blns.json is a JSON array");
     assert!(list.len() > 400);
     let events = Events::default();
-    let app = app(&events)
-        .layer(JsonGuardLayer::new(JsonLimits::default().reject_control_chars(true)).unwrap());
+    let app = app(&events).layer(
+        JsonGuardLayer::builder()
+            .reject_control_chars(true)
+            .build()
+            .unwrap(),
+    );
     for naughty in &list {
         let mut user = valid_user();
         user["name"] = json!(naughty);
@@ -463,7 +484,7 @@ struct Comment {
     body: String,
 }
 
-impl axum_shield::validate::Sanitize for Comment {
+impl axum_shield::validate::sanitize::Sanitize for Comment {
     fn sanitize(&mut self) {
         axum_shield::validate::sanitize::text(&mut self.author);
         axum_shield::validate::sanitize::invisible(&mut self.body);
@@ -472,7 +493,7 @@ impl axum_shield::validate::Sanitize for Comment {
 
 #[tokio::test]
 async fn sanitized_fields_are_cleaned_before_validation() {
-    use axum_shield::validate::Sanitized;
+    use axum_shield::validate::sanitize::Sanitized;
     let app = Router::new().route(
         "/comments",
         post(

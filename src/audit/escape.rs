@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 
 /// Longest user-controlled value kept in an event, in characters; longer values are cut and
 /// end with `…` so one request cannot flood the log.
-pub const MAX_FIELD_CHARS: usize = 256;
+pub(crate) const MAX_FIELD_CHARS: usize = 256;
 
 /// Whether `c` must be escaped: C0 and C1 controls, DEL, line and paragraph separators, and
 /// the bidirectional formatting characters that can visually reorder a line
@@ -37,14 +37,9 @@ pub(crate) fn needs_escape(c: char) -> bool {
 /// terminal escape sequence, and the escaping is reversible. Text that needs nothing is
 /// borrowed, not copied.
 ///
-/// ```
-/// use axum_shield::audit::escape;
-///
-/// assert_eq!(escape("alice"), "alice");
-/// assert_eq!(escape("bob\r\nINFO forged"), "bob\\r\\nINFO forged");
-/// assert_eq!(escape("\x1b[2Khidden"), "\\u{1b}[2Khidden");
-/// ```
-pub fn escape(text: &str) -> Cow<'_, str> {
+/// `escape("bob\r\nINFO forged")` is `bob\\r\\nINFO forged`; `escape("\x1b[2Khidden")` is
+/// `\\u{1b}[2Khidden`.
+pub(crate) fn escape(text: &str) -> Cow<'_, str> {
     let clean = !text.chars().any(needs_escape);
     // `len()` is a cheap upper bound of the character count.
     if clean && (text.len() <= MAX_FIELD_CHARS || text.chars().count() <= MAX_FIELD_CHARS) {

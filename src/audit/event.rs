@@ -12,12 +12,9 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::escape::{escape, escape_owned, LogText};
 use super::pseudonym::{Pseudonym, Pseudonymizer};
+use super::SECURITY_TARGET;
 use crate::client_ip::ClientIp;
 use crate::principal::Principal;
-
-/// The target every security event is emitted under, for filtering:
-/// `RUST_LOG=axum_shield::security=info`.
-pub const SECURITY_TARGET: &str = "axum_shield::security";
 
 /// What happened, named with the OWASP Logging Vocabulary
 /// (<https://cheatsheetseries.owasp.org/cheatsheets/Logging_Vocabulary_Cheat_Sheet.html>).
@@ -132,16 +129,16 @@ where
 /// The sinks of a [`Shield`](crate::Shield), carried in request extensions so that route layers
 /// and extractors reach them.
 #[derive(Clone, Default)]
-pub struct EventSinks(pub(crate) Arc<[Arc<dyn SecurityEventSink>]>);
+pub(crate) struct EventSinks(pub(crate) Arc<[Arc<dyn SecurityEventSink>]>);
 
 impl EventSinks {
     /// Sinks from a list.
-    pub fn new(sinks: Vec<Arc<dyn SecurityEventSink>>) -> Self {
+    pub(crate) fn new(sinks: Vec<Arc<dyn SecurityEventSink>>) -> Self {
         Self(sinks.into())
     }
 
     /// Whether there are no sinks.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
@@ -191,7 +188,7 @@ impl fmt::Display for ActionOutcome {
 ///
 /// Fields are values, never formatted into the message. Every user-controlled string
 /// (principal, user name, route, reason when not static, extra fields) is
-/// [escaped](super::escape) when it enters the event, so CR/LF or ANSI sequences cannot forge
+/// escaped when it enters the event (see the [module docs](super#formatters)), so CR/LF or ANSI sequences cannot forge
 /// or hide log lines in any format or sink; when the [`Shield`](crate::Shield) pseudonymizes,
 /// the client IP, principal and user name are replaced by keyed pseudonyms here too. Never put
 /// tokens, passwords, cookies or API keys into an event.
@@ -301,7 +298,8 @@ impl SecurityEvent {
     }
 
     /// Whether an event of `kind` for a request with these `extensions` would reach anyone:
-    /// a `tracing` subscriber listening at the kind's level on [`SECURITY_TARGET`], a sink
+    /// a `tracing` subscriber listening at the kind's level on the target
+    /// `axum_shield::security`, a sink
     /// that [`Shield`](crate::Shield) put in the extensions, or (feature `metrics`) the
     /// counter. Hot refusal paths check it before building an event, as `tracing` does for
     /// its own macros, so that refusing a flood costs no more than serving it.
@@ -330,6 +328,32 @@ impl SecurityEvent {
             }
             _ => tracing::enabled!(target: SECURITY_TARGET, tracing::Level::TRACE),
         }
+    }
+
+    /// A copy of the request extensions [`for_request`](Self::for_request) reads (request id,
+    /// client IP, principal, matched route, sinks, pseudonymization key), for a layer or
+    /// extractor that consumes the request but may report about it later.
+    pub(crate) fn context_of(extensions: &http::Extensions) -> http::Extensions {
+        let mut context = http::Extensions::new();
+        if let Some(id) = extensions.get::<crate::request_id::RequestId>() {
+            context.insert(id.clone());
+        }
+        if let Some(ip) = extensions.get::<ClientIp>() {
+            context.insert(*ip);
+        }
+        if let Some(principal) = extensions.get::<Principal>() {
+            context.insert(principal.clone());
+        }
+        if let Some(route) = extensions.get::<MatchedPath>() {
+            context.insert(route.clone());
+        }
+        if let Some(sinks) = extensions.get::<EventSinks>() {
+            context.insert(sinks.clone());
+        }
+        if let Some(p) = extensions.get::<Pseudonymizer>() {
+            context.insert(p.clone());
+        }
+        context
     }
 
     /// Like [`for_request`](Self::for_request), from request parts.
@@ -495,7 +519,7 @@ impl SecurityEvent {
         &self.fields
     }
 
-    /// Sends the event to `tracing` (target [`SECURITY_TARGET`]), to the `metrics` counter
+    /// Sends the event to `tracing` (target `axum_shield::security`), to the `metrics` counter
     /// `axum_shield_security_events_total{event, route}` (with the `metrics` feature) and to
     /// every sink.
     ///

@@ -1,4 +1,9 @@
 //! The audit layer inside the request span: request context for events, and `sys_crash`.
+//!
+//! Internal to [`Shield`](crate::Shield), which builds it from its logging settings: without
+//! the Shield's request id, client IP and panic catching it would have little to report.
+//! [`RequestAudit`] and its [`ResponseFuture`] are `pub` only because they appear in the
+//! Shield service's `Future` type; this module is private, so users cannot name them.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,8 +29,8 @@ use crate::request_id::RequestId;
 /// no `Debug` of a request or response and no trace formatter ever prints them:
 /// `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie` and `X-Api-Key`
 /// (RFC 9110 §11.6.2, §11.7.2; RFC 6265 §4). Add your own API-key headers with
-/// [`ShieldBuilder::sensitive_header`](crate::ShieldBuilder::sensitive_header).
-pub const DEFAULT_SENSITIVE_HEADERS: [HeaderName; 5] = [
+/// [`ShieldBuilder::sensitive_header`](crate::shield::ShieldBuilder::sensitive_header).
+pub(crate) const DEFAULT_SENSITIVE_HEADERS: [HeaderName; 5] = [
     http::header::AUTHORIZATION,
     http::header::PROXY_AUTHORIZATION,
     http::header::COOKIE,
@@ -43,8 +48,8 @@ pub(crate) struct LogSettings {
 }
 
 impl LogSettings {
-    pub(crate) fn make_span(&self) -> super::MakeRequestSpan {
-        let span = super::MakeRequestSpan::new()
+    pub(crate) fn make_span(&self) -> MakeRequestSpan {
+        let span = MakeRequestSpan::new()
             .record_query(self.record_query)
             .debug_level(!self.access_log);
         match &self.pseudonymizer {
@@ -55,14 +60,14 @@ impl LogSettings {
 }
 
 /// The message of a caught panic (escaped when logged, at most 200 characters), left in the
-/// response extensions by [`crate::shield::CatchPanic`] so that [`RequestAudit`] reports it
+/// response extensions by the Shield's panic catcher so that [`RequestAudit`] reports it
 /// as a `sys_crash` event with the request's context, then removes it.
 #[derive(Debug, Clone)]
 pub(crate) struct PanicMessage(pub(crate) String);
 
 /// Layer of [`RequestAudit`]; [`Shield`](crate::Shield) places it outside panic catching.
 #[derive(Debug, Clone, Default)]
-pub struct RequestAuditLayer {
+pub(crate) struct RequestAuditLayer {
     pseudonymizer: Option<Pseudonymizer>,
     sensitive: Arc<[HeaderName]>,
     span: Option<(MakeRequestSpan, OnRequestEnd)>,
@@ -71,7 +76,7 @@ pub struct RequestAuditLayer {
 impl RequestAuditLayer {
     /// A layer that reports panics; with `pseudonymizer`, it also leaves the key in the
     /// request extensions for [`SecurityEvent::for_request`] and [`super::record_principal`].
-    pub fn new(pseudonymizer: Option<Pseudonymizer>) -> Self {
+    pub(crate) fn new(pseudonymizer: Option<Pseudonymizer>) -> Self {
         Self {
             pseudonymizer,
             sensitive: DEFAULT_SENSITIVE_HEADERS.to_vec().into(),
@@ -81,7 +86,7 @@ impl RequestAuditLayer {
 
     /// Marks these response headers sensitive (instead of [`DEFAULT_SENSITIVE_HEADERS`])
     /// before the request's span sees the response.
-    pub fn sensitive_headers(mut self, names: Arc<[HeaderName]>) -> Self {
+    pub(crate) fn sensitive_headers(mut self, names: Arc<[HeaderName]>) -> Self {
         self.sensitive = names;
         self
     }
@@ -91,7 +96,7 @@ impl RequestAuditLayer {
     /// line). This is what tower-http's `TraceLayer` does, without wrapping the response body:
     /// the body type stays the inner one, so no layer outside has to box it, and no clock is
     /// read when neither the span nor the access line has a subscriber.
-    pub fn with_span(mut self, make: MakeRequestSpan, on_end: OnRequestEnd) -> Self {
+    pub(crate) fn with_span(mut self, make: MakeRequestSpan, on_end: OnRequestEnd) -> Self {
         self.span = Some((make, on_end));
         self
     }
@@ -192,7 +197,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = RequestAuditFuture<S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -231,7 +236,7 @@ where
             let _entered = span.enter();
             self.inner.call(req)
         };
-        RequestAuditFuture {
+        ResponseFuture {
             future,
             context,
             shared: self.shared.clone(),
@@ -244,7 +249,7 @@ where
 pin_project! {
     /// Response future of [`RequestAudit`].
     #[derive(Debug)]
-    pub struct RequestAuditFuture<F> {
+    pub struct ResponseFuture<F> {
         #[pin]
         future: F,
         // Boxed: outer layers move this future by value on every request.
@@ -255,7 +260,7 @@ pin_project! {
     }
 }
 
-impl<F, B, E> Future for RequestAuditFuture<F>
+impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {

@@ -3,23 +3,24 @@
 //! What a security team gets from a [`Shield`](crate::Shield)ed API, following the OWASP
 //! Logging Cheat Sheet and Logging Vocabulary:
 //!
-//! - **one span per request** ([`MakeRequestSpan`], target [`REQUEST_TARGET`]) with the request
+//! - **one span per request** (target `axum_shield::request`) with the request
 //!   id, client IP, method, matched route, principal once authenticated, status and latency,
 //!   and one INFO access line per request (switch it off with
-//!   [`ShieldBuilder::access_log`](crate::ShieldBuilder::access_log));
+//!   [`ShieldBuilder::access_log`](crate::shield::ShieldBuilder::access_log));
 //! - **one [`SecurityEvent`] for every refusal** any layer makes, named with the OWASP
-//!   vocabulary ([`SecurityEventKind`]), emitted under one target ([`SECURITY_TARGET`]) at a
+//!   vocabulary ([`SecurityEventKind`]), emitted under one target (`axum_shield::security`) at a
 //!   level chosen per kind (client mistakes at INFO, attacks at WARN, crashes at ERROR), to
 //!   your [`SecurityEventSink`]s (e.g. a non-blocking [`ChannelSink`] to a SIEM) and, with the
-//!   `metrics` feature, to the counter `axum_shield_security_events_total{event, route}`;
+//!   `metrics` feature, to the counter `axum_shield_security_events_total{event, route}`
+//!   (see `describe_metrics`);
 //! - **high-risk actions** recorded from handlers with [`Audit`]: attempted, then completed or
 //!   failed, with principal and request id;
 //! - **output you can trust**: `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie`,
 //!   `X-Api-Key` and your API-key headers are marked sensitive around the request span; query
-//!   strings are not logged unless you ask; every user-controlled string is [escaped](escape)
-//!   so CR/LF or ANSI sequences cannot forge or hide lines; client IPs, principals and user
+//!   strings are not logged unless you ask; every user-controlled string is escaped
+//!   ([below](#formatters)) so CR/LF or ANSI sequences cannot forge or hide lines; client IPs, principals and user
 //!   names can be replaced by keyed pseudonyms ([`Pseudonymizer`],
-//!   [`ShieldBuilder::pseudonymize`](crate::ShieldBuilder::pseudonymize)).
+//!   [`ShieldBuilder::pseudonymize`](crate::shield::ShieldBuilder::pseudonymize)).
 //!
 //! # The request span
 //!
@@ -79,15 +80,18 @@
 //! `username=bob reason=ok`. Other values stay bare (`username=alice`); JSON output carries
 //! the same string values either way.
 //!
-//! For JSON lines, the `json-log` feature (on by default) adds [`JsonLines`] and
-//! [`JsonLinesFields`], a formatter for `tracing-subscriber`'s `fmt` layer that writes the
-//! same line shape as its `.json().with_current_span(true).with_span_list(false)` at a
-//! fraction of the cost: span fields are serialized once, not re-parsed for every line.
-//! It also adds [`LogWriter`], a non-blocking writer for the `fmt` layer that appends each
-//! line to a shared buffer and writes the lines in batches from one worker thread (no
-//! allocation and no thread wake-up per line, unlike `tracing-appender`'s `non_blocking`).
+//! For JSON lines, the `json-log` feature (off by default: it adds `tracing-subscriber` to
+//! the dependencies) adds `JsonLines` and `JsonLinesFields`, a formatter for
+//! `tracing-subscriber`'s `fmt` layer that writes the same line shape as its
+//! `.json().with_current_span(true).with_span_list(false)` at a fraction of the cost: span
+//! fields are serialized once, not re-parsed for every line. It also adds `LogWriter`, a
+//! non-blocking writer for the `fmt` layer that appends each line to a shared buffer and
+//! writes the lines in batches from one worker thread (no allocation and no thread wake-up
+//! per line, unlike `tracing-appender`'s `non_blocking`). Without the feature,
+//! `tracing-subscriber`'s own `.json()` writes the same fields.
 
 mod action;
+#[cfg(feature = "metrics")]
 mod counters;
 mod escape;
 mod event;
@@ -103,19 +107,21 @@ mod writer;
 pub use action::{Audit, AuditedAction};
 #[cfg(feature = "metrics")]
 pub use counters::describe_metrics;
-pub use counters::SECURITY_EVENTS_TOTAL;
-pub use escape::{escape, MAX_FIELD_CHARS};
-pub use event::{
-    ActionOutcome, EventSinks, SecurityEvent, SecurityEventKind, SecurityEventSink, SECURITY_TARGET,
-};
+pub(crate) use event::EventSinks;
+pub use event::{ActionOutcome, SecurityEvent, SecurityEventKind, SecurityEventSink};
 #[cfg(feature = "json-log")]
 pub use json::{json_lines_layer, JsonLines, JsonLinesFields};
-pub(crate) use layer::{mark_sensitive, LogSettings, PanicMessage};
-pub use layer::{RequestAudit, RequestAuditFuture, RequestAuditLayer, DEFAULT_SENSITIVE_HEADERS};
-pub use pseudonym::{Pseudonym, Pseudonymizer, MIN_PSEUDONYM_KEY_LEN};
-pub use sink::ChannelSink;
-pub use span::{record_principal, MakeRequestSpan, OnRequestEnd, REQUEST_TARGET};
-#[cfg(feature = "json-log")]
-pub use writer::{
-    LogWriter, LogWriterBuilder, LogWriterGuard, DEFAULT_LOG_BUFFER, DEFAULT_LOG_MAX_DELAY,
+pub(crate) use layer::{
+    mark_sensitive, LogSettings, PanicMessage, RequestAudit, RequestAuditLayer,
+    DEFAULT_SENSITIVE_HEADERS,
 };
+pub use pseudonym::{Pseudonym, Pseudonymizer};
+pub use sink::ChannelSink;
+pub use span::record_principal;
+pub(crate) use span::OnRequestEnd;
+#[cfg(feature = "json-log")]
+pub use writer::{LogWriter, LogWriterBuilder, LogWriterGuard};
+
+/// The target every security event is emitted under, for filtering:
+/// `RUST_LOG=axum_shield::security=info`.
+pub(crate) const SECURITY_TARGET: &str = "axum_shield::security";

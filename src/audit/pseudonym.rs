@@ -11,7 +11,7 @@ use crate::ConfigError;
 
 /// Shortest accepted key, in bytes: 256 bits, the HMAC-SHA256 block of security
 /// (RFC 2104 §3: keys shorter than the hash output weaken it).
-pub const MIN_PSEUDONYM_KEY_LEN: usize = 32;
+const MIN_PSEUDONYM_KEY_LEN: usize = 32;
 
 /// Replaces client IPs and user names in logs and events with keyed pseudonyms.
 ///
@@ -37,7 +37,7 @@ pub const MIN_PSEUDONYM_KEY_LEN: usize = 32;
 pub struct Pseudonymizer(Arc<Hmac<Sha256>>);
 
 impl Pseudonymizer {
-    /// A pseudonymizer with a secret key of at least [`MIN_PSEUDONYM_KEY_LEN`] bytes (read
+    /// A pseudonymizer with a secret key of at least 32 bytes (read
     /// it from a secret store; never hard-code it).
     ///
     /// # Errors

@@ -18,7 +18,7 @@ use crate::principal::Principal;
 use crate::request_id;
 
 /// The `tracing` target of the per-request span and its access line.
-pub const REQUEST_TARGET: &str = "axum_shield::request";
+pub(crate) const REQUEST_TARGET: &str = "axum_shield::request";
 
 /// Makes one `request` span per request (target [`REQUEST_TARGET`], level INFO).
 ///
@@ -33,7 +33,7 @@ pub const REQUEST_TARGET: &str = "axum_shield::request";
 /// personal data (OWASP Logging Cheat Sheet, "Data to exclude"). Using the route template
 /// rather than the concrete path likewise keeps ids and tokens in path segments out of logs.
 #[derive(Debug, Clone, Default)]
-pub struct MakeRequestSpan {
+pub(crate) struct MakeRequestSpan {
     record_query: bool,
     pseudonymizer: Option<Pseudonymizer>,
     debug_level: bool,
@@ -41,12 +41,12 @@ pub struct MakeRequestSpan {
 
 impl MakeRequestSpan {
     /// A span maker that records no query string and no pseudonyms.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Records the (escaped) query string in a `query` field. Off by default.
-    pub fn record_query(mut self, enabled: bool) -> Self {
+    pub(crate) fn record_query(mut self, enabled: bool) -> Self {
         self.record_query = enabled;
         self
     }
@@ -54,13 +54,13 @@ impl MakeRequestSpan {
     /// Opens the span at DEBUG instead of INFO. `Shield` does this when the access line is
     /// off: security events carry the request id, client IP, method and route themselves, so
     /// at INFO nothing is lost, and a subscriber at INFO then pays nothing for the span.
-    pub fn debug_level(mut self, enabled: bool) -> Self {
+    pub(crate) fn debug_level(mut self, enabled: bool) -> Self {
         self.debug_level = enabled;
         self
     }
 
     /// Records the client IP as a keyed pseudonym.
-    pub fn pseudonymize(mut self, pseudonymizer: Pseudonymizer) -> Self {
+    pub(crate) fn pseudonymize(mut self, pseudonymizer: Pseudonymizer) -> Self {
         self.pseudonymizer = Some(pseudonymizer);
         self
     }
@@ -196,8 +196,8 @@ impl<B> MakeSpan<B> for MakeRequestSpan {
 ///
 /// Authentication layers call it right where they insert the [`Principal`] into the request
 /// extensions, from their `Service::call` or response future (both run inside the request
-/// span opened by [`MakeRequestSpan`], which [`RequestAudit`](super::RequestAudit) enters for the
-/// inner `call` and every `poll`). `extensions` are the request's, where the Shield leaves its
+/// span that [`Shield`](crate::Shield) opens and enters for the inner `call` and every
+/// `poll`). `extensions` are the request's, where the Shield leaves its
 /// [`Pseudonymizer`]. Without a request span (no Shield, or logging off) it does nothing.
 ///
 /// ```
@@ -224,16 +224,16 @@ pub fn record_principal(principal: &Principal, extensions: &http::Extensions) {
 /// Writes one INFO access line `request completed` (target [`REQUEST_TARGET`]) with `status`
 /// and `latency_ms`, inside the request span so its fields (request id, client IP, method,
 /// route, principal) come with it; when the access line is turned off with
-/// [`ShieldBuilder::access_log`](crate::ShieldBuilder::access_log), records `status` and
+/// [`ShieldBuilder::access_log`](crate::shield::ShieldBuilder::access_log), records `status` and
 /// `latency_ms` on the span instead (for span-close consumers such as OpenTelemetry).
 #[derive(Debug, Clone, Copy)]
-pub struct OnRequestEnd {
+pub(crate) struct OnRequestEnd {
     pub(crate) access_log: bool,
 }
 
 impl OnRequestEnd {
     /// Records on the span, and writes the access line if `access_log`.
-    pub fn new(access_log: bool) -> Self {
+    pub(crate) fn new(access_log: bool) -> Self {
         Self { access_log }
     }
 }

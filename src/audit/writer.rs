@@ -20,10 +20,10 @@ use tracing_subscriber::fmt::MakeWriter;
 use crate::ConfigError;
 
 /// Default size of the line buffer: 1 MiB.
-pub const DEFAULT_LOG_BUFFER: usize = 1024 * 1024;
+const DEFAULT_LOG_BUFFER: usize = 1024 * 1024;
 
 /// Default longest time a line waits in the buffer before it is written: 1 ms.
-pub const DEFAULT_LOG_MAX_DELAY: Duration = Duration::from_millis(1);
+const DEFAULT_LOG_MAX_DELAY: Duration = Duration::from_millis(1);
 
 /// Smallest buffer [`LogWriterBuilder::capacity`] accepts: 4 KiB.
 const MIN_CAPACITY: usize = 4 * 1024;

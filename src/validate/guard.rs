@@ -1,6 +1,6 @@
 //! The JSON guard: limits checked while the document is deserialized, in one pass.
 //!
-//! [`from_slice`] wraps `serde_json`'s deserializer with a thin [`serde::Deserializer`]
+//! `from_slice` wraps `serde_json`'s deserializer with a thin [`serde::Deserializer`]
 //! adapter that counts nesting depth, object keys and array elements, measures every string
 //! and key, remembers the keys of each object to refuse duplicates, and optionally refuses
 //! control characters. The target value is produced by the same pass: nothing is parsed
@@ -20,22 +20,28 @@ use serde::Deserialize;
 use crate::error::ConfigError;
 
 /// Deepest nesting serde_json accepts; a larger `max_depth` could never be reached.
-pub const MAX_SUPPORTED_DEPTH: u32 = 128;
+const MAX_SUPPORTED_DEPTH: u32 = 128;
 
-/// The limits the JSON guard enforces.
+/// The limits the JSON guard enforces: the `limits` of a [`JsonGuardConfig`], set in code
+/// with [`JsonGuardLayer::builder`].
 ///
 /// The defaults suit a JSON API: depth 32, strings and keys up to 64 KiB, 1 000 keys per
 /// object, 10 000 elements per array, duplicate keys refused, control characters allowed.
-/// It can be loaded with serde (every field optional):
+/// It can be loaded with serde (every field optional); the layer's
+/// [`build`](super::JsonGuardBuilder::build) checks it:
 ///
 /// ```
-/// use axum_shield::validate::JsonLimits;
+/// use axum_shield::validate::{JsonGuardConfig, JsonGuardLayer};
 ///
-/// let limits: JsonLimits = toml::from_str("max_depth = 8\nreject_control_chars = true").unwrap();
-/// let limits = limits.validated().unwrap();
-/// assert_eq!(limits.max_depth, 8);
-/// assert_eq!(limits.max_array_len, 10_000);
+/// let config: JsonGuardConfig =
+///     toml::from_str("[limits]\nmax_depth = 8\nreject_control_chars = true").unwrap();
+/// assert_eq!(config.limits.max_depth, 8);
+/// assert_eq!(config.limits.max_array_len, 10_000);
+/// assert!(JsonGuardLayer::from_config(config).build().is_ok());
 /// ```
+///
+/// [`JsonGuardConfig`]: super::JsonGuardConfig
+/// [`JsonGuardLayer::builder`]: super::JsonGuardLayer::builder
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
@@ -69,55 +75,9 @@ impl Default for JsonLimits {
 }
 
 impl JsonLimits {
-    /// The defaults (see the type docs).
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Sets the deepest nesting allowed.
-    pub fn max_depth(mut self, depth: u32) -> Self {
-        self.max_depth = depth;
-        self
-    }
-
-    /// Sets the longest string or key allowed, in bytes.
-    pub fn max_string_len(mut self, bytes: usize) -> Self {
-        self.max_string_len = bytes;
-        self
-    }
-
-    /// Sets the most keys allowed in one object.
-    pub fn max_object_keys(mut self, keys: usize) -> Self {
-        self.max_object_keys = keys;
-        self
-    }
-
-    /// Sets the most elements allowed in one array.
-    pub fn max_array_len(mut self, elements: usize) -> Self {
-        self.max_array_len = elements;
-        self
-    }
-
-    /// Whether repeated object keys are refused (default `true`).
-    pub fn reject_duplicate_keys(mut self, reject: bool) -> Self {
-        self.reject_duplicate_keys = reject;
-        self
-    }
-
-    /// Whether NUL and other control characters are refused in strings and keys
-    /// (default `false`; tab, LF and CR are always allowed).
-    pub fn reject_control_chars(mut self, reject: bool) -> Self {
-        self.reject_control_chars = reject;
-        self
-    }
-
-    /// Checks the limits.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] when `max_depth` is 0 or above [`MAX_SUPPORTED_DEPTH`], or when a
-    /// length or count limit is 0.
-    pub fn validated(self) -> Result<Self, ConfigError> {
+    /// Checks the limits: a [`ConfigError`] when `max_depth` is 0 or above
+    /// [`MAX_SUPPORTED_DEPTH`], or when a length or count limit is 0.
+    pub(crate) fn validated(self) -> Result<Self, ConfigError> {
         if self.max_depth == 0 || self.max_depth > MAX_SUPPORTED_DEPTH {
             return Err(ConfigError::new(
                 "max_depth",
@@ -145,7 +105,7 @@ impl JsonLimits {
 /// Which guard limit a document broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum Violation {
+pub(crate) enum Violation {
     /// Nested deeper than `max_depth`.
     TooDeep,
     /// A string or key longer than `max_string_len`.
@@ -162,7 +122,7 @@ pub enum Violation {
 
 impl Violation {
     /// The machine-readable rule name used in problem bodies and security events.
-    pub const fn rule(self) -> &'static str {
+    pub(crate) const fn rule(self) -> &'static str {
         match self {
             Self::TooDeep => "max_depth",
             Self::StringTooLong => "max_string_len",
@@ -174,7 +134,7 @@ impl Violation {
     }
 
     /// A client-safe sentence describing the violation.
-    pub const fn message(self) -> &'static str {
+    pub(crate) const fn message(self) -> &'static str {
         match self {
             Self::TooDeep => "The JSON document is nested too deeply.",
             Self::StringTooLong => "A JSON string or key is too long.",
@@ -190,7 +150,7 @@ impl Violation {
 /// own messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum JsonError {
+pub(crate) enum JsonError {
     /// The body is not well-formed JSON (400).
     Syntax,
     /// The document broke a guard limit at `path` (400).
@@ -222,23 +182,12 @@ impl fmt::Display for JsonError {
 
 impl std::error::Error for JsonError {}
 
-/// Deserializes `bytes` into `T` while enforcing `limits`, in one pass.
-///
-/// ```
-/// use axum_shield::validate::{guard, JsonError, JsonLimits, Violation};
-///
-/// let limits = JsonLimits::default();
-/// let ok: serde_json::Value = guard::from_slice(br#"{"a":[1,2]}"#, &limits).unwrap();
-/// assert_eq!(ok["a"][1], 2);
-///
-/// let dup = guard::from_slice::<serde_json::Value>(br#"{"a":1,"a":2}"#, &limits);
-/// assert!(matches!(dup, Err(JsonError::Guard { violation: Violation::DuplicateKey, .. })));
-/// ```
-///
-/// # Errors
-///
-/// A [`JsonError`] saying whether the body is malformed, broke a limit, or does not fit `T`.
-pub fn from_slice<T: DeserializeOwned>(bytes: &[u8], limits: &JsonLimits) -> Result<T, JsonError> {
+/// Deserializes `bytes` into `T` while enforcing `limits`, in one pass: a [`JsonError`]
+/// says whether the body is malformed, broke a limit, or does not fit `T`.
+pub(crate) fn from_slice<T: DeserializeOwned>(
+    bytes: &[u8],
+    limits: &JsonLimits,
+) -> Result<T, JsonError> {
     let state = State::new(limits);
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let result = T::deserialize(Guarded {
@@ -247,16 +196,6 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8], limits: &JsonLimits) -> Res
     })
     .and_then(|value| de.end().map(|()| value));
     result.map_err(|err| state.classify(&err))
-}
-
-/// Checks `bytes` against `limits` without building a value (a single pass that discards
-/// everything it reads).
-///
-/// # Errors
-///
-/// As [`from_slice`].
-pub fn check(bytes: &[u8], limits: &JsonLimits) -> Result<(), JsonError> {
-    from_slice::<de::IgnoredAny>(bytes, limits).map(|_| ())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1180,10 +1119,12 @@ mod tests {
 
     #[test]
     fn string_key_and_count_limits_apply() {
-        let limits = JsonLimits::default()
-            .max_string_len(4)
-            .max_object_keys(2)
-            .max_array_len(3);
+        let limits = JsonLimits {
+            max_string_len: 4,
+            max_object_keys: 2,
+            max_array_len: 3,
+            ..JsonLimits::default()
+        };
         let check = |doc: &str| from_slice::<Value>(doc.as_bytes(), &limits);
         assert!(check(r#"{"ab":"abcd"}"#).is_ok());
         assert!(matches!(
@@ -1214,16 +1155,34 @@ mod tests {
                 ..
             })
         ));
-        assert!(JsonLimits::default().max_depth(0).validated().is_err());
-        assert!(JsonLimits::default().max_depth(129).validated().is_err());
-        assert!(JsonLimits::default().max_array_len(0).validated().is_err());
+        assert!(JsonLimits {
+            max_depth: 0,
+            ..JsonLimits::default()
+        }
+        .validated()
+        .is_err());
+        assert!(JsonLimits {
+            max_depth: 129,
+            ..JsonLimits::default()
+        }
+        .validated()
+        .is_err());
+        assert!(JsonLimits {
+            max_array_len: 0,
+            ..JsonLimits::default()
+        }
+        .validated()
+        .is_err());
     }
 
     #[test]
     fn nul_is_refused_only_when_asked() {
         let doc = br#"{"a":"x\u0000y","b":"tab\tnewline\n"}"#;
         assert!(guard(doc).is_ok());
-        let strict = JsonLimits::default().reject_control_chars(true);
+        let strict = JsonLimits {
+            reject_control_chars: true,
+            ..JsonLimits::default()
+        };
         assert!(matches!(
             from_slice::<Value>(doc, &strict),
             Err(JsonError::Guard {
@@ -1242,7 +1201,11 @@ mod tests {
             Named(String),
         }
         // Variant names are strings too: "Circle" needs 6 bytes.
-        let limits = JsonLimits::default().max_array_len(2).max_string_len(6);
+        let limits = JsonLimits {
+            max_array_len: 2,
+            max_string_len: 6,
+            ..JsonLimits::default()
+        };
         assert!(from_slice::<Shape>(br#"{"Circle":{"r":[1,2]}}"#, &limits).is_ok());
         assert!(from_slice::<Shape>(br#"{"Circle":{"r":[1,2,3]}}"#, &limits).is_err());
         assert!(from_slice::<Option<Shape>>(br#"{"Named":"abcdefg"}"#, &limits).is_err());
@@ -1289,7 +1252,7 @@ mod tests {
         #[test]
         fn json_like_bytes_never_panic(s in r#"[\[\]{}",:0-9a\\u ]{0,64}"#) {
             let _ = guard(s.as_bytes());
-            let _ = check(s.as_bytes(), &JsonLimits::default());
+            let _ = from_slice::<de::IgnoredAny>(s.as_bytes(), &JsonLimits::default());
         }
     }
 }

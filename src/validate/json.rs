@@ -2,10 +2,8 @@
 //! content type.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
@@ -16,7 +14,6 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::HeaderMap;
 use http_body_util::BodyExt;
-use pin_project_lite::pin_project;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tower_layer::Layer;
@@ -25,11 +22,12 @@ use tower_service::Service;
 use super::guard::{self, JsonError, JsonLimits};
 use crate::audit::{SecurityEvent, SecurityEventKind};
 use crate::error::ConfigError;
+use crate::future::ResponseFuture;
 use crate::rejection::{Rejection, RejectionKind};
 
 /// Whether `headers` declare a JSON body: `application/json` or any `application/*+json`
 /// (RFC 6839 §3.1), parameters such as `charset` ignored.
-pub fn is_json_content_type(headers: &HeaderMap) -> bool {
+pub(crate) fn is_json_content_type(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
@@ -44,7 +42,7 @@ pub fn is_json_content_type(headers: &HeaderMap) -> bool {
                 && subtype[subtype.len() - 5..].eq_ignore_ascii_case("+json")))
 }
 
-/// A JSON body deserialized through the [JSON guard](super::guard) in one pass.
+/// A JSON body deserialized through the [JSON guard](super::JsonGuardLayer) in one pass.
 ///
 /// Like `axum::Json`, but the body must be declared JSON (else 415), fit the body limit (else
 /// 413), be well-formed (else 400), respect the [`JsonLimits`] installed by a
@@ -209,14 +207,19 @@ pub(crate) fn refuse(
     rejection
 }
 
-/// Configuration of a [`JsonGuardLayer`].
+/// Configuration of a [`JsonGuardLayer`], for loading from a file or the environment; turn it
+/// into a layer with [`JsonGuardLayer::from_config`] and [`build`](JsonGuardBuilder::build).
 ///
 /// ```
-/// use axum_shield::validate::{JsonGuardConfig, JsonLimits};
+/// use axum_shield::validate::{JsonGuardConfig, JsonGuardLayer};
 ///
+/// # fn main() -> Result<(), axum_shield::ConfigError> {
 /// let config: JsonGuardConfig =
 ///     toml::from_str("require_json = true\n[limits]\nmax_depth = 16").unwrap();
 /// assert_eq!(config.limits.max_depth, 16);
+/// let guard = JsonGuardLayer::from_config(config).build()?;
+/// # let _ = guard;
+/// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -242,12 +245,15 @@ fn yes() -> bool {
 /// one pass. Requests without a body (no `Content-Length` or a zero one, no
 /// `Transfer-Encoding`) pass through.
 ///
+/// [`JsonGuardLayer::default()`] has the default limits (see [`JsonLimits`]); change them
+/// with [`JsonGuardLayer::builder`]:
+///
 /// ```
 /// use axum::{routing::post, Router};
-/// use axum_shield::validate::{GuardedJson, JsonGuardLayer, JsonLimits};
+/// use axum_shield::validate::{GuardedJson, JsonGuardLayer};
 ///
 /// # fn main() -> Result<(), axum_shield::ConfigError> {
-/// let guard = JsonGuardLayer::new(JsonLimits::default().max_depth(8).reject_control_chars(true))?;
+/// let guard = JsonGuardLayer::builder().max_depth(8).reject_control_chars(true).build()?;
 /// let app: Router = Router::new()
 ///     .route("/notes", post(|GuardedJson(v): GuardedJson<serde_json::Value>| async move { v.to_string() }))
 ///     .layer(guard);
@@ -258,34 +264,104 @@ pub struct JsonGuardLayer {
     config: Arc<JsonGuardConfig>,
 }
 
+impl Default for JsonGuardLayer {
+    /// The default limits, and a JSON content type required.
+    fn default() -> Self {
+        Self {
+            config: Arc::new(JsonGuardConfig {
+                limits: JsonLimits::default(),
+                require_json: true,
+            }),
+        }
+    }
+}
+
 impl JsonGuardLayer {
-    /// A guard with these limits that also requires a JSON content type.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] when a limit is out of range (see [`JsonLimits::validated`]).
-    pub fn new(limits: JsonLimits) -> Result<Self, ConfigError> {
+    /// A builder starting from the default limits, with a JSON content type required.
+    pub fn builder() -> JsonGuardBuilder {
         Self::from_config(JsonGuardConfig {
-            limits,
+            limits: JsonLimits::default(),
             require_json: true,
         })
     }
 
-    /// A guard from a loaded configuration.
+    /// A builder starting from a loaded configuration; [`build`](JsonGuardBuilder::build)
+    /// checks it.
+    pub fn from_config(config: JsonGuardConfig) -> JsonGuardBuilder {
+        JsonGuardBuilder { config }
+    }
+}
+
+/// Builder of a [`JsonGuardLayer`]: every setter is infallible, [`build`](Self::build)
+/// checks the limits once.
+#[derive(Debug, Clone, Copy)]
+#[must_use = "call `.build()?` to get the layer"]
+pub struct JsonGuardBuilder {
+    config: JsonGuardConfig,
+}
+
+impl JsonGuardBuilder {
+    /// Deepest nesting of objects and arrays allowed (the top-level container is depth 1),
+    /// 1 to 128 (default 32).
+    pub fn max_depth(mut self, depth: u32) -> Self {
+        self.config.limits.max_depth = depth;
+        self
+    }
+
+    /// Longest string or object key allowed, in bytes of UTF-8 after unescaping
+    /// (default 64 KiB).
+    pub fn max_string_len(mut self, bytes: usize) -> Self {
+        self.config.limits.max_string_len = bytes;
+        self
+    }
+
+    /// Most keys allowed in one object (default 1 000).
+    pub fn max_object_keys(mut self, keys: usize) -> Self {
+        self.config.limits.max_object_keys = keys;
+        self
+    }
+
+    /// Most elements allowed in one array (default 10 000).
+    pub fn max_array_len(mut self, elements: usize) -> Self {
+        self.config.limits.max_array_len = elements;
+        self
+    }
+
+    /// Whether objects that repeat a key are refused (default `true`; RFC 8259 §4 leaves
+    /// their meaning undefined).
+    pub fn reject_duplicate_keys(mut self, reject: bool) -> Self {
+        self.config.limits.reject_duplicate_keys = reject;
+        self
+    }
+
+    /// Whether NUL and other control characters are refused in strings and keys
+    /// (default `false`; tab, LF and CR are always allowed).
+    pub fn reject_control_chars(mut self, reject: bool) -> Self {
+        self.config.limits.reject_control_chars = reject;
+        self
+    }
+
+    /// Whether requests that carry a body without a JSON content type are refused with 415
+    /// before the handler runs (default `true`).
+    pub fn require_json(mut self, require: bool) -> Self {
+        self.config.require_json = require;
+        self
+    }
+
+    /// The layer.
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] when a limit is out of range.
-    pub fn from_config(config: JsonGuardConfig) -> Result<Self, ConfigError> {
-        let limits = config.limits.validated()?;
-        Ok(Self {
-            config: Arc::new(JsonGuardConfig { limits, ..config }),
+    /// A [`ConfigError`] when `max_depth` is 0 or above 128, or when a length or count
+    /// limit is 0.
+    pub fn build(self) -> Result<JsonGuardLayer, ConfigError> {
+        let limits = self.config.limits.validated()?;
+        Ok(JsonGuardLayer {
+            config: Arc::new(JsonGuardConfig {
+                limits,
+                ..self.config
+            }),
         })
-    }
-
-    /// The limits this guard installs.
-    pub fn limits(&self) -> &JsonLimits {
-        &self.config.limits
     }
 }
 
@@ -326,20 +402,21 @@ fn has_body<B>(req: &http::Request<B>) -> bool {
     }
 }
 
-impl<S, B> Service<http::Request<B>> for JsonGuard<S>
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for JsonGuard<S>
 where
-    S: Service<http::Request<B>>,
-    S::Response: IntoResponse,
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = JsonGuardFuture<S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
         if self.config.require_json && has_body(&req) && !is_json_content_type(req.headers()) {
             SecurityEvent::for_request(
                 SecurityEventKind::InputValidationFail,
@@ -351,79 +428,20 @@ where
             .emit();
             let rejection = Rejection::new(RejectionKind::UnsupportedMediaType)
                 .with_detail("The request body must be JSON (Content-Type: application/json).");
-            return JsonGuardFuture {
-                state: GuardState::Refused {
-                    response: Some(rejection.into_response()),
-                },
-            };
+            return ResponseFuture::refused(rejection.into_response());
         }
         req.extensions_mut().insert(self.config.limits);
-        JsonGuardFuture {
-            state: GuardState::Inner {
-                future: self.inner.call(req),
-            },
-        }
-    }
-}
-
-pin_project! {
-    /// Response future of [`JsonGuard`].
-    pub struct JsonGuardFuture<F> {
-        #[pin]
-        state: GuardState<F>,
-    }
-}
-
-impl<F> fmt::Debug for JsonGuardFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JsonGuardFuture").finish_non_exhaustive()
-    }
-}
-
-pin_project! {
-    #[project = GuardStateProj]
-    enum GuardState<F> {
-        Inner { #[pin] future: F },
-        Refused { response: Option<Response> },
-    }
-}
-
-impl<F, R, E> Future for JsonGuardFuture<F>
-where
-    F: Future<Output = Result<R, E>>,
-    R: IntoResponse,
-{
-    type Output = Result<Response, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            GuardStateProj::Inner { future } => {
-                Poll::Ready(ready!(future.poll(cx)).map(IntoResponse::into_response))
-            }
-            GuardStateProj::Refused { response } => Poll::Ready(Ok(response
-                .take()
-                .unwrap_or_else(|| Rejection::new(RejectionKind::Internal).into_response()))),
-        }
+        ResponseFuture::run(self.inner.call(req))
     }
 }
 
 /// A copy of what a security event needs from a request that will be consumed: method, URI
-/// and the request id, client IP, principal and event sinks from its extensions.
+/// and the event context of its extensions ([`SecurityEvent::context_of`]: request id, client
+/// IP, principal, matched route, sinks and pseudonymization key).
 pub(crate) fn event_parts(method: &http::Method, uri: &http::Uri, ext: &http::Extensions) -> Parts {
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = method.clone();
     parts.uri = uri.clone();
-    if let Some(id) = ext.get::<crate::request_id::RequestId>() {
-        parts.extensions.insert(id.clone());
-    }
-    if let Some(ip) = ext.get::<crate::ClientIp>() {
-        parts.extensions.insert(*ip);
-    }
-    if let Some(principal) = ext.get::<crate::principal::Principal>() {
-        parts.extensions.insert(principal.clone());
-    }
-    if let Some(sinks) = ext.get::<crate::audit::EventSinks>() {
-        parts.extensions.insert(sinks.clone());
-    }
+    parts.extensions = SecurityEvent::context_of(ext);
     parts
 }

@@ -2,11 +2,11 @@
 //!
 //! | piece | what it does | feature |
 //! |---|---|---|
-//! | [`Valid`], [`ValidWith`] | `Valid<Json<T>>`, `Valid<Query<T>>`, `Valid<Form<T>>`, `Valid<Path<T>>`, any [`HasValidate`] extractor: validates with `validator` (with arguments for [`ValidWith`]), 422 with JSON field paths | `validate` |
-//! | [`GuardedJson`], [`JsonGuardLayer`], [`guard`] | content type (415), body limit (413), malformed JSON (400), depth / string / key / array caps, duplicate keys, control characters (400), shape errors (422) — one pass | — |
-//! | [`sanitize`] | HTML encoding for output, invisible-character stripping, NFC, [`Sanitized`] extractor, allow-list HTML cleaning | `sanitize-html` for ammonia |
-//! | [`RedactFieldsLayer`] | removes `password`, `token`, … at any depth from JSON responses, `data_exposure_blocked` event | — |
-//! | [`ScrubServerErrorsLayer`] | replaces 5xx bodies with a generic problem carrying the request id | — |
+//! | [`Valid`], [`ValidWith`] | `Valid<Json<T>>`, `Valid<Query<T>>`, `Valid<Form<T>>`, `Valid<Path<T>>`, `Valid<Sanitized<…>>`, any [`HasValidate`] extractor: validates with `validator` (with arguments for [`ValidWith`]), 422 with JSON field paths | `validate` |
+//! | [`GuardedJson`], [`JsonGuardLayer`] | content type (415), body limit (413), malformed JSON (400), depth / string / key / array caps ([`JsonLimits`]), duplicate keys, control characters (400), shape errors (422) — one pass | — |
+//! | [`sanitize`] | HTML encoding for output, invisible-character stripping, NFC, [`Sanitized`](sanitize::Sanitized) extractor, allow-list HTML cleaning | `sanitize-html` for ammonia |
+//! | [`redact::RedactFieldsLayer`] | removes `password`, `token`, … at any depth from JSON responses, `data_exposure_blocked` event | — |
+//! | [`scrub::ScrubServerErrorsLayer`] | replaces 5xx bodies with a generic problem carrying the request id | — |
 //!
 //! # What a refusal looks like
 //!
@@ -25,7 +25,7 @@
 //! # Field names: JSON paths, not Rust names
 //!
 //! `validator` 0.21 reports Rust identifiers and ignores serde attributes. This crate learns
-//! each struct's wire names from its own `Deserialize` implementation (see [`Shape`]) and
+//! each struct's wire names from its own `Deserialize` implementation and
 //! maps validator's names through serde's `rename_all` rules, so `#[serde(rename_all =
 //! "camelCase")]` gives `homeAddress.zipCode`. A free-form field rename
 //! (`#[serde(rename = "postcode")] zip`) cannot be recovered from serde at run time; name the
@@ -43,7 +43,7 @@
 //! Accept a request DTO that holds only what the client may set, and return a response DTO
 //! that holds only what it may see — never your database row. Keep secrets in
 //! [`secrecy::SecretString`](https://docs.rs/secrecy) so they cannot be logged or serialized
-//! by accident; [`RedactFieldsLayer`] is the safety net, not the design:
+//! by accident; [`RedactFieldsLayer`](redact::RedactFieldsLayer) is the safety net, not the design:
 //!
 //! ```
 //! use secrecy::{ExposeSecret, SecretString};
@@ -62,30 +62,17 @@
 //! assert_eq!(serde_json::to_string(&out).unwrap(), r#"{"id":1,"email":"a@b.c"}"#);
 //! ```
 
-pub mod guard;
+mod guard;
 mod json;
 #[cfg(feature = "validate")]
 mod names;
-mod redact;
+pub mod redact;
 pub mod sanitize;
-mod scrub;
+pub mod scrub;
 #[cfg(feature = "validate")]
 mod valid;
 
-pub use guard::{JsonError, JsonLimits, Violation};
-pub use json::{
-    is_json_content_type, GuardedJson, JsonGuard, JsonGuardConfig, JsonGuardFuture, JsonGuardLayer,
-};
+pub use guard::JsonLimits;
+pub use json::{GuardedJson, JsonGuard, JsonGuardBuilder, JsonGuardConfig, JsonGuardLayer};
 #[cfg(feature = "validate")]
-pub use names::Shape;
-pub use redact::{
-    RedactFields, RedactFieldsLayer, RedactFuture, DEFAULT_MAX_RESPONSE_BYTES,
-    DEFAULT_REDACTED_FIELDS,
-};
-pub use sanitize::{Sanitize, Sanitized};
-pub use scrub::{ScrubFuture, ScrubServerErrors, ScrubServerErrorsLayer};
-#[cfg(feature = "validate")]
-pub use valid::{
-    field_errors, FieldError, HasValidate, Valid, ValidSource, ValidWith, ValidationArgs,
-    ViaBuiltin, ViaHasValidate, ViaSanitized, ViaValid,
-};
+pub use valid::{HasValidate, Valid, ValidWith, ValidationArgs};

@@ -26,7 +26,7 @@ use crate::error::ConfigError;
 use crate::rejection::{Rejection, RejectionKind};
 
 /// Field names removed by [`RedactFieldsLayer::default`].
-pub const DEFAULT_REDACTED_FIELDS: [&str; 10] = [
+const DEFAULT_REDACTED_FIELDS: [&str; 10] = [
     "password",
     "password_hash",
     "passwd",
@@ -40,7 +40,7 @@ pub const DEFAULT_REDACTED_FIELDS: [&str; 10] = [
 ];
 
 /// Default largest JSON response the layer buffers (8 MiB).
-pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 
 /// A layer that removes configured fields, by name and at any depth, from JSON responses.
 ///
@@ -58,14 +58,19 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 /// the latter also emits a `data_exposure_blocked` event (reason `response_unparseable`).
 /// An empty (or all-whitespace) body passes: it holds nothing to remove.
 ///
+/// [`RedactFieldsLayer::default()`] removes `password`, `password_hash`, `passwd`, `secret`,
+/// `client_secret`, `token`, `access_token`, `refresh_token`, `api_key` and `ssn`, and
+/// buffers JSON responses up to 8 MiB; [`RedactFieldsLayer::builder`] changes either:
+///
 /// ```
 /// use axum::{routing::get, Json, Router};
-/// use axum_shield::validate::RedactFieldsLayer;
+/// use axum_shield::validate::redact::RedactFieldsLayer;
 ///
 /// # fn main() -> Result<(), axum_shield::ConfigError> {
+/// let redact = RedactFieldsLayer::builder().fields(["password_hash", "ssn"]).build()?;
 /// let app: Router = Router::new()
 ///     .route("/me", get(|| async { Json(serde_json::json!({"id": 1, "password_hash": "x"})) }))
-///     .layer(RedactFieldsLayer::new(["password_hash", "ssn"])?);
+///     .layer(redact);
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -103,7 +108,7 @@ fn matches(key: &str, name: &str) -> bool {
 }
 
 impl Default for RedactFieldsLayer {
-    /// Removes [`DEFAULT_REDACTED_FIELDS`].
+    /// Removes the default names (see the type docs), buffering up to 8 MiB.
     fn default() -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -118,20 +123,71 @@ impl Default for RedactFieldsLayer {
 }
 
 impl RedactFieldsLayer {
-    /// Removes exactly these field names.
+    /// A builder starting from the defaults: the default names, buffering up to 8 MiB.
+    pub fn builder() -> RedactFieldsBuilder {
+        RedactFieldsBuilder {
+            names: DEFAULT_REDACTED_FIELDS
+                .iter()
+                .map(|n| (*n).to_owned())
+                .collect(),
+            max_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+
+    /// Removes the configured fields from `value` at any depth, returning the removed
+    /// names (as they appeared), in document order.
     ///
-    /// # Errors
+    /// ```
+    /// use axum_shield::validate::redact::RedactFieldsLayer;
     ///
-    /// A [`ConfigError`] when the list is empty or a name is empty once `_` and `-` are
-    /// ignored.
-    pub fn new<I, T>(names: I) -> Result<Self, ConfigError>
+    /// let layer = RedactFieldsLayer::default();
+    /// let mut v = serde_json::json!({"user": {"name": "a", "passwordHash": "x"}});
+    /// assert_eq!(layer.redact(&mut v), ["passwordHash"]);
+    /// assert_eq!(v, serde_json::json!({"user": {"name": "a"}}));
+    /// ```
+    pub fn redact(&self, value: &mut Value) -> Vec<String> {
+        let mut removed = Vec::new();
+        redact_value(value, &self.shared.names, &mut removed);
+        removed
+    }
+}
+
+/// Builder of a [`RedactFieldsLayer`]: every setter is infallible, [`build`](Self::build)
+/// checks the settings once.
+#[derive(Debug, Clone)]
+#[must_use = "call `.build()?` to get the layer"]
+pub struct RedactFieldsBuilder {
+    names: Vec<String>,
+    max_bytes: usize,
+}
+
+impl RedactFieldsBuilder {
+    /// Removes exactly these field names, instead of the defaults.
+    pub fn fields<I, T>(mut self, names: I) -> Self
     where
         I: IntoIterator<Item = T>,
         T: AsRef<str>,
     {
+        self.names = names.into_iter().map(|n| n.as_ref().to_owned()).collect();
+        self
+    }
+
+    /// Sets the largest JSON response body buffered (default 8 MiB).
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// The layer.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] when the list of names is empty, a name is empty once `_` and `-`
+    /// are ignored, or the response size is 0.
+    pub fn build(self) -> Result<RedactFieldsLayer, ConfigError> {
         let mut normalized = Vec::new();
-        for name in names {
-            let name = normalize(name.as_ref());
+        for name in &self.names {
+            let name = normalize(name);
             if name.is_empty() {
                 return Err(ConfigError::new(
                     "redact_fields",
@@ -150,50 +206,19 @@ impl RedactFieldsLayer {
                 "list at least one field name, or use RedactFieldsLayer::default()",
             ));
         }
-        Ok(Self {
-            shared: Arc::new(Shared {
-                names: normalized,
-                max_bytes: DEFAULT_MAX_RESPONSE_BYTES,
-            }),
-        })
-    }
-
-    /// Sets the largest JSON response body buffered (default 8 MiB).
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] when `bytes` is 0.
-    pub fn max_response_bytes(self, bytes: usize) -> Result<Self, ConfigError> {
-        if bytes == 0 {
+        if self.max_bytes == 0 {
             return Err(ConfigError::new(
                 "max_response_bytes",
                 "0 would refuse every JSON response",
                 "use a positive size such as 8388608",
             ));
         }
-        Ok(Self {
+        Ok(RedactFieldsLayer {
             shared: Arc::new(Shared {
-                names: self.shared.names.clone(),
-                max_bytes: bytes,
+                names: normalized,
+                max_bytes: self.max_bytes,
             }),
         })
-    }
-
-    /// Removes the configured fields from `value` at any depth, returning the removed
-    /// names (as they appeared), in document order.
-    ///
-    /// ```
-    /// use axum_shield::validate::RedactFieldsLayer;
-    ///
-    /// let layer = RedactFieldsLayer::default();
-    /// let mut v = serde_json::json!({"user": {"name": "a", "passwordHash": "x"}});
-    /// assert_eq!(layer.redact(&mut v), ["passwordHash"]);
-    /// assert_eq!(v, serde_json::json!({"user": {"name": "a"}}));
-    /// ```
-    pub fn redact(&self, value: &mut Value) -> Vec<String> {
-        let mut removed = Vec::new();
-        redact_value(value, &self.shared.names, &mut removed);
-        removed
     }
 }
 
@@ -253,7 +278,7 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = RedactFuture<S::Future>;
+    type Future = future::ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -261,7 +286,7 @@ where
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
         let request = event_parts(req.method(), req.uri(), req.extensions());
-        RedactFuture {
+        future::ResponseFuture {
             state: RedactState::Inner {
                 future: self.inner.call(req),
                 shared: Some(self.shared.clone()),
@@ -271,17 +296,25 @@ where
     }
 }
 
-pin_project! {
-    /// Response future of [`RedactFields`].
-    pub struct RedactFuture<F> {
-        #[pin]
-        state: RedactState<F>,
-    }
-}
+/// The response future of [`RedactFields`].
+pub mod future {
+    use std::fmt;
 
-impl<F> fmt::Debug for RedactFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedactFuture").finish_non_exhaustive()
+    use pin_project_lite::pin_project;
+
+    pin_project! {
+        /// Response future of [`RedactFields`](super::RedactFields): the inner response, its
+        /// JSON body with the configured fields removed.
+        pub struct ResponseFuture<F> {
+            #[pin]
+            pub(super) state: super::RedactState<F>,
+        }
+    }
+
+    impl<F> fmt::Debug for ResponseFuture<F> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        }
     }
 }
 
@@ -304,7 +337,7 @@ pin_project! {
     }
 }
 
-impl<F, B, E> Future for RedactFuture<F>
+impl<F, B, E> Future for future::ResponseFuture<F>
 where
     F: Future<Output = Result<http::Response<B>, E>>,
     B: HttpBody<Data = Bytes> + Send + 'static,

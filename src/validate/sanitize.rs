@@ -17,8 +17,11 @@
 //! What is right to clean on input: invisible characters that only confuse people and logs
 //! (control characters, bidi overrides — the "Trojan Source" trick, CVE-2021-42574), Unicode
 //! normalisation to NFC so that equal-looking strings compare equal (Unicode UAX #15), and —
-//! when you accept rich text — HTML through an allow-list sanitizer ([`clean_html`], feature
+//! when you accept rich text — HTML through an allow-list sanitizer ([`html`], feature
 //! `sanitize-html`, ammonia).
+//!
+//! Implement [`Sanitize`] for a request DTO with the field helpers [`text`], [`invisible`]
+//! and [`html`], and extract [`Sanitized<Json<T>>`](Sanitized) (or `Valid<Sanitized<…>>`).
 
 use std::borrow::Cow;
 use std::ops::DerefMut;
@@ -59,7 +62,7 @@ pub fn encode_html(text: &str) -> Cow<'_, str> {
 
 /// Whether `c` is a bidirectional formatting character (LRE, RLE, PDF, LRO, RLO, LRI, RLI,
 /// FSI, PDI, LRM, RLM, ALM), as used by "Trojan Source" (CVE-2021-42574).
-pub fn is_bidi_control(c: char) -> bool {
+fn is_bidi_control(c: char) -> bool {
     matches!(
         c,
         '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}'
@@ -67,19 +70,12 @@ pub fn is_bidi_control(c: char) -> bool {
 }
 
 /// Whether `c` is a control character other than tab, LF and CR (C0, DEL, C1).
-pub fn is_control(c: char) -> bool {
+fn is_control(c: char) -> bool {
     super::guard::is_refused_control(c)
 }
 
 /// Removes control characters (except tab, LF, CR) and bidi formatting characters.
-///
-/// ```
-/// use axum_shield::validate::sanitize::strip_invisible;
-///
-/// assert_eq!(strip_invisible("admin\u{202E}txt.exe\0"), "admintxt.exe");
-/// assert_eq!(strip_invisible("line 1\nline 2"), "line 1\nline 2");
-/// ```
-pub fn strip_invisible(text: &str) -> Cow<'_, str> {
+fn strip_invisible(text: &str) -> Cow<'_, str> {
     let drop = |c: char| is_control(c) || is_bidi_control(c);
     if !text.chars().any(drop) {
         return Cow::Borrowed(text);
@@ -88,44 +84,22 @@ pub fn strip_invisible(text: &str) -> Cow<'_, str> {
 }
 
 /// Normalises `text` to Unicode NFC (UAX #15), so canonically equivalent strings are equal.
-///
-/// ```
-/// use axum_shield::validate::sanitize::nfc;
-///
-/// assert_eq!(nfc("e\u{301}"), "\u{e9}"); // e + combining acute → é
-/// ```
-pub fn nfc(text: &str) -> Cow<'_, str> {
+fn nfc(text: &str) -> Cow<'_, str> {
     if is_nfc(text) {
         return Cow::Borrowed(text);
     }
     Cow::Owned(text.nfc().collect())
 }
 
-/// [`nfc`], then [`strip_invisible`], then trims surrounding whitespace: the usual cleaning
-/// for a name, title or other single-line text.
-///
-/// ```
-/// use axum_shield::validate::sanitize::clean_text;
-///
-/// assert_eq!(clean_text("  Zoe\u{308}\u{200F} "), "Zoë");
-/// ```
-pub fn clean_text(text: &str) -> String {
+/// [`nfc`], then [`strip_invisible`], then trims surrounding whitespace.
+fn clean_text(text: &str) -> String {
     let normalized = nfc(text);
     strip_invisible(&normalized).trim().to_owned()
 }
 
-/// Cleans user-supplied HTML with [ammonia](https://docs.rs/ammonia)'s allow-list (safe
-/// tags and attributes kept, scripts, event handlers and `javascript:` URLs removed; links
-/// get `rel="noopener noreferrer"`). Use it only where you accept rich text.
-///
-/// ```
-/// use axum_shield::validate::sanitize::clean_html;
-///
-/// assert_eq!(clean_html("<b>hi</b><script>alert(1)</script>"), "<b>hi</b>");
-/// assert_eq!(clean_html("<scr<script>ipt>alert(1)</script>"), "ipt&gt;alert(1)");
-/// ```
+/// Cleans user-supplied HTML with ammonia's allow-list.
 #[cfg(feature = "sanitize-html")]
-pub fn clean_html(html: &str) -> String {
+fn clean_html(html: &str) -> String {
     ammonia::clean(html)
 }
 
@@ -171,7 +145,17 @@ impl<T: Sanitize> Sanitize for Vec<T> {
     }
 }
 
-/// Replaces `field` with [`clean_text`] of itself.
+/// Cleans a name, title or other single-line text in place: Unicode NFC (UAX #15, so
+/// canonically equivalent strings are equal), then control characters (except tab, LF, CR)
+/// and bidi formatting characters removed, then surrounding whitespace trimmed.
+///
+/// ```
+/// use axum_shield::validate::sanitize;
+///
+/// let mut name = String::from("  Zoe\u{308}\u{200F} ");
+/// sanitize::text(&mut name);
+/// assert_eq!(name, "Zo\u{eb}"); // e + combining diaeresis → ë, RLM and spaces gone
+/// ```
 pub fn text(field: &mut String) {
     let cleaned = clean_text(field);
     if cleaned != *field {
@@ -179,7 +163,17 @@ pub fn text(field: &mut String) {
     }
 }
 
-/// Replaces `field` with [`strip_invisible`] of its NFC form (whitespace kept).
+/// Cleans multi-line text in place: Unicode NFC, then control characters (except tab, LF,
+/// CR) and bidi formatting characters ("Trojan Source", CVE-2021-42574) removed; whitespace
+/// and line breaks are kept.
+///
+/// ```
+/// use axum_shield::validate::sanitize;
+///
+/// let mut body = String::from("admin\u{202E}txt.exe\0\nline 2");
+/// sanitize::invisible(&mut body);
+/// assert_eq!(body, "admintxt.exe\nline 2");
+/// ```
 pub fn invisible(field: &mut String) {
     let normalized = nfc(field);
     if let Cow::Owned(cleaned) = strip_invisible(&normalized) {
@@ -189,7 +183,20 @@ pub fn invisible(field: &mut String) {
     }
 }
 
-/// Replaces `field` with [`clean_html`] of itself.
+/// Cleans user-supplied HTML in place with [ammonia](https://docs.rs/ammonia)'s allow-list
+/// (safe tags and attributes kept, scripts, event handlers and `javascript:` URLs removed;
+/// links get `rel="noopener noreferrer"`). Use it only where you accept rich text.
+///
+/// ```
+/// use axum_shield::validate::sanitize;
+///
+/// let mut comment = String::from("<b>hi</b><script>alert(1)</script>");
+/// sanitize::html(&mut comment);
+/// assert_eq!(comment, "<b>hi</b>");
+/// let mut nested = String::from("<scr<script>ipt>alert(1)</script>");
+/// sanitize::html(&mut nested);
+/// assert_eq!(nested, "ipt&gt;alert(1)");
+/// ```
 #[cfg(feature = "sanitize-html")]
 pub fn html(field: &mut String) {
     *field = clean_html(field);

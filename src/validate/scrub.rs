@@ -1,6 +1,5 @@
 //! The 5xx scrubber: internal error bodies never reach clients.
 
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -9,9 +8,7 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::header::RETRY_AFTER;
-use http::HeaderValue;
 use http_body::Body as HttpBody;
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -28,7 +25,7 @@ use crate::request_id::RequestId;
 ///
 /// ```
 /// use axum::{http::StatusCode, routing::get, Router};
-/// use axum_shield::validate::ScrubServerErrorsLayer;
+/// use axum_shield::validate::scrub::ScrubServerErrorsLayer;
 ///
 /// let app: Router = Router::new()
 ///     .route("/", get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "db password wrong at db.rs:42") }))
@@ -68,7 +65,7 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = ScrubFuture<S::Future>;
+    type Future = future::ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -79,29 +76,38 @@ where
             .extensions()
             .get::<RequestId>()
             .map(|id| id.header_value().clone());
-        ScrubFuture {
+        future::ResponseFuture {
             future: self.inner.call(req),
             request_id,
         }
     }
 }
 
-pin_project! {
-    /// Response future of [`ScrubServerErrors`].
-    pub struct ScrubFuture<F> {
-        #[pin]
-        future: F,
-        request_id: Option<HeaderValue>,
+/// The response future of [`ScrubServerErrors`].
+pub mod future {
+    use std::fmt;
+
+    use http::HeaderValue;
+    use pin_project_lite::pin_project;
+
+    pin_project! {
+        /// Response future of [`ScrubServerErrors`](super::ScrubServerErrors): the inner
+        /// response, or a generic problem in place of a 5xx body.
+        pub struct ResponseFuture<F> {
+            #[pin]
+            pub(super) future: F,
+            pub(super) request_id: Option<HeaderValue>,
+        }
+    }
+
+    impl<F> fmt::Debug for ResponseFuture<F> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        }
     }
 }
 
-impl<F> fmt::Debug for ScrubFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ScrubFuture").finish_non_exhaustive()
-    }
-}
-
-impl<F, B, E> Future for ScrubFuture<F>
+impl<F, B, E> Future for future::ResponseFuture<F>
 where
     F: Future<Output = Result<http::Response<B>, E>>,
     B: HttpBody<Data = Bytes> + Send + 'static,

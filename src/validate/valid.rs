@@ -1,7 +1,6 @@
 //! `Valid<…>` extractors built on the `validator` crate.
 
 use std::borrow::Cow;
-use std::future::Future;
 use std::ops::DerefMut;
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
@@ -20,7 +19,7 @@ use crate::rejection::{Rejection, RejectionKind};
 /// An extractor whose output is validated with [`validator::Validate`] before the handler
 /// runs.
 ///
-/// Works with `Json<T>` (deserialized through the [JSON guard](super::guard) in one pass),
+/// Works with `Json<T>` (deserialized through the [JSON guard](super::JsonGuardLayer) in one pass),
 /// `Query<T>`, `Form<T>`, `Path<T>`, any extractor that implements [`HasValidate`], and
 /// `Sanitized<E>` of those (cleaned with [`Sanitize`] first, then validated:
 /// `Valid<Sanitized<Json<T>>>`).
@@ -137,38 +136,60 @@ pub trait HasValidate {
     fn get_validate(&self) -> &Self::Validate;
 }
 
-/// How [`Valid`] and [`ValidWith`] extract a value: implemented for `Json`, `Query`, `Form`,
-/// `Path` and for every extractor implementing [`HasValidate`]. You do not implement it.
-pub trait ValidSource<S, M>: Sized {
-    /// The type validated.
-    type Target;
+/// How [`Valid`] and [`ValidWith`] dispatch to the extractor they wrap: the trait and its
+/// marker types are sealed (public, so that the public `FromRequest` implementations can name
+/// them, but in this private module, so that users can neither name nor implement them).
+/// Users extend `Valid` through [`HasValidate`].
+mod dispatch {
+    use std::future::Future;
 
-    /// Extracts the value, keeping the request parts needed to report a failure.
-    fn extract(
-        req: Request,
-        state: &S,
-    ) -> impl Future<Output = Result<(Self, Parts), Response>> + Send;
+    use axum::extract::Request;
+    use axum::response::Response;
+    use http::request::Parts;
 
-    /// The value to validate.
-    fn target(&self) -> &Self::Target;
+    use super::Shape;
 
-    /// The wire names of the target's fields, for error paths.
-    fn shape() -> Shape {
-        Shape::default()
+    /// How [`Valid`](super::Valid) and [`ValidWith`](super::ValidWith) extract a value:
+    /// implemented for `Json`, `Query`, `Form`, `Path`, `Sanitized<…>` of those, and every
+    /// extractor implementing [`HasValidate`](super::HasValidate).
+    pub trait ValidSource<S, M>: Sized {
+        /// The type validated.
+        type Target;
+
+        /// Extracts the value, keeping the request parts needed to report a failure.
+        fn extract(
+            req: Request,
+            state: &S,
+        ) -> impl Future<Output = Result<(Self, Parts), Response>> + Send;
+
+        /// The value to validate.
+        fn target(&self) -> &Self::Target;
+
+        /// The wire names of the target's fields, for error paths.
+        fn shape() -> Shape {
+            Shape::default()
+        }
     }
+
+    /// Marker for [`Valid`](super::Valid)'s and [`ValidWith`](super::ValidWith)'s
+    /// `FromRequest` implementations.
+    #[derive(Debug, Clone, Copy)]
+    pub enum ViaValid {}
+
+    /// Marker for extractors that implement [`HasValidate`](super::HasValidate).
+    #[derive(Debug, Clone, Copy)]
+    pub enum ViaHasValidate {}
+
+    /// Marker for the extractors this crate knows (`Json`, `Query`, `Form`, `Path`).
+    #[derive(Debug, Clone, Copy)]
+    pub enum ViaBuiltin {}
+
+    /// Marker for `Valid<Sanitized<E>>`: extract with `E`, clean, then validate.
+    #[derive(Debug, Clone, Copy)]
+    pub enum ViaSanitized {}
 }
 
-/// Marker for [`Valid`]'s and [`ValidWith`]'s `FromRequest` implementations.
-#[derive(Debug, Clone, Copy)]
-pub enum ViaValid {}
-
-/// Marker for extractors that implement [`HasValidate`].
-#[derive(Debug, Clone, Copy)]
-pub enum ViaHasValidate {}
-
-/// Marker for the extractors this crate knows (`Json`, `Query`, `Form`, `Path`).
-#[derive(Debug, Clone, Copy)]
-pub enum ViaBuiltin {}
+use dispatch::{ValidSource, ViaBuiltin, ViaHasValidate, ViaSanitized, ViaValid};
 
 impl<S, T> ValidSource<S, ViaBuiltin> for Json<T>
 where
@@ -308,10 +329,6 @@ where
     }
 }
 
-/// Marker for `Valid<Sanitized<E>>`: extract with `E`, clean, then validate.
-#[derive(Debug, Clone, Copy)]
-pub enum ViaSanitized {}
-
 impl<S, M, E, T> ValidSource<S, (ViaSanitized, M)> for Sanitized<E>
 where
     S: Send + Sync,
@@ -393,34 +410,18 @@ where
 
 /// One failing field, as listed in the `errors` member of a 422 problem.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[non_exhaustive]
-pub struct FieldError {
+struct FieldError {
     /// The JSON path of the field (`address.zip`, `items[2].qty`); empty for the whole body.
-    pub field: String,
+    field: String,
     /// The rule that failed (validator's code: `email`, `length`, `range`, …).
-    pub rule: String,
+    rule: String,
     /// A human-readable message, without the submitted value.
-    pub message: String,
+    message: String,
 }
 
 /// Flattens validator's errors into [`FieldError`]s with JSON paths, dropping every `value`
 /// parameter. `shape` maps Rust field names to wire names ([`Shape::of`]).
-///
-/// ```
-/// use axum_shield::validate::{field_errors, Shape};
-/// use validator::Validate;
-///
-/// #[derive(serde::Deserialize, Validate)]
-/// #[serde(rename_all = "camelCase")]
-/// struct Signup { #[validate(length(min = 8))] pass_word: String }
-///
-/// let errors = Signup { pass_word: "hunter2".into() }.validate().unwrap_err();
-/// let list = field_errors(&errors, &Shape::of::<Signup>());
-/// assert_eq!(list[0].field, "passWord");
-/// assert_eq!(list[0].rule, "length");
-/// assert!(!list[0].message.contains("hunter2"));
-/// ```
-pub fn field_errors(errors: &ValidationErrors, shape: &Shape) -> Vec<FieldError> {
+fn field_errors(errors: &ValidationErrors, shape: &Shape) -> Vec<FieldError> {
     let mut out = Vec::new();
     collect(errors, Some(shape), "", &mut out);
     out.sort_by(|a, b| a.field.cmp(&b.field).then(a.rule.cmp(&b.rule)));
