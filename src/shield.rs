@@ -47,7 +47,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::response::IntoResponse;
+use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
 use pin_project_lite::pin_project;
@@ -71,9 +72,7 @@ use crate::headers::{
     SecurityHeadersLayer, SecurityHeadersService,
 };
 use crate::rate_limit::{RateLimit, RateLimitLayer};
-use crate::rejection::{
-    Rejection, RejectionKind, RenderRejection, RenderedRejection, PROBLEM_JSON,
-};
+use crate::rejection::{self, Rejection, RejectionKind, RenderRejection, PROBLEM_JSON};
 use crate::request_id::{self, RequestId, REQUEST_ID_HEADER};
 use crate::ConfigError;
 
@@ -592,9 +591,12 @@ where
             }
         };
         req.extensions_mut().insert(RequestId::new(id.clone()));
+        // Layers that render their own refusals (`Rejection::into_response_for`) use it.
+        if let Some(render) = &self.shared.render {
+            req.extensions_mut().insert(render.clone());
+        }
         let Some(peer) = crate::client_ip::peer_ip(req.extensions()) else {
-            let rejection = missing_connect_info();
-            let response = self.shared.render(&rejection, id.to_str().ok());
+            let response = missing_connect_info().into_response_for(req.extensions());
             return CoreFuture::ready(response, id);
         };
         let resolved = self.shared.resolver.resolve(peer, req.headers());
@@ -611,10 +613,6 @@ where
         if !self.shared.sinks.is_empty() {
             extensions.insert(self.shared.sinks.clone());
         }
-        // Layers that render their own refusals (`Rejection::into_response_for`) use it.
-        if let Some(render) = &self.shared.render {
-            extensions.insert(render.clone());
-        }
         CoreFuture {
             state: CoreState::Inner {
                 future: self.inner.call(req),
@@ -622,38 +620,6 @@ where
                 id,
             },
         }
-    }
-}
-
-impl CoreShared {
-    fn render(&self, rejection: &Rejection, id: Option<&str>) -> Response<Body> {
-        match &self.render {
-            Some(render) => render.render(rejection, id),
-            None => rejection.to_response(id),
-        }
-    }
-
-    /// Re-renders a rejection found in an inner response, keeping the headers inner layers
-    /// set (security headers, `WWW-Authenticate`, `Retry-After`).
-    fn rerender<B>(
-        &self,
-        rejection: &Rejection,
-        id: Option<&str>,
-        inner: Response<B>,
-    ) -> Response<Body> {
-        let (mut parts, _body) = inner.into_parts();
-        let rendered = match &self.render {
-            Some(render) => render.render_body(rejection, id),
-            None => rejection.to_response_without_headers(id),
-        };
-        let (rendered_parts, body) = rendered.into_parts();
-        parts.status = rendered_parts.status;
-        parts.headers.remove(CONTENT_LENGTH);
-        parts.headers.remove(CONTENT_TYPE);
-        for (name, value) in &rendered_parts.headers {
-            parts.headers.insert(name.clone(), value.clone());
-        }
-        Response::from_parts(parts, body)
     }
 }
 
@@ -737,18 +703,19 @@ where
             CoreProj::Ready { response, id } => (
                 response
                     .take()
-                    .unwrap_or_else(|| Rejection::new(RejectionKind::Internal).to_response(None)),
+                    .unwrap_or_else(|| Rejection::new(RejectionKind::Internal).into_response()),
                 id,
             ),
             CoreProj::Inner { future, shared, id } => {
                 let response = ready!(future.poll(cx))?;
-                let id_text = id.to_str().ok();
-                let response = if let Some(RenderedRejection(rejection)) =
-                    response.extensions().get::<RenderedRejection>().cloned()
-                {
-                    shared.rerender(&rejection, id_text, response)
+                // Rendered here, once: a rejection a handler returned (its body is still
+                // pending) and a bare error status from axum or tower-http. Rejections
+                // rendered by a layer (`into_response_for`) pass untouched.
+                let (id_text, hook) = (id.to_str().ok(), shared.render.as_ref());
+                let response = if let Some(rejection) = rejection::pending(&response) {
+                    rejection.render_over(response, id_text, hook)
                 } else if let Some(kind) = bare_error_kind(&response) {
-                    shared.rerender(&Rejection::new(kind), id_text, response)
+                    Rejection::new(kind).render_over(response, id_text, hook)
                 } else {
                     response.map(Body::new)
                 };
@@ -757,5 +724,57 @@ where
         };
         response.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
         Poll::Ready(Ok(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use axum::extract::connect_info::MockConnectInfo;
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::rejection::tests::RENDERED;
+
+    async fn problem(app: &Router, uri: &str) -> (StatusCode, serde_json::Value, usize) {
+        RENDERED.with(|n| n.set(0));
+        let req = Request::get(uri).body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(req).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap();
+        (status, body, RENDERED.with(|n| n.get()))
+    }
+
+    /// A rejection returned by a handler was rendered without the request id by
+    /// `IntoResponse`, then again by the Shield with it; a 5xx refused by a layer was rendered
+    /// by the layer and again by the Shield.
+    #[tokio::test]
+    async fn each_rejection_body_is_rendered_once_through_shield() {
+        let refuse = axum::middleware::from_fn(
+            |req: Request<Body>, _next: axum::middleware::Next| async move {
+                Rejection::new(RejectionKind::ServiceUnavailable)
+                    .into_response_for(req.extensions())
+            },
+        );
+        let app = Router::new()
+            .route(
+                "/handler",
+                get(|| async { Rejection::new(RejectionKind::Forbidden) }),
+            )
+            .route("/layer", get(|| async { "never" }).route_layer(refuse))
+            .layer(Shield::api().build().unwrap())
+            .layer(MockConnectInfo(SocketAddr::from(([192, 0, 2, 1], 1))));
+        for (uri, status) in [("/handler", 403), ("/layer", 503), ("/missing", 404)] {
+            let (got, body, rendered) = problem(&app, uri).await;
+            assert_eq!(got, status, "{uri}");
+            assert!(body["request_id"].is_string(), "{uri}: {body}");
+            assert_eq!(rendered, 1, "{uri}: body rendered {rendered} times");
+        }
     }
 }

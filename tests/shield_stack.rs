@@ -285,6 +285,55 @@ async fn custom_renderer_replaces_the_body_format_and_keeps_protocol_headers() {
     assert_api_headers(&parts);
 }
 
+/// With a custom renderer every rejection was rendered twice: once by the layer that refused
+/// (`Rejection::into_response_for`) and again by the Shield from the marker it left.
+#[tokio::test]
+async fn custom_renderer_runs_once_per_rejection() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let render = RenderRejection::new(move |rejection, _id| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        (
+            rejection.status(),
+            Json(serde_json::json!({ "error": rejection.kind().code() })),
+        )
+            .into_response()
+    });
+    let refuse = axum::middleware::from_fn(
+        |req: Request<Body>, _next: axum::middleware::Next| async move {
+            Rejection::new(RejectionKind::InsufficientScope).into_response_for(req.extensions())
+        },
+    );
+    let app = routes()
+        .route("/refused", get(|| async { "never" }).route_layer(refuse))
+        .layer(
+            Shield::api()
+                .render_rejections_with(render)
+                .build()
+                .unwrap(),
+        )
+        .layer(MockConnectInfo(SocketAddr::from(PEER)));
+    let cases = [
+        ("/refused", 403, "insufficient_scope"),
+        ("/reject", 403, "forbidden"),
+        ("/missing", 404, "not_found"),
+    ];
+    for (uri, status, code) in cases {
+        calls.store(0, Ordering::SeqCst);
+        let (parts, body) = send(&app, get_req(uri)).await;
+        assert_eq!(parts.status, status, "{uri}");
+        assert_eq!(json(&body)["error"], code, "{uri}");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "{uri}: rendered more than once"
+        );
+    }
+}
+
 #[test]
 fn config_loads_from_toml_and_is_validated() {
     let config: ShieldConfig = toml::from_str(
