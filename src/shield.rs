@@ -16,8 +16,7 @@
 //! 8. the default rate limit, only when set with [`ShieldBuilder::rate_limit`] (429
 //!    problem+json), directly around your router: cheap refusal before any handler work.
 //!
-//! Concerns switched off (redirect, CORS, rate limit) are `Either`/`option_layer` slots: a
-//! branch at most, no work.
+//! Concerns switched off (redirect, CORS, rate limit) cost a branch at most, no work.
 //!
 //! Layers outside others see their responses: a 401 from a route layer, a 413 or a 500 from a
 //! panic all get the security headers, a log line and the request id.
@@ -164,7 +163,7 @@ impl Default for ShieldConfig {
 pub struct Shield {
     core: Arc<CoreShared>,
     headers: SecurityHeadersLayer,
-    https_redirect: Option<HttpsRedirectLayer>,
+    https_redirect: HttpsRedirectLayer,
     cors: Option<CorsLayer>,
     timeout: Duration,
     timeout_status: StatusCode,
@@ -435,7 +434,11 @@ impl ShieldBuilder {
                 sensitive_headers: sensitive_headers.clone(),
             }),
             headers: self.headers.layer()?,
-            https_redirect: self.https_redirect.as_ref().map(HttpsRedirect::layer),
+            https_redirect: self
+                .https_redirect
+                .as_ref()
+                .map(HttpsRedirect::layer)
+                .unwrap_or_default(),
             cors: self.cors.as_ref().map(Cors::build).transpose()?,
             timeout: Duration::from_millis(self.config.timeout_ms),
             timeout_status: self.timeout_status,
@@ -467,7 +470,7 @@ type Limited<S> = Either<RateLimit<S>, S>;
 type AxumLimit<S> = Either<<DefaultBodyLimit as Layer<Limited<S>>>::Service, Limited<S>>;
 type Limits<S> = RequestTimeout<RequestBodyLimit<AxumLimit<S>>>;
 type WithCors<S> = Either<CorsService<Limits<S>>, Limits<S>>;
-type WithRedirect<S> = Either<HttpsRedirectService<WithCors<S>>, WithCors<S>>;
+type WithRedirect<S> = HttpsRedirectService<WithCors<S>>;
 
 type Stack<S> = ShieldCore<SecurityHeadersService<TraceStack<CatchPanic<WithRedirect<S>>>>>;
 
@@ -494,7 +497,7 @@ impl<S> Layer<S> for Shield {
             status: self.timeout_status,
         };
         let inner = option_layer(self.cors.clone()).layer(inner);
-        let inner = option_layer(self.https_redirect.clone()).layer(inner);
+        let inner = self.https_redirect.layer(inner);
         let inner = CatchPanic { inner };
         let inner = RequestAuditLayer::new(self.log.pseudonymizer.clone())
             .sensitive_headers(self.log.sensitive_headers.clone())

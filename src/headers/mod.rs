@@ -71,7 +71,7 @@ pub use cors::Cors;
 pub use csp::{ContentSecurityPolicy, CspNonce, Directive, Source};
 pub use https::{is_https, Hsts, TlsConnection};
 pub use layer::{SecurityHeadersFuture, SecurityHeadersLayer, SecurityHeadersService};
-pub use redirect::{HttpsRedirect, HttpsRedirectFuture, HttpsRedirectLayer, HttpsRedirectService};
+pub use redirect::{HttpsRedirect, HttpsRedirectLayer, HttpsRedirectService};
 
 use std::collections::BTreeMap;
 

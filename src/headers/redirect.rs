@@ -1,18 +1,17 @@
 //! Redirecting plain HTTP to the canonical HTTPS origin.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use axum::body::Body;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::LOCATION;
 use http::{HeaderValue, Request, Response, StatusCode, Uri};
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::https::is_https;
+use crate::future::ResponseFuture;
 use crate::ConfigError;
 
 /// Redirects requests that did not arrive over HTTPS to a configured canonical origin with
@@ -79,7 +78,7 @@ impl HttpsRedirect {
     /// Builds the layer.
     pub fn layer(&self) -> HttpsRedirectLayer {
         HttpsRedirectLayer {
-            origin: Arc::new(self.clone()),
+            origin: Some(Arc::new(self.clone())),
         }
     }
 
@@ -101,10 +100,11 @@ impl HttpsRedirect {
     }
 }
 
-/// Layer of [`HttpsRedirect`]; see there.
-#[derive(Debug, Clone)]
+/// Layer of [`HttpsRedirect`]; see there. Without an origin it passes every request on
+/// (redirects switched off), so the stack's types do not change with the setting.
+#[derive(Debug, Clone, Default)]
 pub struct HttpsRedirectLayer {
-    origin: Arc<HttpsRedirect>,
+    origin: Option<Arc<HttpsRedirect>>,
 }
 
 impl<S> Layer<S> for HttpsRedirectLayer {
@@ -118,25 +118,23 @@ impl<S> Layer<S> for HttpsRedirectLayer {
     }
 }
 
-/// The service of [`HttpsRedirectLayer`].
-///
-/// The redirect has an empty body of the inner service's body type (`ResBody: Default`, as
-/// tower-http's timeout and CORS layers do), so it costs no boxing and switching it off
-/// with `option_layer` leaves the response type unchanged.
+/// The service of [`HttpsRedirectLayer`]: refuses with the redirect or runs the inner
+/// service, through the crate's shared [`ResponseFuture`].
 #[derive(Debug, Clone)]
 pub struct HttpsRedirectService<S> {
     inner: S,
-    origin: Arc<HttpsRedirect>,
+    origin: Option<Arc<HttpsRedirect>>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for HttpsRedirectService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: Default,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<Body>;
     type Error = S::Error;
-    type Future = HttpsRedirectFuture<S::Future, ResBody>;
+    type Future = ResponseFuture<S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -144,59 +142,16 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        if is_https(req.extensions()) {
-            return HttpsRedirectFuture {
-                state: State::Inner {
-                    future: self.inner.call(req),
-                },
-            };
-        }
-        let mut response = Response::new(ResBody::default());
-        *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
-        response
-            .headers_mut()
-            .insert(LOCATION, self.origin.location(req.uri()));
-        HttpsRedirectFuture {
-            state: State::Redirect {
-                response: Some(response),
-            },
-        }
-    }
-}
-
-pin_project! {
-    /// Response future of [`HttpsRedirectService`].
-    pub struct HttpsRedirectFuture<F, B> {
-        #[pin]
-        state: State<F, B>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<F, B> {
-        Inner { #[pin] future: F },
-        Redirect { response: Option<Response<B>> },
-    }
-}
-
-impl<F, B, E> Future for HttpsRedirectFuture<F, B>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    B: Default,
-{
-    type Output = Result<Response<B>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Inner { future } => future.poll(cx),
-            StateProj::Redirect { response } => {
-                Poll::Ready(Ok(response.take().unwrap_or_else(|| {
-                    let mut response = Response::new(B::default());
-                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                    response
-                })))
+        match &self.origin {
+            Some(origin) if !is_https(req.extensions()) => {
+                let mut response = Response::new(Body::empty());
+                *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+                response
+                    .headers_mut()
+                    .insert(LOCATION, origin.location(req.uri()));
+                ResponseFuture::refused(response)
             }
+            _ => ResponseFuture::run(self.inner.call(req)),
         }
     }
 }
