@@ -347,14 +347,14 @@ fn config_loads_from_toml_and_is_validated() {
         "#,
     )
     .unwrap();
-    Shield::from_config(config).unwrap().build().unwrap();
+    Shield::from_config(config).build().unwrap();
 
     let bad: ShieldConfig = toml::from_str(r#"trusted_proxies = ["10.0.0.0/40"]"#).unwrap();
-    let err = Shield::from_config(bad).unwrap_err();
+    let err = Shield::from_config(bad).build().unwrap_err();
     assert_eq!(err.setting(), "trusted_proxies");
 
     let bad: ShieldConfig = toml::from_str("body_limit = 0").unwrap();
-    let err = Shield::from_config(bad).unwrap().build().unwrap_err();
+    let err = Shield::from_config(bad).build().unwrap_err();
     assert_eq!(err.setting(), "body_limit");
     assert!(toml::from_str::<ShieldConfig>("unknown_key = 1").is_err());
 
@@ -391,7 +391,6 @@ async fn spoofed_forwarding_headers_from_an_untrusted_peer_change_nothing() {
     let addr = serve(
         Shield::api()
             .trusted_proxies(["10.0.0.0/8"])
-            .unwrap()
             .build()
             .unwrap(),
     )
@@ -416,7 +415,6 @@ async fn trusted_proxy_forwarding_is_read_right_to_left() {
     let addr = serve(
         Shield::api()
             .trusted_proxies(["127.0.0.0/8"])
-            .unwrap()
             .build()
             .unwrap(),
     )
@@ -436,7 +434,6 @@ async fn malformed_forwarding_headers_never_cause_a_500() {
     let addr = serve(
         Shield::api()
             .trusted_proxies(["127.0.0.0/8"])
-            .unwrap()
             .build()
             .unwrap(),
     )

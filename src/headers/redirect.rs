@@ -14,25 +14,15 @@ use super::https::is_https;
 use crate::future::ResponseFuture;
 use crate::ConfigError;
 
-/// Redirects requests that did not arrive over HTTPS to a configured canonical origin with
-/// `308 Permanent Redirect`, keeping path and query; requests already on HTTPS ([`is_https`])
-/// pass through.
+/// The canonical HTTPS origin that plain-HTTP requests are redirected to (see
+/// [`ShieldBuilder::https_redirect`](crate::shield::ShieldBuilder::https_redirect)).
 ///
-/// The target host is the one you configure, **never** the request's `Host`,
-/// `:authority` or `X-Forwarded-Host`: those are client-controlled, and redirecting to them
-/// is an open redirect and a cache-poisoning vector (OWASP Unvalidated Redirects Cheat
-/// Sheet). 308 (RFC 9110 §15.4.9) keeps the method and body, unlike 301/302.
-///
-/// ```
-/// use axum_shield::headers::HttpsRedirect;
-///
-/// let layer = HttpsRedirect::to("https://api.example.com")?.layer();
-/// assert!(HttpsRedirect::to("http://api.example.com").is_err());
-/// # let _ = layer;
-/// # Ok::<(), axum_shield::ConfigError>(())
-/// ```
+/// The target host is the one configured, **never** the request's `Host`, `:authority` or
+/// `X-Forwarded-Host`: those are client-controlled, and redirecting to them is an open
+/// redirect and a cache-poisoning vector (OWASP Unvalidated Redirects Cheat Sheet). 308
+/// (RFC 9110 §15.4.9) keeps the method and body, unlike 301/302.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpsRedirect {
+pub(crate) struct RedirectOrigin {
     origin: Bytes,
 }
 
@@ -44,14 +34,11 @@ fn origin_error(origin: &str) -> ConfigError {
     )
 }
 
-impl HttpsRedirect {
-    /// Redirects to `origin` (`https://host[:port]`, an optional trailing `/`).
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] if `origin` is not an `https://` origin with a host, or has user
-    /// info, a path, a query or a fragment.
-    pub fn to(origin: &str) -> Result<Self, ConfigError> {
+impl RedirectOrigin {
+    /// `origin` (`https://host[:port]`, an optional trailing `/`), or a [`ConfigError`] if it
+    /// is not an `https://` origin with a host, or has user info, a path, a query or a
+    /// fragment.
+    pub(crate) fn parse(origin: &str) -> Result<Self, ConfigError> {
         let trimmed = origin.strip_suffix('/').unwrap_or(origin);
         let uri: Uri = trimmed.parse().map_err(|_| origin_error(origin))?;
         let authority = uri.authority().ok_or_else(|| origin_error(origin))?;
@@ -71,14 +58,15 @@ impl HttpsRedirect {
     }
 
     /// The canonical origin, without trailing slash.
-    pub fn origin(&self) -> &str {
+    #[cfg(test)]
+    fn origin(&self) -> &str {
         std::str::from_utf8(&self.origin).unwrap_or_default()
     }
 
-    /// Builds the layer.
-    pub fn layer(&self) -> HttpsRedirectLayer {
+    /// The layer redirecting to this origin.
+    pub(crate) fn layer(self) -> HttpsRedirectLayer {
         HttpsRedirectLayer {
-            origin: Some(Arc::new(self.clone())),
+            origin: Some(Arc::new(self)),
         }
     }
 
@@ -100,18 +88,19 @@ impl HttpsRedirect {
     }
 }
 
-/// Layer of [`HttpsRedirect`]; see there. Without an origin it passes every request on
-/// (redirects switched off), so the stack's types do not change with the setting.
+/// Redirects requests that did not arrive over HTTPS ([`is_https`]) to a [`RedirectOrigin`]
+/// with `308 Permanent Redirect`, keeping path and query. Without an origin it passes every
+/// request on (redirects switched off), so the stack's types do not change with the setting.
 #[derive(Debug, Clone, Default)]
-pub struct HttpsRedirectLayer {
-    origin: Option<Arc<HttpsRedirect>>,
+pub(crate) struct HttpsRedirectLayer {
+    origin: Option<Arc<RedirectOrigin>>,
 }
 
 impl<S> Layer<S> for HttpsRedirectLayer {
-    type Service = HttpsRedirectService<S>;
+    type Service = HttpsRedirect<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        HttpsRedirectService {
+        HttpsRedirect {
             inner,
             origin: self.origin.clone(),
         }
@@ -119,14 +108,15 @@ impl<S> Layer<S> for HttpsRedirectLayer {
 }
 
 /// The service of [`HttpsRedirectLayer`]: refuses with the redirect or runs the inner
-/// service, through the crate's shared [`ResponseFuture`].
+/// service, through the crate's shared [`ResponseFuture`]. Public only because it is part
+/// of the [`Shield`](crate::Shield)'s service type; it cannot be named outside the crate.
 #[derive(Debug, Clone)]
-pub struct HttpsRedirectService<S> {
+pub struct HttpsRedirect<S> {
     inner: S,
-    origin: Option<Arc<HttpsRedirect>>,
+    origin: Option<Arc<RedirectOrigin>>,
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for HttpsRedirectService<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for HttpsRedirect<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
@@ -168,7 +158,7 @@ mod tests {
     use crate::client_ip::ForwardedProto;
 
     async fn send(req: Request<Body>) -> Response<Body> {
-        let layer = HttpsRedirect::to("https://api.example.com")
+        let layer = RedirectOrigin::parse("https://api.example.com")
             .unwrap()
             .layer();
         layer
@@ -240,7 +230,7 @@ mod tests {
     #[test]
     fn origins_are_validated() {
         assert_eq!(
-            HttpsRedirect::to("https://api.example.com:8443/")
+            RedirectOrigin::parse("https://api.example.com:8443/")
                 .unwrap()
                 .origin(),
             "https://api.example.com:8443"
@@ -255,7 +245,7 @@ mod tests {
             "https://api.example.com#x",
             "https://api.example.com\r\nx: y",
         ] {
-            assert!(HttpsRedirect::to(bad).is_err(), "{bad:?}");
+            assert!(RedirectOrigin::parse(bad).is_err(), "{bad:?}");
         }
     }
 }
