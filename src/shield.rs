@@ -48,7 +48,7 @@ use tower_http::cors::CorsLayer;
 use crate::audit::{
     EventSinks, LogSettings, Pseudonymizer, SecurityEventSink, DEFAULT_SENSITIVE_HEADERS,
 };
-use crate::client_ip::{ClientIpConfig, ForwardedHeader, DEFAULT_IPV6_PREFIX};
+use crate::client_ip::{ClientIpResolver, ForwardedHeader, DEFAULT_IPV6_PREFIX};
 use crate::headers::{
     CorsPolicy, HttpsRedirectLayer, RedirectOrigin, SecurityHeadersBuilder, SecurityHeadersLayer,
 };
@@ -329,7 +329,7 @@ impl ShieldBuilder {
 
     /// Replaces client IPs, principals and user names in the request span and in security
     /// events with keyed pseudonyms (HMAC-SHA256, see
-    /// [`Pseudonymizer`](crate::audit::Pseudonymizer)). Read `key` from your secret store;
+    /// [`Pseudonymizer`]). Read `key` from your secret store;
     /// [`build`](Self::build) refuses a key shorter than 32 bytes.
     pub fn pseudonymize(mut self, key: impl AsRef<[u8]>) -> Self {
         self.pseudonymizer = Some(Pseudonymizer::new(key));
@@ -367,11 +367,11 @@ impl ShieldBuilder {
     /// prepared, or an unsafe CORS configuration (credentials with any origin, a bad
     /// origin).
     pub fn build(self) -> Result<Shield, ConfigError> {
-        let resolver = ClientIpConfig::new()
-            .trusted_proxies(self.config.trusted_proxies.iter())?
-            .header(self.config.forwarded_header)
-            .ipv6_prefix(self.config.ipv6_prefix)
-            .build()?;
+        let resolver = ClientIpResolver::new(
+            &self.config.trusted_proxies,
+            self.config.forwarded_header,
+            self.config.ipv6_prefix,
+        )?;
         let https_redirect = match &self.https_redirect {
             Some(origin) => RedirectOrigin::parse(origin)?.layer(),
             None => HttpsRedirectLayer::default(),
