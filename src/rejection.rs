@@ -72,8 +72,11 @@ pub enum RejectionKind {
     UnsupportedMediaType,
     /// 422: the body parsed but failed validation.
     ValidationFailed,
-    /// 429: a rate limit or login guard refused the request.
+    /// 429: a rate limit refused the request.
     RateLimited,
+    /// 429: the login guard refused a sign-in attempt after repeated failures (for the
+    /// account or the client); `code` `login_locked`, distinct from a rate limit's.
+    LoginLocked,
     /// 500: an internal error (a panic, a failing dependency); details are never shown.
     Internal,
     /// 500: the server is misconfigured (for example `ConnectInfo` is missing).
@@ -97,7 +100,7 @@ impl RejectionKind {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited | Self::LoginLocked => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal | Self::Misconfigured => StatusCode::INTERNAL_SERVER_ERROR,
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -120,6 +123,7 @@ impl RejectionKind {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::ValidationFailed => "validation_failed",
             Self::RateLimited => "rate_limited",
+            Self::LoginLocked => "login_locked",
             Self::Internal => "internal_error",
             Self::Misconfigured => "misconfigured",
             Self::ServiceUnavailable => "service_unavailable",
@@ -148,6 +152,7 @@ impl RejectionKind {
             Self::UnsupportedMediaType => "The request body has an unsupported content type.",
             Self::ValidationFailed => "The request body failed validation.",
             Self::RateLimited => "Too many requests; retry later.",
+            Self::LoginLocked => "Too many failed sign-in attempts; retry later.",
             Self::Internal => "An internal error occurred.",
             Self::Misconfigured => "The server is misconfigured.",
             Self::ServiceUnavailable => "The service is temporarily unavailable.",
@@ -827,6 +832,23 @@ pub(crate) mod tests {
         assert!(body.get("request_id").is_none());
     }
 
+    /// The login guard's 429 had the rate limiter's `code`, so clients could not tell a
+    /// locked sign-in from a spent quota.
+    #[tokio::test]
+    async fn login_locked_has_its_own_code() {
+        let kind = RejectionKind::LoginLocked;
+        assert_eq!(kind.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(kind.title(), "Too Many Requests");
+        assert_ne!(kind.code(), RejectionKind::RateLimited.code());
+        let body = body_json(Rejection::new(kind).into_response()).await;
+        assert_eq!(body["code"], "login_locked");
+        assert_eq!(body["status"], 429);
+        assert_eq!(
+            body["detail"],
+            "Too many failed sign-in attempts; retry later."
+        );
+    }
+
     #[test]
     fn every_kind_has_a_title_and_an_error_status() {
         for kind in ALL_KINDS {
@@ -835,7 +857,7 @@ pub(crate) mod tests {
         }
     }
 
-    const ALL_KINDS: [RejectionKind; 17] = {
+    const ALL_KINDS: [RejectionKind; 18] = {
         use RejectionKind::*;
         [
             BadRequest,
@@ -852,6 +874,7 @@ pub(crate) mod tests {
             UnsupportedMediaType,
             ValidationFailed,
             RateLimited,
+            LoginLocked,
             Internal,
             Misconfigured,
             ServiceUnavailable,
