@@ -302,13 +302,20 @@ async fn custom_renderer_runs_once_per_rejection() {
         )
             .into_response()
     });
+    let challenge = || {
+        Rejection::new(RejectionKind::InsufficientScope).with_header(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
+        )
+    };
     let refuse = axum::middleware::from_fn(
-        |req: Request<Body>, _next: axum::middleware::Next| async move {
-            Rejection::new(RejectionKind::InsufficientScope).into_response_for(req.extensions())
+        move |req: Request<Body>, _next: axum::middleware::Next| async move {
+            challenge().into_response_for(req.extensions())
         },
     );
     let app = routes()
         .route("/refused", get(|| async { "never" }).route_layer(refuse))
+        .route("/challenge", get(move || async move { challenge() }))
         .layer(
             Shield::api()
                 .render_rejections_with(render)
@@ -318,6 +325,7 @@ async fn custom_renderer_runs_once_per_rejection() {
         .layer(MockConnectInfo(SocketAddr::from(PEER)));
     let cases = [
         ("/refused", 403, "insufficient_scope"),
+        ("/challenge", 403, "insufficient_scope"),
         ("/reject", 403, "forbidden"),
         ("/missing", 404, "not_found"),
     ];
@@ -326,6 +334,14 @@ async fn custom_renderer_runs_once_per_rejection() {
         let (parts, body) = send(&app, get_req(uri)).await;
         assert_eq!(parts.status, status, "{uri}");
         assert_eq!(json(&body)["error"], code, "{uri}");
+        assert_eq!(parts.headers["content-type"], "application/json", "{uri}");
+        let challenges = parts.headers.get_all("www-authenticate").iter().count();
+        assert_eq!(
+            challenges,
+            usize::from(code == "insufficient_scope"),
+            "{uri}"
+        );
+        assert_api_headers(&parts);
         assert_eq!(
             calls.load(Ordering::SeqCst),
             1,
