@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::routing::get;
 use axum::Router;
 use axum_shield::headers::{
-    ContentSecurityPolicy, Directive, SecurityHeaders, Source, TlsConnection,
+    ContentSecurityPolicy, Directive, SecurityHeadersLayer, Source, TlsConnection,
 };
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::convert::Infallible;
@@ -34,17 +34,10 @@ fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let api = bare().layer(SecurityHeaders::api().layer().unwrap());
+    let api = bare().layer(SecurityHeadersLayer::api().build().unwrap());
     let nonce_csp = ContentSecurityPolicy::web()
-        .directive(Directive::ScriptSrc, [Source::Nonce, Source::StrictDynamic])
-        .unwrap();
-    let web_nonce = bare().layer(
-        SecurityHeaders::web()
-            .csp(nonce_csp)
-            .unwrap()
-            .layer()
-            .unwrap(),
-    );
+        .directive(Directive::ScriptSrc, [Source::Nonce, Source::StrictDynamic]);
+    let web_nonce = bare().layer(SecurityHeadersLayer::web().csp(nonce_csp).build().unwrap());
 
     let mut group = c.benchmark_group("headers");
     for (name, app, tls) in [
@@ -69,7 +62,7 @@ fn bench(c: &mut Criterion) {
             Ok::<_, Infallible>(res)
         })
     };
-    let layer = SecurityHeaders::api().layer().unwrap();
+    let layer = SecurityHeadersLayer::api().build().unwrap();
     let wrapped = layer.layer(inner());
     let mut group = c.benchmark_group("layer_only");
     group.bench_function("bare_service", |b| {

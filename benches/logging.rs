@@ -96,13 +96,7 @@ fn bench(c: &mut Criterion) {
             ),
     );
     let quiet = routes().layer(Shield::api().access_log(false).build().unwrap());
-    let pseudonymized = routes().layer(
-        Shield::api()
-            .pseudonymize([7u8; 32])
-            .unwrap()
-            .build()
-            .unwrap(),
-    );
+    let pseudonymized = routes().layer(Shield::api().pseudonymize([7u8; 32]).build().unwrap());
     let run = |app: &Router, uri: &'static str| {
         let app = app.clone();
         async move {

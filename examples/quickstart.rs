@@ -152,7 +152,7 @@ pub fn app(settings: &Settings) -> Result<Router, ConfigError> {
         )
     })?;
     let shield = Shield::api()
-        .trusted_proxies(&settings.trusted_proxies)?
+        .trusted_proxies(&settings.trusted_proxies)
         .access_log(settings.access_log)
         .rate_limit(per_ip)
         .build()?;

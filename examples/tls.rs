@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 
 /// The quickstart's stack, with the HTTPS redirect switched on.
 fn app(canonical_origin: &str) -> Result<Router, axum_shield::ConfigError> {
-    let shield = Shield::api().https_redirect(canonical_origin)?.build()?;
+    let shield = Shield::api().https_redirect(canonical_origin).build()?;
     Ok(Router::new().route("/health", get(health)).layer(shield))
 }
 

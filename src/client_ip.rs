@@ -27,21 +27,32 @@
 //! * As a rate-limit key, IPv6 addresses are grouped by a prefix (default `/64`), since one
 //!   subscriber usually owns a whole /64 and can rotate addresses inside it at will.
 //!
-//! ```
-//! use std::net::{IpAddr, SocketAddr};
-//! use axum_shield::client_ip::{ClientIpConfig, ForwardedHeader};
-//! use http::HeaderMap;
+//! Configure it on [`Shield`](crate::Shield) and read it with the [`ClientIp`] extractor:
 //!
-//! let resolver = ClientIpConfig::new()
-//!     .trusted_proxies(["10.0.0.0/8"])?
-//!     .header(ForwardedHeader::XForwardedFor)
-//!     .build()?;
-//! let mut headers = HeaderMap::new();
-//! headers.insert("x-forwarded-for", "1.1.1.1, 203.0.113.7, 10.0.0.2".parse().unwrap());
-//! let peer: IpAddr = "10.0.0.1".parse().unwrap();
+//! ```
+//! use std::net::SocketAddr;
+//!
+//! use axum::{body::Body, extract::connect_info::MockConnectInfo, routing::get, Router};
+//! use axum_shield::{ClientIp, Shield};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let shield = Shield::api().trusted_proxies(["10.0.0.0/8"]).build()?;
+//! let app = Router::new()
+//!     .route("/ip", get(|ClientIp(ip): ClientIp| async move { ip.to_string() }))
+//!     .layer(shield)
+//!     .layer(MockConnectInfo(SocketAddr::from(([10, 0, 0, 1], 4711)))); // the proxy
+//!
+//! let request = http::Request::get("/ip")
+//!     .header("x-forwarded-for", "1.1.1.1, 203.0.113.7, 10.0.0.2")
+//!     .body(Body::empty())?;
+//! let response = app.oneshot(request).await?;
+//! let body = axum::body::to_bytes(response.into_body(), 64).await?;
 //! // 10.0.0.2 is a trusted hop, 203.0.113.7 is the client; 1.1.1.1 is whatever it claimed.
-//! assert_eq!(resolver.resolve(peer, &headers).ip(), "203.0.113.7".parse::<IpAddr>().unwrap());
-//! # Ok::<(), axum_shield::ConfigError>(())
+//! assert_eq!(body, "203.0.113.7");
+//! # Ok(())
+//! # }
 //! ```
 
 use std::convert::Infallible;
@@ -61,7 +72,7 @@ use crate::rejection::Rejection;
 use crate::ConfigError;
 
 /// The IPv6 prefix length that groups addresses into one rate-limit key unless configured.
-pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+pub(crate) const DEFAULT_IPV6_PREFIX: u8 = 64;
 
 /// The client of a request whose forwarding header, read from a trusted proxy, ended in an
 /// entry that names no address: `0.0.0.0`.
@@ -84,103 +95,6 @@ pub enum ForwardedHeader {
     XForwardedFor,
     /// `Forwarded` (RFC 7239): `for=` and `proto=` parameters.
     Forwarded,
-}
-
-/// Settings for resolving the client IP; build a [`ClientIpResolver`] from it.
-///
-/// Also loadable with serde:
-///
-/// ```
-/// # use axum_shield::client_ip::ClientIpConfig;
-/// let config: ClientIpConfig = serde_json::from_str(
-///     r#"{ "trusted_proxies": ["10.0.0.0/8", "fd00::/8"], "header": "forwarded", "ipv6_prefix": 56 }"#,
-/// ).unwrap();
-/// let resolver = config.build().unwrap();
-/// # let _ = resolver;
-/// ```
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ClientIpConfig {
-    trusted_proxies: Vec<String>,
-    header: ForwardedHeader,
-    ipv6_prefix: u8,
-}
-
-impl Default for ClientIpConfig {
-    fn default() -> Self {
-        Self {
-            trusted_proxies: Vec::new(),
-            header: ForwardedHeader::default(),
-            ipv6_prefix: DEFAULT_IPV6_PREFIX,
-        }
-    }
-}
-
-impl ClientIpConfig {
-    /// No trusted proxies (the peer address is the client), `X-Forwarded-For`, IPv6 /64 keys.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Sets the proxies allowed to name the client, as CIDRs (`10.0.0.0/8`) or single
-    /// addresses (`192.0.2.10`).
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] naming the first entry that is not an address or CIDR.
-    pub fn trusted_proxies<I, T>(mut self, proxies: I) -> Result<Self, ConfigError>
-    where
-        I: IntoIterator<Item = T>,
-        T: AsRef<str>,
-    {
-        let proxies: Vec<String> = proxies
-            .into_iter()
-            .map(|p| p.as_ref().trim().to_owned())
-            .collect();
-        for proxy in &proxies {
-            parse_net(proxy)?;
-        }
-        self.trusted_proxies = proxies;
-        Ok(self)
-    }
-
-    /// Sets which forwarding header the trusted proxies write.
-    pub fn header(mut self, header: ForwardedHeader) -> Self {
-        self.header = header;
-        self
-    }
-
-    /// Sets the IPv6 prefix length used to group addresses into one rate-limit key
-    /// (default 64; 128 keys every address separately).
-    pub fn ipv6_prefix(mut self, bits: u8) -> Self {
-        self.ipv6_prefix = bits;
-        self
-    }
-
-    /// Validates the settings.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] for a malformed proxy CIDR or an IPv6 prefix outside 1–128.
-    pub fn build(self) -> Result<ClientIpResolver, ConfigError> {
-        let trusted = self
-            .trusted_proxies
-            .iter()
-            .map(|p| parse_net(p))
-            .collect::<Result<Vec<_>, _>>()?;
-        if !(1..=128).contains(&self.ipv6_prefix) {
-            return Err(ConfigError::new(
-                "ipv6_prefix",
-                format!("{} is not a prefix length", self.ipv6_prefix),
-                "use a value from 1 to 128 (64 groups one subscriber's addresses)",
-            ));
-        }
-        Ok(ClientIpResolver(Arc::new(Resolver {
-            trusted,
-            header: self.header,
-            ipv6_prefix: self.ipv6_prefix,
-        })))
-    }
 }
 
 fn parse_net(text: &str) -> Result<IpNet, ConfigError> {
@@ -212,7 +126,7 @@ fn parse_net(text: &str) -> Result<IpNet, ConfigError> {
 
 /// Resolves the client IP of requests; cheap to clone (shared `Arc`).
 #[derive(Clone)]
-pub struct ClientIpResolver(Arc<Resolver>);
+pub(crate) struct ClientIpResolver(Arc<Resolver>);
 
 struct Resolver {
     trusted: Vec<IpNet>,
@@ -220,11 +134,35 @@ struct Resolver {
     ipv6_prefix: u8,
 }
 
-impl Default for ClientIpResolver {
-    fn default() -> Self {
-        ClientIpConfig::new()
-            .build()
-            .unwrap_or_else(|_| unreachable!("the default client IP config is valid"))
+impl ClientIpResolver {
+    /// A resolver trusting `trusted_proxies` (CIDRs or addresses) to write `header`, keying
+    /// IPv6 addresses by their first `ipv6_prefix` bits.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first proxy entry that is not an address or CIDR, or an
+    /// IPv6 prefix outside 1–128.
+    pub(crate) fn new(
+        trusted_proxies: &[String],
+        header: ForwardedHeader,
+        ipv6_prefix: u8,
+    ) -> Result<Self, ConfigError> {
+        let trusted = trusted_proxies
+            .iter()
+            .map(|p| parse_net(p.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !(1..=128).contains(&ipv6_prefix) {
+            return Err(ConfigError::new(
+                "ipv6_prefix",
+                format!("{ipv6_prefix} is not a prefix length"),
+                "use a value from 1 to 128 (64 groups one subscriber's addresses)",
+            ));
+        }
+        Ok(Self(Arc::new(Resolver {
+            trusted,
+            header,
+            ipv6_prefix,
+        })))
     }
 }
 
@@ -240,7 +178,7 @@ impl fmt::Debug for ClientIpResolver {
 
 /// What [`ClientIpResolver::resolve`] found out about a request's origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     ip: IpAddr,
     forwarded_https: Option<bool>,
 }
@@ -248,36 +186,36 @@ pub struct Resolved {
 impl Resolved {
     /// The client address: the peer, the rightmost untrusted forwarded address, or
     /// [`UNKNOWN_CLIENT`] (`0.0.0.0`) when the walk ended on an entry that names no address.
-    pub fn ip(&self) -> IpAddr {
+    pub(crate) fn ip(&self) -> IpAddr {
         self.ip
     }
 
     /// Whether a trusted proxy said the original request used HTTPS (`X-Forwarded-Proto` or
     /// `Forwarded: proto=`); `None` when the peer is not trusted or said nothing.
-    pub fn forwarded_https(&self) -> Option<bool> {
+    pub(crate) fn forwarded_https(&self) -> Option<bool> {
         self.forwarded_https
     }
 }
 
 impl ClientIpResolver {
     /// Whether `ip` belongs to a trusted proxy.
-    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+    pub(crate) fn is_trusted(&self, ip: IpAddr) -> bool {
         let ip = normalize(ip);
         self.0.trusted.iter().any(|net| net.contains(&ip))
     }
 
     /// The IPv6 prefix length used by [`ClientIpResolver::key`].
-    pub fn ipv6_prefix(&self) -> u8 {
+    pub(crate) fn ipv6_prefix(&self) -> u8 {
         self.0.ipv6_prefix
     }
 
     /// The rate-limit key of `ip`: itself for IPv4, its configured prefix for IPv6.
-    pub fn key(&self, ip: IpAddr) -> IpAddr {
+    pub(crate) fn key(&self, ip: IpAddr) -> IpAddr {
         ip_key(ip, self.0.ipv6_prefix)
     }
 
     /// Resolves the client of a request that arrived from `peer` with `headers`.
-    pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> Resolved {
+    pub(crate) fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> Resolved {
         let peer = normalize(peer);
         if self.0.trusted.is_empty() || !self.is_trusted(peer) {
             return Resolved {
@@ -418,7 +356,7 @@ fn split_outside_quotes(text: &str, sep: char) -> impl Iterator<Item = &str> {
 }
 
 /// Turns IPv4-mapped IPv6 (`::ffff:192.0.2.1`) into IPv4; other addresses are unchanged.
-pub fn normalize(ip: IpAddr) -> IpAddr {
+pub(crate) fn normalize(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6
             .to_ipv4_mapped()
@@ -430,15 +368,7 @@ pub fn normalize(ip: IpAddr) -> IpAddr {
 
 /// The rate-limit key of `ip`: the normalised IPv4 address, or the IPv6 address with all but
 /// the first `ipv6_prefix` bits cleared.
-///
-/// ```
-/// use axum_shield::client_ip::ip_key;
-/// let a = ip_key("2001:db8:1:2:aaaa::1".parse().unwrap(), 64);
-/// let b = ip_key("2001:db8:1:2:bbbb::9".parse().unwrap(), 64);
-/// assert_eq!(a, b);
-/// assert_eq!(ip_key("::ffff:192.0.2.1".parse().unwrap(), 64), "192.0.2.1".parse::<std::net::IpAddr>().unwrap());
-/// ```
-pub fn ip_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+pub(crate) fn ip_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
     match normalize(ip) {
         IpAddr::V6(v6) => {
             let bits = u32::from(ipv6_prefix.min(128));
@@ -477,7 +407,8 @@ impl ClientIp {
     ///
     /// # Errors
     ///
-    /// A [`RejectionKind::Misconfigured`] rejection when neither is present.
+    /// A [`RejectionKind::Misconfigured`](crate::RejectionKind::Misconfigured) rejection when
+    /// neither is present.
     pub fn from_extensions(extensions: &http::Extensions) -> Result<Self, Rejection> {
         if let Some(ip) = extensions.get::<ClientIp>() {
             return Ok(*ip);
@@ -541,11 +472,12 @@ impl From<ClientIp> for IpAddr {
 }
 
 /// Set in request extensions by [`Shield`](crate::Shield) when a trusted proxy reported the
-/// original scheme (`X-Forwarded-Proto` or `Forwarded: proto=`).
+/// original scheme (`X-Forwarded-Proto` or `Forwarded: proto=`); read through
+/// [`is_https`](crate::headers::is_https).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ForwardedProto {
+pub(crate) struct ForwardedProto {
     /// Whether the original request used HTTPS.
-    pub https: bool,
+    pub(crate) https: bool,
 }
 
 #[cfg(test)]
@@ -569,17 +501,17 @@ mod tests {
     }
 
     fn trusting(proxies: &[&str], header: ForwardedHeader) -> ClientIpResolver {
-        ClientIpConfig::new()
-            .trusted_proxies(proxies)
-            .unwrap()
-            .header(header)
-            .build()
-            .unwrap()
+        let proxies: Vec<String> = proxies.iter().map(|p| (*p).to_owned()).collect();
+        ClientIpResolver::new(&proxies, header, DEFAULT_IPV6_PREFIX).unwrap()
+    }
+
+    fn untrusting() -> ClientIpResolver {
+        trusting(&[], ForwardedHeader::XForwardedFor)
     }
 
     #[test]
     fn spoofed_x_forwarded_for_from_untrusted_peer_is_ignored() {
-        let resolver = ClientIpResolver::default();
+        let resolver = untrusting();
         let h = headers(&[("x-forwarded-for", "1.2.3.4")]);
         assert_eq!(
             resolver.resolve(ip("203.0.113.9"), &h).ip(),
@@ -820,7 +752,7 @@ mod tests {
             ip("198.51.100.4")
         );
         assert_eq!(
-            ClientIpResolver::default()
+            untrusting()
                 .resolve(ip("::ffff:192.0.2.1"), &HeaderMap::new())
                 .ip(),
             ip("192.0.2.1")
@@ -838,14 +770,15 @@ mod tests {
     #[test]
     fn bad_config_is_refused_with_a_fix() {
         for bad in ["10.0.0.0/33", "example.com", "10.0.0.0/8/8", ""] {
-            let err = ClientIpConfig::new().trusted_proxies([bad]).unwrap_err();
+            let err = ClientIpResolver::new(&[bad.to_owned()], ForwardedHeader::Forwarded, 64)
+                .unwrap_err();
             assert_eq!(err.setting(), "trusted_proxies");
             assert!(err.fix().contains("CIDR"));
         }
-        let err = ClientIpConfig::new().ipv6_prefix(0).build().unwrap_err();
-        assert_eq!(err.setting(), "ipv6_prefix");
-        let err = ClientIpConfig::new().ipv6_prefix(129).build().unwrap_err();
-        assert_eq!(err.setting(), "ipv6_prefix");
+        for bits in [0, 129] {
+            let err = ClientIpResolver::new(&[], ForwardedHeader::Forwarded, bits).unwrap_err();
+            assert_eq!(err.setting(), "ipv6_prefix");
+        }
     }
 
     /// Header-value bytes other than the list separator: visible ASCII, space, tab, obs-text.
@@ -937,7 +870,7 @@ mod tests {
         #[test]
         fn untrusted_peer_always_wins(value in "[0-9a-f:.,\\[\\] ]{0,80}", peer in any::<[u8; 4]>()) {
             let peer = IpAddr::from(peer);
-            let resolver = ClientIpResolver::default();
+            let resolver = untrusting();
             let mut h = HeaderMap::new();
             if let Ok(v) = http::HeaderValue::from_str(&value) {
                 h.insert("x-forwarded-for", v);

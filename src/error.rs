@@ -5,14 +5,14 @@ use std::fmt;
 
 /// A configuration mistake found while building a layer.
 ///
-/// Every builder in this crate validates its settings up front and returns this error instead
-/// of panicking or failing later at request time. The message names the setting, says what is
+/// Every builder in this crate checks its settings in `build()` and returns this error
+/// instead of panicking or failing later at request time. The message names the setting, says what is
 /// wrong with it and how to fix it:
 ///
 /// ```
 /// use axum_shield::Shield;
 ///
-/// let err = Shield::api().trusted_proxies(["10.0.0.0/33"]).unwrap_err();
+/// let err = Shield::api().trusted_proxies(["10.0.0.0/33"]).build().unwrap_err();
 /// assert_eq!(err.setting(), "trusted_proxies");
 /// assert!(err.to_string().contains("CIDR"));
 /// ```

@@ -25,7 +25,4 @@ pub use client_ip::ClientIp;
 pub use error::ConfigError;
 pub use principal::Principal;
 pub use rejection::{Rejection, RejectionKind};
-pub use shield::{
-    CoreFuture, Shield, ShieldBuilder, ShieldConfig, ShieldCore, ShieldService, DEFAULT_BODY_LIMIT,
-    DEFAULT_TIMEOUT,
-};
+pub use shield::{Shield, ShieldConfig};

@@ -20,19 +20,27 @@
 //! To use your API's own error format instead, give [`Shield`](crate::Shield) a
 //! [`RenderRejection`] hook: every rejection that passes through the stack is then rendered
 //! by your function.
+//!
+//! Each rejection is rendered once. Layers that see the request render with
+//! [`Rejection::into_response_for`]; a rejection returned from a handler
+//! ([`IntoResponse`]) is rendered by the `Shield` around it, with the request id, or without
+//! a `Shield` when its body is read.
 
 use std::borrow::Cow;
 use std::fmt;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode};
-use serde::Serialize;
+use http_body::{Frame, SizeHint};
 
 /// The media type of RFC 9457 problem details.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
 
 /// What kind of refusal a [`Rejection`] is: decides its status, title and `code`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,8 +72,11 @@ pub enum RejectionKind {
     UnsupportedMediaType,
     /// 422: the body parsed but failed validation.
     ValidationFailed,
-    /// 429: a rate limit or login guard refused the request.
+    /// 429: a rate limit refused the request.
     RateLimited,
+    /// 429: the login guard refused a sign-in attempt after repeated failures (for the
+    /// account or the client); `code` `login_locked`, distinct from a rate limit's.
+    LoginLocked,
     /// 500: an internal error (a panic, a failing dependency); details are never shown.
     Internal,
     /// 500: the server is misconfigured (for example `ConnectInfo` is missing).
@@ -89,7 +100,7 @@ impl RejectionKind {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited | Self::LoginLocked => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal | Self::Misconfigured => StatusCode::INTERNAL_SERVER_ERROR,
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -112,6 +123,7 @@ impl RejectionKind {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::ValidationFailed => "validation_failed",
             Self::RateLimited => "rate_limited",
+            Self::LoginLocked => "login_locked",
             Self::Internal => "internal_error",
             Self::Misconfigured => "misconfigured",
             Self::ServiceUnavailable => "service_unavailable",
@@ -140,6 +152,7 @@ impl RejectionKind {
             Self::UnsupportedMediaType => "The request body has an unsupported content type.",
             Self::ValidationFailed => "The request body failed validation.",
             Self::RateLimited => "Too many requests; retry later.",
+            Self::LoginLocked => "Too many failed sign-in attempts; retry later.",
             Self::Internal => "An internal error occurred.",
             Self::Misconfigured => "The server is misconfigured.",
             Self::ServiceUnavailable => "The service is temporarily unavailable.",
@@ -253,63 +266,12 @@ impl Rejection {
         self.inner.extensions.as_ref()
     }
 
-    /// The RFC 9457 problem document for this rejection.
-    pub fn problem<'a>(&'a self, request_id: Option<&'a str>) -> Problem<'a> {
-        Problem {
-            type_uri: "about:blank",
-            title: self.inner.kind.title(),
-            status: self.status().as_u16(),
-            detail: &self.inner.detail,
-            code: self.inner.kind.code(),
-            request_id,
-            extensions: self.inner.extensions.as_ref(),
-        }
-    }
-
-    /// Renders the default problem+json response, with the request id when known.
-    pub fn to_response(&self, request_id: Option<&str>) -> Response {
-        let mut response = self.to_response_without_headers(request_id);
-        self.finish(&mut response);
-        response
-    }
-
-    /// The problem+json response without the protocol headers.
-    pub(crate) fn to_response_without_headers(&self, request_id: Option<&str>) -> Response {
-        problem_response(self.inner.kind, self.problem_json(request_id))
-    }
-
-    /// Copies the protocol headers onto `response` and records the rejection in its
-    /// extensions, so that an outer [`Shield`](crate::Shield) can render it again with the
-    /// request id or a custom renderer. Custom renderers should call this.
-    pub fn finish<B>(&self, response: &mut http::Response<B>) {
-        self.clone().finish_owned(response);
-    }
-
-    /// Appends the protocol headers to `response`.
-    fn append_headers<B>(&self, response: &mut http::Response<B>) {
-        for (name, value) in &self.inner.headers {
-            response.headers_mut().append(name, value.clone());
-        }
-    }
-
-    /// [`problem`](Self::problem) serialized, member by member into one buffer (the same
-    /// bytes `serde_json` writes for [`Problem`], without its map machinery): refusals are
-    /// rendered on every flooded request.
-    fn problem_json(&self, request_id: Option<&str>) -> Vec<u8> {
-        let inner = &*self.inner;
-        problem_body(
-            inner.kind,
-            &inner.detail,
-            inner.extensions.as_ref(),
-            request_id,
-        )
-    }
-
-    /// Renders this rejection for the request whose `extensions` are given, the way an outer
-    /// [`Shield`](crate::Shield) would: with the request id in the body and through the
-    /// Shield's [`RenderRejection`] hook when it has one. The Shield then passes the response
-    /// through instead of rendering it a second time, so layers that can see the request
-    /// should prefer this to [`into_response`](IntoResponse::into_response).
+    /// Renders this rejection for the request whose `extensions` are given: problem+json
+    /// with the request id (or the body of the [`Shield`](crate::Shield)'s
+    /// [`RenderRejection`] hook when it has one), plus the protocol headers. This is the one
+    /// rendering of the rejection: an outer `Shield` passes the response through untouched.
+    /// Layers that can see the request should use it rather than
+    /// [`into_response`](IntoResponse::into_response).
     ///
     /// ```
     /// use axum_shield::{Rejection, RejectionKind};
@@ -320,47 +282,109 @@ impl Rejection {
     /// # assert_eq!(refuse(&http::Request::new(())).status(), 403);
     /// ```
     pub fn into_response_for(self, extensions: &http::Extensions) -> Response {
-        self.respond(extensions, [])
-    }
-
-    /// [`into_response_for`](Self::into_response_for) with protocol headers added straight to
-    /// the response rather than collected in the rejection first (the rate limiter's 429).
-    pub(crate) fn respond<I>(self, extensions: &http::Extensions, headers: I) -> Response
-    where
-        I: IntoIterator<Item = (HeaderName, HeaderValue)>,
-    {
         self.log();
-        let id = crate::request_id::of(extensions);
-        let custom = extensions.get::<RenderRejection>();
-        let mut response = match custom {
-            Some(render) => render.render_body(&self, id),
-            None => self.to_response_without_headers(id),
+        let hook = extensions.get::<RenderRejection>();
+        let mut response = self.render_body(crate::request_id::of(extensions), hook);
+        self.append_headers(&mut response);
+        // Server errors carry the marker so that `ScrubServerErrors` lets them through; a
+        // custom body so that the Shield does not take it for a bare error.
+        if hook.is_some() || self.status().is_server_error() {
+            response
+                .extensions_mut()
+                .insert(RenderedRejection { pending: None });
+        }
+        response
+    }
+
+    /// Renders this rejection over `inner`, the response from inside a
+    /// [`Shield`](crate::Shield) that stands for it (a pending [`Rejection`] or a bare error
+    /// status): status and body are rendered, with the request id `id` and the Shield's hook;
+    /// the headers inner layers set (security headers, `WWW-Authenticate`, `Retry-After`)
+    /// are kept.
+    pub(crate) fn render_over<B>(
+        &self,
+        inner: http::Response<B>,
+        id: Option<&str>,
+        hook: Option<&RenderRejection>,
+    ) -> Response {
+        let (mut parts, _unread) = inner.into_parts();
+        let (rendered, body) = self.render_body(id, hook).into_parts();
+        parts.status = rendered.status;
+        parts.headers.remove(CONTENT_LENGTH);
+        parts.headers.remove(CONTENT_TYPE);
+        for (name, value) in rendered.headers {
+            if let Some(name) = name {
+                parts.headers.insert(name, value);
+            }
+        }
+        parts.extensions.insert(RenderedRejection { pending: None });
+        Response::from_parts(parts, body)
+    }
+
+    /// Status, content type and body (no protocol headers): the hook's, or problem+json.
+    fn render_body(&self, id: Option<&str>, hook: Option<&RenderRejection>) -> Response {
+        match hook {
+            Some(RenderRejection(render)) => render(self, id),
+            None => problem_response(self.inner.kind, self.problem_json(id)),
+        }
+    }
+
+    /// Appends the protocol headers to `response`.
+    fn append_headers<B>(&self, response: &mut http::Response<B>) {
+        for (name, value) in &self.inner.headers {
+            response.headers_mut().append(name, value.clone());
+        }
+    }
+
+    /// The problem+json body, member by member into one buffer (the same bytes `serde_json`
+    /// writes for the problem document, checked by the tests).
+    fn problem_json(&self, request_id: Option<&str>) -> Vec<u8> {
+        let inner = &*self.inner;
+        problem_body(
+            inner.kind,
+            &inner.detail,
+            inner.extensions.as_ref(),
+            request_id,
+        )
+    }
+
+    /// A response whose body is rendered later, exactly once: by an outer
+    /// [`Shield`](crate::Shield) with the request id and its hook, or, without one, when
+    /// the body is first read (with `request_id`).
+    fn pending(self, request_id: Option<&str>) -> Response {
+        let kind = self.inner.kind;
+        let rejection = Arc::new(self);
+        let body = PendingBody {
+            rejection: rejection.clone(),
+            request_id: request_id.map(Box::from),
+            rendered: OnceLock::new(),
+            sent: false,
         };
-        let response_headers = response.headers_mut();
-        for (name, value) in headers {
-            response_headers.append(name, value);
-        }
-        // Server errors keep the marker so that `ScrubErrors` knows the body is a rendered
-        // rejection. With a custom renderer the Shield renders again from the marker (same
-        // output): only problem+json without a marker passes through it untouched.
-        if custom.is_some() || self.status().is_server_error() {
-            self.finish_owned(&mut response);
-        } else {
-            self.append_headers(&mut response);
-        }
+        let mut response = problem_response(kind, Body::new(body));
+        rejection.append_headers(&mut response);
+        response.extensions_mut().insert(RenderedRejection {
+            pending: Some(rejection),
+        });
         response
     }
 
-    /// [`finish`](Self::finish) without the clone, for a rejection rendering itself.
-    fn finish_owned<B>(self, response: &mut http::Response<B>) {
-        self.append_headers(response);
-        response
-            .extensions_mut()
-            .insert(RenderedRejection(Arc::new(self)));
+    /// The default problem+json response with `request_id`, rendered once (see
+    /// [`IntoResponse`]).
+    ///
+    /// To be removed: kept for `validate::scrub` until it uses
+    /// [`into_response_for`](Self::into_response_for) or `into_response`.
+    pub(crate) fn to_response(&self, request_id: Option<&str>) -> Response {
+        self.log();
+        self.clone().pending(request_id)
     }
 
-    pub(crate) fn log(&self) {
-        log_rejection(self.inner.kind);
+    fn log(&self) {
+        tracing::debug!(
+            target: "axum_shield::rejection",
+            status = self.status().as_u16(),
+            code = self.inner.kind.code(),
+            "request rejected"
+        );
     }
 }
 
@@ -407,42 +431,27 @@ impl fmt::Display for Rejection {
 
 impl std::error::Error for Rejection {}
 
+/// For handlers and extractors, which cannot see the request: the response gets the status,
+/// the protocol headers and a body that is rendered once, later. Inside a
+/// [`Shield`](crate::Shield) the Shield renders it, with the request id and its
+/// [`RenderRejection`] hook; without one, it is problem+json without a request id, rendered
+/// when the body is read.
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         self.log();
-        let mut response = self.to_response_without_headers(None);
-        self.finish_owned(&mut response);
-        response
+        self.pending(None)
     }
 }
 
-fn log_rejection(kind: RejectionKind) {
-    tracing::debug!(
-        target: "axum_shield::rejection",
-        status = kind.status().as_u16(),
-        code = kind.code(),
-        "request rejected"
-    );
-}
-
-/// `Rejection::new(kind).respond(extensions, headers)` without building the `Rejection`:
-/// the same response for the default detail, for refusal paths that run on every request of a
-/// flood (the rate limiter's 429). Server errors and custom renderers take the full path.
+/// `Rejection::new(kind).into_response_for(extensions)` with `headers` appended.
+///
+/// To be removed: kept for `rate_limit` until it builds its [`Rejection`] with
+/// [`Rejection::with_header`] and calls [`Rejection::into_response_for`].
 pub(crate) fn refuse<I>(kind: RejectionKind, extensions: &http::Extensions, headers: I) -> Response
 where
     I: IntoIterator<Item = (HeaderName, HeaderValue)>,
 {
-    if kind.status().is_server_error() || extensions.get::<RenderRejection>().is_some() {
-        return Rejection::new(kind).respond(extensions, headers);
-    }
-    log_rejection(kind);
-    let id = crate::request_id::of(extensions);
-    let body = match id.is_none().then(|| default_problem_body(kind)).flatten() {
-        // Without a request id the body depends on the kind alone: rendered once.
-        Some(kept) => Body::from(bytes::Bytes::from_static(kept)),
-        None => Body::from(problem_body(kind, kind.default_detail(), None, id)),
-    };
-    let mut response = problem_response(kind, body);
+    let mut response = Rejection::new(kind).into_response_for(extensions);
     let response_headers = response.headers_mut();
     for (name, value) in headers {
         response_headers.append(name, value);
@@ -450,15 +459,14 @@ where
     response
 }
 
-/// The problem+json body of `kind` with its default detail and no request id, rendered on
-/// first use and kept for the life of the process (one per kind).
-fn default_problem_body(kind: RejectionKind) -> Option<&'static [u8]> {
-    const KINDS: usize = RejectionKind::ServiceUnavailable as usize + 1;
-    static BODIES: [OnceLock<Box<[u8]>>; KINDS] = [const { OnceLock::new() }; KINDS];
-    let kept = BODIES
-        .get(kind as usize)?
-        .get_or_init(|| problem_body(kind, kind.default_detail(), None, None).into_boxed_slice());
-    Some(kept)
+/// The pending rejection `response` stands for, if its body is still to be rendered (see
+/// [`IntoResponse`] for [`Rejection`]).
+pub(crate) fn pending<B>(response: &http::Response<B>) -> Option<Arc<Rejection>> {
+    response
+        .extensions()
+        .get::<RenderedRejection>()?
+        .pending
+        .clone()
 }
 
 /// A problem+json response of `kind`'s status with `body`.
@@ -471,13 +479,60 @@ fn problem_response(kind: RejectionKind, body: impl Into<Body>) -> Response {
     response
 }
 
-/// The problem+json body of a rejection: the same bytes `serde_json` writes for [`Problem`].
+/// The body of a pending rejection: rendered on first use (its size or its data), once.
+struct PendingBody {
+    rejection: Arc<Rejection>,
+    request_id: Option<Box<str>>,
+    rendered: OnceLock<Bytes>,
+    sent: bool,
+}
+
+impl PendingBody {
+    fn bytes(&self) -> &Bytes {
+        self.rendered
+            .get_or_init(|| Bytes::from(self.rejection.problem_json(self.request_id.as_deref())))
+    }
+}
+
+impl http_body::Body for PendingBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.sent {
+            return Poll::Ready(None);
+        }
+        let data = self.bytes().clone();
+        self.sent = true;
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.sent
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.sent {
+            SizeHint::with_exact(0)
+        } else {
+            SizeHint::with_exact(self.bytes().len() as u64)
+        }
+    }
+}
+
+/// The problem+json body of a rejection: the same bytes `serde_json` writes for the RFC 9457
+/// document (checked by the tests).
 fn problem_body(
     kind: RejectionKind,
     detail: &str,
     members: Option<&serde_json::Map<String, serde_json::Value>>,
     request_id: Option<&str>,
 ) -> Vec<u8> {
+    #[cfg(test)]
+    tests::RENDERED.with(|n| n.set(n.get() + 1));
     // Built-in titles, codes and default details have nothing to escape (checked by the
     // tests), so they are copied without a scan.
     // Compared by content: the same text is safe whoever set it.
@@ -555,38 +610,21 @@ fn json_str_len(text: &str) -> usize {
         .sum::<usize>()
 }
 
-/// Marker left in a response's extensions by a rendered [`Rejection`].
+/// Marks a response as a [`Rejection`] of this crate. `pending` holds the rejection while its
+/// body is still to be rendered (see [`IntoResponse`] for [`Rejection`]); `None` once it is.
 #[derive(Debug, Clone)]
-pub(crate) struct RenderedRejection(pub(crate) Arc<Rejection>);
-
-/// An RFC 9457 problem document, borrowed from a [`Rejection`].
-#[derive(Debug, Clone, Serialize)]
-#[non_exhaustive]
-pub struct Problem<'a> {
-    /// `type`: `about:blank`, since the `code` member identifies the kind.
-    #[serde(rename = "type")]
-    pub type_uri: &'a str,
-    /// `title`: the HTTP status phrase.
-    pub title: &'a str,
-    /// `status`: the HTTP status code.
-    pub status: u16,
-    /// `detail`: a safe, human-readable explanation.
-    pub detail: &'a str,
-    /// `code`: a stable machine-readable identifier (see [`RejectionKind::code`]).
-    pub code: &'a str,
-    /// `request_id`: the id echoed in the `x-request-id` header, to quote to support.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<&'a str>,
-    /// Extension members such as `errors`.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub extensions: Option<&'a serde_json::Map<String, serde_json::Value>>,
+pub(crate) struct RenderedRejection {
+    pending: Option<Arc<Rejection>>,
 }
 
 /// A hook that renders rejections in an API's own error format.
 ///
 /// It receives the rejection and the request id (when the request went through
 /// [`Shield`](crate::Shield)) and returns the response. The rejection's protocol headers are
-/// added afterwards, so the hook only decides status and body.
+/// added afterwards, so the hook only decides status and body. It is called once per
+/// rejection, wherever the rejection was made: by the layer that refuses
+/// ([`Rejection::into_response_for`]), or by the `Shield` for a rejection a handler returned
+/// and for axum's and tower-http's bare error statuses.
 ///
 /// ```
 /// use axum::{response::IntoResponse, Json};
@@ -614,17 +652,6 @@ impl RenderRejection {
     {
         Self(Arc::new(render))
     }
-
-    /// Renders `rejection` into a response, then adds its protocol headers.
-    pub fn render(&self, rejection: &Rejection, request_id: Option<&str>) -> Response {
-        let mut response = (self.0)(rejection, request_id);
-        rejection.finish(&mut response);
-        response
-    }
-
-    pub(crate) fn render_body(&self, rejection: &Rejection, request_id: Option<&str>) -> Response {
-        (self.0)(rejection, request_id)
-    }
 }
 
 impl fmt::Debug for RenderRejection {
@@ -634,9 +661,14 @@ impl fmt::Debug for RenderRejection {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use http::header::WWW_AUTHENTICATE;
+
+    thread_local! {
+        /// Problem bodies rendered on this thread (tests run their runtime on one thread).
+        pub(crate) static RENDERED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
 
     async fn body_json(response: Response) -> serde_json::Value {
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -645,20 +677,27 @@ mod tests {
         serde_json::from_slice(&bytes).unwrap()
     }
 
+    fn with_id(id: &'static str) -> http::Extensions {
+        let mut extensions = http::Extensions::new();
+        extensions.insert(crate::request_id::RequestId::new(HeaderValue::from_static(
+            id,
+        )));
+        extensions
+    }
+
     #[tokio::test]
     async fn renders_problem_json_with_headers_and_request_id() {
         let rejection = Rejection::new(RejectionKind::InvalidToken).with_header(
             WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer error=\"invalid_token\""),
         );
-        let response = rejection.to_response(Some("abc"));
+        let response = rejection.into_response_for(&with_id("abc"));
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(response.headers()[CONTENT_TYPE], PROBLEM_JSON);
         assert_eq!(
             response.headers()[WWW_AUTHENTICATE],
             "Bearer error=\"invalid_token\""
         );
-        assert!(response.extensions().get::<RenderedRejection>().is_some());
         let body = body_json(response).await;
         assert_eq!(body["type"], "about:blank");
         assert_eq!(body["title"], "Unauthorized");
@@ -667,32 +706,87 @@ mod tests {
         assert_eq!(body["request_id"], "abc");
     }
 
+    /// Without a Shield, a rejection returned by a handler is the same problem (without the
+    /// request id it cannot know), with its length known before it is sent.
+    #[tokio::test]
+    async fn into_response_renders_the_same_problem_once_when_read() {
+        let rejection = || {
+            Rejection::new(RejectionKind::RateLimited)
+                .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("7"))
+        };
+        let direct = rejection().into_response_for(&http::Extensions::new());
+        RENDERED.with(|n| n.set(0));
+        let pending = rejection().into_response();
+        assert_eq!(
+            RENDERED.with(|n| n.get()),
+            0,
+            "rendered before it is needed"
+        );
+        assert_eq!(pending.status(), direct.status());
+        assert_eq!(pending.headers(), direct.headers());
+        assert!(pending.extensions().get::<RenderedRejection>().is_some());
+        let length = http_body::Body::size_hint(pending.body()).exact();
+        let body = axum::body::to_bytes(pending.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(RENDERED.with(|n| n.get()), 1);
+        assert_eq!(length, Some(body.len() as u64));
+        let direct = axum::body::to_bytes(direct.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(body, direct);
+    }
+
+    /// The rate limiter's shortcut answers exactly what the one path does.
+    #[tokio::test]
+    async fn refuse_matches_into_response_for() {
+        for extensions in [http::Extensions::new(), with_id("abc-1")] {
+            for kind in ALL_KINDS {
+                let retry = || (http::header::RETRY_AFTER, HeaderValue::from_static("7"));
+                let lean = refuse(kind, &extensions, [retry()]);
+                let full = Rejection::new(kind)
+                    .with_header(retry().0, retry().1)
+                    .into_response_for(&extensions);
+                assert_eq!(lean.status(), full.status());
+                assert_eq!(lean.headers(), full.headers());
+                assert_eq!(body_json(lean).await, body_json(full).await);
+            }
+        }
+    }
+
+    /// An RFC 9457 problem document, as `serde_json` writes it.
+    #[derive(serde::Serialize)]
+    struct Problem<'a> {
+        #[serde(rename = "type")]
+        type_uri: &'a str,
+        title: &'a str,
+        status: u16,
+        detail: &'a str,
+        code: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request_id: Option<&'a str>,
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        extensions: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    }
+
+    fn problem<'a>(rejection: &'a Rejection, request_id: Option<&'a str>) -> Problem<'a> {
+        Problem {
+            type_uri: "about:blank",
+            title: rejection.kind().title(),
+            status: rejection.status().as_u16(),
+            detail: rejection.detail(),
+            code: rejection.kind().code(),
+            request_id,
+            extensions: rejection.extensions(),
+        }
+    }
+
     /// `problem_json` copies these without escaping.
     #[test]
     fn built_in_texts_need_no_escape() {
         for kind in ALL_KINDS {
             for text in [kind.title(), kind.code(), kind.default_detail()] {
                 assert!(!text.bytes().any(needs_escape), "{text:?}");
-            }
-        }
-    }
-
-    /// The lean refusal path answers exactly what the full one does.
-    #[tokio::test]
-    async fn refuse_matches_respond() {
-        let mut with_id = http::Extensions::new();
-        with_id.insert(crate::request_id::RequestId::new(HeaderValue::from_static(
-            "abc-1",
-        )));
-        for extensions in [http::Extensions::new(), with_id] {
-            // Twice, so that the bodies kept on the first call are checked too.
-            for kind in ALL_KINDS.into_iter().chain(ALL_KINDS) {
-                let headers = || [(http::header::RETRY_AFTER, HeaderValue::from_static("7"))];
-                let lean = refuse(kind, &extensions, headers());
-                let full = Rejection::new(kind).respond(&extensions, headers());
-                assert_eq!(lean.status(), full.status());
-                assert_eq!(lean.headers(), full.headers());
-                assert_eq!(body_json(lean).await, body_json(full).await);
             }
         }
     }
@@ -714,7 +808,7 @@ mod tests {
         ];
         for rejection in cases {
             for id in [None, Some("id-\"1\"\r\n")] {
-                let expected = serde_json::to_vec(&rejection.problem(id)).unwrap();
+                let expected = serde_json::to_vec(&problem(&rejection, id)).unwrap();
                 let body = rejection.problem_json(id);
                 if rejection.extensions().is_none() {
                     assert_eq!(body.len(), body.capacity(), "sized exactly");
@@ -732,10 +826,27 @@ mod tests {
         let rejection = Rejection::new(RejectionKind::ValidationFailed)
             .with_extension("status", serde_json::json!(200))
             .with_extension("errors", serde_json::json!([{"field": "email"}]));
-        let body = body_json(rejection.to_response(None)).await;
+        let body = body_json(rejection.into_response()).await;
         assert_eq!(body["status"], 422);
         assert_eq!(body["errors"][0]["field"], "email");
         assert!(body.get("request_id").is_none());
+    }
+
+    /// The login guard's 429 had the rate limiter's `code`, so clients could not tell a
+    /// locked sign-in from a spent quota.
+    #[tokio::test]
+    async fn login_locked_has_its_own_code() {
+        let kind = RejectionKind::LoginLocked;
+        assert_eq!(kind.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(kind.title(), "Too Many Requests");
+        assert_ne!(kind.code(), RejectionKind::RateLimited.code());
+        let body = body_json(Rejection::new(kind).into_response()).await;
+        assert_eq!(body["code"], "login_locked");
+        assert_eq!(body["status"], 429);
+        assert_eq!(
+            body["detail"],
+            "Too many failed sign-in attempts; retry later."
+        );
     }
 
     #[test]
@@ -746,7 +857,7 @@ mod tests {
         }
     }
 
-    const ALL_KINDS: [RejectionKind; 17] = {
+    const ALL_KINDS: [RejectionKind; 18] = {
         use RejectionKind::*;
         [
             BadRequest,
@@ -763,6 +874,7 @@ mod tests {
             UnsupportedMediaType,
             ValidationFailed,
             RateLimited,
+            LoginLocked,
             Internal,
             Misconfigured,
             ServiceUnavailable,

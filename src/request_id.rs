@@ -2,7 +2,18 @@
 //!
 //! The id travels in `x-request-id`, is stored in request extensions as tower-http's
 //! [`RequestId`] (so it works with the rest of tower-http), is echoed on the response, and is
-//! carried by every log line, security event and problem body of the request.
+//! carried by every log line, security event and problem body of the request. Read it in a
+//! handler with `Extension<RequestId>`:
+//!
+//! ```
+//! use axum::Extension;
+//! use axum_shield::request_id::RequestId;
+//!
+//! async fn handler(Extension(id): Extension<RequestId>) -> String {
+//!     format!("your request id is {}", id.header_value().to_str().unwrap_or("?"))
+//! }
+//! # let _ = axum::Router::<()>::new().route("/", axum::routing::get(handler));
+//! ```
 //!
 //! A client-supplied id is kept only if it is 1 to 64 characters of `A–Z a–z 0–9 - _ . :`;
 //! anything else (too long, control characters, CR/LF, spaces, non-ASCII) is replaced, so an id
@@ -13,16 +24,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use http::{HeaderName, HeaderValue};
+/// The request id in request extensions: tower-http's type, re-exported so that handlers can
+/// name it (`Extension<RequestId>`) and tower-http's request-id layers read the same value.
 pub use tower_http::request_id::RequestId;
 
 /// The header that carries the request id: `x-request-id`.
-pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest client-supplied request id that is kept.
-pub const MAX_CLIENT_ID_LEN: usize = 64;
+pub(crate) const MAX_CLIENT_ID_LEN: usize = 64;
 
 /// Whether a client-supplied id may be kept as it is.
-pub fn is_acceptable(value: &HeaderValue) -> bool {
+pub(crate) fn is_acceptable(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= MAX_CLIENT_ID_LEN
@@ -37,7 +50,7 @@ pub fn is_acceptable(value: &HeaderValue) -> bool {
 /// It is a random per-process prefix and a keyed bijective mix of a counter, so ids never
 /// repeat in one process, do not reveal how many requests were served, and cost no system
 /// call per request.
-pub fn generate() -> HeaderValue {
+pub(crate) fn generate() -> HeaderValue {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static SEED: OnceLock<[u64; 2]> = OnceLock::new();
     let [prefix, key] = *SEED.get_or_init(|| {
@@ -108,7 +121,7 @@ fn hex(mut v: u64, out: &mut [u8]) {
 }
 
 /// The request id of a request, as set by [`Shield`](crate::Shield), as text.
-pub fn of(extensions: &http::Extensions) -> Option<&str> {
+pub(crate) fn of(extensions: &http::Extensions) -> Option<&str> {
     extensions
         .get::<RequestId>()
         .and_then(|id| id.header_value().to_str().ok())

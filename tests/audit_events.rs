@@ -514,7 +514,7 @@ async fn pseudonymized_ip_principal_and_username_never_appear_in_clear() {
             .route("/login", post(login))
             .route("/orders/{id}", post(|| async { "ok" }))
             .route_layer(from_fn(test_auth)),
-        Shield::api().pseudonymize(KEY).unwrap(),
+        Shield::api().pseudonymize(KEY),
     );
     send(&app, post_to("/orders/1", Some("reader"))).await;
     let p = Pseudonymizer::new(KEY).unwrap();
@@ -529,7 +529,7 @@ async fn pseudonymized_ip_principal_and_username_never_appear_in_clear() {
 
     let app = shielded_with(
         Router::new().route("/login", post(login)),
-        Shield::api().pseudonymize(KEY).unwrap(),
+        Shield::api().pseudonymize(KEY),
     );
     send(&app, login_request("alice@example.com", "nope")).await;
     let event = capture.event("authn_login_fail");
@@ -604,16 +604,17 @@ fn logging_settings_load_from_config_and_are_validated() {
         "#,
     )
     .unwrap();
-    assert!(Shield::from_config(config).unwrap().build().is_ok());
+    assert!(Shield::from_config(config).build().is_ok());
 
     let config: axum_shield::ShieldConfig =
         toml::from_str(r#"sensitive_headers = ["bad header"]"#).unwrap();
-    let err = Shield::from_config(config).unwrap().build().unwrap_err();
+    let err = Shield::from_config(config).build().unwrap_err();
     assert_eq!(err.setting(), "sensitive_headers");
-    assert!(Shield::api().sensitive_header("x api key").is_err());
+    assert!(Shield::api().sensitive_header("x api key").build().is_err());
     assert_eq!(
         Shield::api()
             .pseudonymize(b"too short")
+            .build()
             .unwrap_err()
             .setting(),
         "pseudonymize"
@@ -690,7 +691,7 @@ async fn login_guard_fail_and_lock_events_pseudonymize_the_account_like_success(
         .unwrap();
     let app = shielded_with(
         Router::new().route("/login", post(guarded_login).route_layer(guard.layer())),
-        Shield::api().pseudonymize(KEY).unwrap(),
+        Shield::api().pseudonymize(KEY),
     );
     let user = "jane.doe@example.com";
     let ok = send(&app, login_request(user, "correct horse battery staple")).await;

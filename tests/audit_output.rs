@@ -99,7 +99,6 @@ fn app() -> Router {
         .layer(
             Shield::api()
                 .sensitive_header("x-internal-key")
-                .unwrap()
                 .build()
                 .unwrap(),
         )

@@ -72,11 +72,7 @@ async fn start(cert: &rcgen::CertifiedKey) -> (Servers, SocketAddr, SocketAddr) 
     let (tls_listener, tls_addr) = listener();
     let (plain_listener, plain_addr) = listener();
     let origin = format!("https://localhost:{}", tls_addr.port());
-    let shield = Shield::api()
-        .https_redirect(&origin)
-        .unwrap()
-        .build()
-        .unwrap();
+    let shield = Shield::api().https_redirect(&origin).build().unwrap();
     let router = app(shield);
     let tls_handle = axum_server::Handle::new();
     let plain_handle = axum_server::Handle::new();
@@ -182,7 +178,6 @@ async fn hsts_is_present_behind_a_trusted_proxy_only() {
     // The test client on 127.0.0.1 plays a TLS-terminating proxy.
     let trusting = Shield::api()
         .trusted_proxies(["127.0.0.1"])
-        .unwrap()
         .build()
         .unwrap();
     let (_s1, addr) = plain_server(trusting).await;

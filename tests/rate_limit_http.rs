@@ -17,7 +17,6 @@ use support::app_server::serve;
 async fn spoofed_x_forwarded_for_over_a_real_socket_keeps_the_key() {
     let shield = Shield::api()
         .trusted_proxies(["10.0.0.0/8"])
-        .unwrap()
         .rate_limit(RateLimit::per_ip("3/minute").unwrap())
         .build()
         .unwrap();
@@ -86,7 +85,6 @@ async fn malformed_forwarding_header_behind_an_exempt_trusted_proxy_is_still_lim
             .unwrap();
         let shield = Shield::api()
             .trusted_proxies(["127.0.0.1"])
-            .unwrap()
             .forwarded_header(header)
             .rate_limit(limit)
             .build()

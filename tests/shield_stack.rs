@@ -284,6 +284,71 @@ async fn custom_renderer_replaces_the_body_format_and_keeps_protocol_headers() {
     assert_api_headers(&parts);
 }
 
+/// With a custom renderer every rejection was rendered twice: once by the layer that refused
+/// (`Rejection::into_response_for`) and again by the Shield from the marker it left.
+#[tokio::test]
+async fn custom_renderer_runs_once_per_rejection() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let render = RenderRejection::new(move |rejection, _id| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        (
+            rejection.status(),
+            Json(serde_json::json!({ "error": rejection.kind().code() })),
+        )
+            .into_response()
+    });
+    let challenge = || {
+        Rejection::new(RejectionKind::InsufficientScope).with_header(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
+        )
+    };
+    let refuse = axum::middleware::from_fn(
+        move |req: Request<Body>, _next: axum::middleware::Next| async move {
+            challenge().into_response_for(req.extensions())
+        },
+    );
+    let app = routes()
+        .route("/refused", get(|| async { "never" }).route_layer(refuse))
+        .route("/challenge", get(move || async move { challenge() }))
+        .layer(
+            Shield::api()
+                .render_rejections_with(render)
+                .build()
+                .unwrap(),
+        )
+        .layer(MockConnectInfo(SocketAddr::from(PEER)));
+    let cases = [
+        ("/refused", 403, "insufficient_scope"),
+        ("/challenge", 403, "insufficient_scope"),
+        ("/reject", 403, "forbidden"),
+        ("/missing", 404, "not_found"),
+    ];
+    for (uri, status, code) in cases {
+        calls.store(0, Ordering::SeqCst);
+        let (parts, body) = send(&app, get_req(uri)).await;
+        assert_eq!(parts.status, status, "{uri}");
+        assert_eq!(json(&body)["error"], code, "{uri}");
+        assert_eq!(parts.headers["content-type"], "application/json", "{uri}");
+        let challenges = parts.headers.get_all("www-authenticate").iter().count();
+        assert_eq!(
+            challenges,
+            usize::from(code == "insufficient_scope"),
+            "{uri}"
+        );
+        assert_api_headers(&parts);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "{uri}: rendered more than once"
+        );
+    }
+}
+
 #[test]
 fn config_loads_from_toml_and_is_validated() {
     let config: ShieldConfig = toml::from_str(
@@ -297,14 +362,14 @@ fn config_loads_from_toml_and_is_validated() {
         "#,
     )
     .unwrap();
-    Shield::from_config(config).unwrap().build().unwrap();
+    Shield::from_config(config).build().unwrap();
 
     let bad: ShieldConfig = toml::from_str(r#"trusted_proxies = ["10.0.0.0/40"]"#).unwrap();
-    let err = Shield::from_config(bad).unwrap_err();
+    let err = Shield::from_config(bad).build().unwrap_err();
     assert_eq!(err.setting(), "trusted_proxies");
 
     let bad: ShieldConfig = toml::from_str("body_limit = 0").unwrap();
-    let err = Shield::from_config(bad).unwrap().build().unwrap_err();
+    let err = Shield::from_config(bad).build().unwrap_err();
     assert_eq!(err.setting(), "body_limit");
     assert!(toml::from_str::<ShieldConfig>("unknown_key = 1").is_err());
 
@@ -341,7 +406,6 @@ async fn spoofed_forwarding_headers_from_an_untrusted_peer_change_nothing() {
     let addr = serve(
         Shield::api()
             .trusted_proxies(["10.0.0.0/8"])
-            .unwrap()
             .build()
             .unwrap(),
     )
@@ -366,7 +430,6 @@ async fn trusted_proxy_forwarding_is_read_right_to_left() {
     let addr = serve(
         Shield::api()
             .trusted_proxies(["127.0.0.0/8"])
-            .unwrap()
             .build()
             .unwrap(),
     )
@@ -386,7 +449,6 @@ async fn malformed_forwarding_headers_never_cause_a_500() {
     let addr = serve(
         Shield::api()
             .trusted_proxies(["127.0.0.0/8"])
-            .unwrap()
             .build()
             .unwrap(),
     )

@@ -1,4 +1,4 @@
-//! A typed, validated CORS configuration that builds tower-http's `CorsLayer`.
+//! A typed CORS configuration, checked when the Shield is built into tower-http's `CorsLayer`.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -11,46 +11,47 @@ use crate::ConfigError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Origins {
     Any,
-    List(Vec<HeaderValue>),
+    List(Vec<String>),
 }
 
-/// Which cross-origin browsers may call the API, checked before it becomes a tower-http
-/// [`CorsLayer`].
+/// Which cross-origin browsers may call the API: the CORS settings of
+/// [`ShieldBuilder::cors`](crate::shield::ShieldBuilder::cors).
 ///
 /// tower-http's `CorsLayer` cannot be inspected, panics on `*` with credentials only when
 /// first used, and happily reflects **any** origin with credentials (`mirror_request`).
 /// This type offers only safe shapes: an exact list of origins, or any origin *without*
-/// credentials; [`Cors::build`] refuses the rest with a [`ConfigError`] (Fetch standard
-/// §3.2.5: `*` cannot be used with credentials; OWASP HTML5 Security Cheat Sheet, CORS:
-/// never allow the `null` origin, never reflect origins).
+/// credentials; [`ShieldBuilder::build`](crate::shield::ShieldBuilder::build) refuses the
+/// rest with a [`ConfigError`] (Fetch standard §3.2.5: `*` cannot be used with credentials;
+/// OWASP HTML5 Security Cheat Sheet, CORS: never allow the `null` origin, never reflect
+/// origins).
 ///
-/// Give it to [`ShieldBuilder::cors`](crate::ShieldBuilder::cors), which places the layer
-/// outside your authentication layers so preflight `OPTIONS` requests are answered without
-/// credentials (Fetch §3.2.2: preflights never carry them).
+/// The Shield places CORS outside your authentication layers so preflight `OPTIONS` requests
+/// are answered without credentials (Fetch §3.2.2: preflights never carry them).
 ///
 /// ```
 /// use std::time::Duration;
 /// use http::Method;
-/// use axum_shield::{headers::Cors, Shield};
+/// use axum_shield::{headers::CorsPolicy, Shield};
 ///
-/// let cors = Cors::allow_origins(["https://app.example.com"])?
+/// let cors = CorsPolicy::allow_origins(["https://app.example.com"])
 ///     .allow_methods([Method::GET, Method::POST])
-///     .allow_headers(["authorization", "content-type"])?
+///     .allow_headers(["authorization", "content-type"])
 ///     .allow_credentials(true)
 ///     .max_age(Duration::from_secs(600));
 /// let shield = Shield::api().cors(cors).build()?;
 ///
 /// // Credentials with any origin are refused when the stack is built:
-/// assert!(Shield::api().cors(Cors::any_origin().allow_credentials(true)).build().is_err());
+/// let any = CorsPolicy::any_origin().allow_credentials(true);
+/// assert!(Shield::api().cors(any).build().is_err());
 /// # let _ = shield;
 /// # Ok::<(), axum_shield::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cors {
+pub struct CorsPolicy {
     origins: Origins,
     methods: Vec<Method>,
-    headers: Vec<HeaderName>,
-    expose: Vec<HeaderName>,
+    headers: Vec<String>,
+    expose: Vec<String>,
     credentials: bool,
     max_age: Duration,
 }
@@ -124,34 +125,29 @@ where
         .collect()
 }
 
-impl Cors {
+fn strings<I, T>(items: I) -> Vec<String>
+where
+    I: IntoIterator<Item = T>,
+    T: AsRef<str>,
+{
+    items.into_iter().map(|s| s.as_ref().to_owned()).collect()
+}
+
+impl CorsPolicy {
     /// Allows exactly these origins (`https://app.example.com`, compared as the browser sends
-    /// the `Origin` header).
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] for an empty list, `*`, `null`, a wildcard subdomain, a path or
-    /// trailing slash, or a plain-HTTP origin other than localhost.
-    pub fn allow_origins<I, T>(origins: I) -> Result<Self, ConfigError>
+    /// the `Origin` header). The Shield's `build` refuses an empty list, `*`, `null`, a
+    /// wildcard subdomain, a path or trailing slash, or a plain-HTTP origin other than
+    /// localhost.
+    pub fn allow_origins<I, T>(origins: I) -> Self
     where
         I: IntoIterator<Item = T>,
         T: AsRef<str>,
     {
-        let origins = origins
-            .into_iter()
-            .map(|o| parse_origin(o.as_ref()))
-            .collect::<Result<Vec<_>, _>>()?;
-        if origins.is_empty() {
-            return Err(cors_error(
-                "no origins given".into(),
-                "list at least one origin, or leave CORS off (same-origin only)",
-            ));
-        }
-        Ok(Self::with_origins(Origins::List(origins)))
+        Self::with_origins(Origins::List(strings(origins)))
     }
 
     /// Allows any origin (`Access-Control-Allow-Origin: *`): for public, unauthenticated
-    /// data only. [`Cors::build`] refuses it with credentials.
+    /// data only. The Shield's `build` refuses it with credentials.
     pub fn any_origin() -> Self {
         Self::with_origins(Origins::Any)
     }
@@ -167,7 +163,7 @@ impl Cors {
                 Method::PATCH,
                 Method::DELETE,
             ],
-            headers: vec![http::header::AUTHORIZATION, http::header::CONTENT_TYPE],
+            headers: strings(["authorization", "content-type"]),
             expose: Vec::new(),
             credentials: false,
             max_age: Duration::from_secs(600),
@@ -181,33 +177,26 @@ impl Cors {
     }
 
     /// Sets the request headers a cross-origin caller may send (default `authorization`,
-    /// `content-type`).
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] for `*` or an invalid name.
-    pub fn allow_headers<I, T>(mut self, names: I) -> Result<Self, ConfigError>
+    /// `content-type`). The Shield's `build` refuses `*` or an invalid name.
+    pub fn allow_headers<I, T>(mut self, names: I) -> Self
     where
         I: IntoIterator<Item = T>,
         T: AsRef<str>,
     {
-        self.headers = parse_names(names, "allow_headers")?;
-        Ok(self)
+        self.headers = strings(names);
+        self
     }
 
     /// Sets the response headers a cross-origin caller may read (default none beyond the
-    /// CORS-safelisted ones; add e.g. `x-request-id`, `retry-after`, `ratelimit`).
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] for `*` or an invalid name.
-    pub fn expose_headers<I, T>(mut self, names: I) -> Result<Self, ConfigError>
+    /// CORS-safelisted ones; add e.g. `x-request-id`, `retry-after`, `ratelimit`). The
+    /// Shield's `build` refuses `*` or an invalid name.
+    pub fn expose_headers<I, T>(mut self, names: I) -> Self
     where
         I: IntoIterator<Item = T>,
         T: AsRef<str>,
     {
-        self.expose = parse_names(names, "expose_headers")?;
-        Ok(self)
+        self.expose = strings(names);
+        self
     }
 
     /// Lets browsers send cookies / HTTP auth cross-origin (`Access-Control-Allow-Credentials`;
@@ -224,16 +213,31 @@ impl Cors {
         self
     }
 
-    /// Validates and builds tower-http's layer.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] for credentials with any origin, or no allowed method.
-    pub fn build(&self) -> Result<CorsLayer, ConfigError> {
+    /// Checks the settings and builds tower-http's layer: a [`ConfigError`] for a bad
+    /// origin, header name, credentials with any origin, or no allowed method.
+    pub(crate) fn build(&self) -> Result<CorsLayer, ConfigError> {
+        let origin = match &self.origins {
+            Origins::Any => AllowOrigin::any(),
+            Origins::List(list) => {
+                let list = list
+                    .iter()
+                    .map(|o| parse_origin(o))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if list.is_empty() {
+                    return Err(cors_error(
+                        "no origins given".into(),
+                        "list at least one origin, or leave CORS off (same-origin only)",
+                    ));
+                }
+                AllowOrigin::list(list)
+            }
+        };
+        let headers = parse_names(&self.headers, "allow_headers")?;
+        let expose = parse_names(&self.expose, "expose_headers")?;
         if self.credentials && self.origins == Origins::Any {
             return Err(cors_error(
                 "credentials are allowed for any origin".into(),
-                "list the exact origins with Cors::allow_origins([...]) or turn credentials off: any site could otherwise act as the signed-in user",
+                "list the exact origins with CorsPolicy::allow_origins([...]) or turn credentials off: any site could otherwise act as the signed-in user",
             ));
         }
         if self.methods.is_empty() {
@@ -242,18 +246,14 @@ impl Cors {
                 "allow at least one method, e.g. GET",
             ));
         }
-        let origin = match &self.origins {
-            Origins::Any => AllowOrigin::any(),
-            Origins::List(list) => AllowOrigin::list(list.iter().cloned()),
-        };
         let mut layer = CorsLayer::new()
             .allow_origin(origin)
             .allow_methods(self.methods.clone())
-            .allow_headers(self.headers.clone())
+            .allow_headers(headers)
             .allow_credentials(self.credentials)
             .max_age(self.max_age);
-        if !self.expose.is_empty() {
-            layer = layer.expose_headers(self.expose.clone());
+        if !expose.is_empty() {
+            layer = layer.expose_headers(expose);
         }
         Ok(layer)
     }
@@ -271,12 +271,12 @@ mod tests {
 
     #[test]
     fn credentials_with_wildcard_origin_is_rejected() {
-        let err = Cors::any_origin()
+        let err = CorsPolicy::any_origin()
             .allow_credentials(true)
             .build()
             .unwrap_err();
         assert_eq!(err.setting(), "cors");
-        assert!(Cors::any_origin().build().is_ok());
+        assert!(CorsPolicy::any_origin().build().is_ok());
     }
 
     #[test]
@@ -293,17 +293,28 @@ mod tests {
             "https://u@app.example.com",
             "https://app.example.com\r\nx: y",
         ] {
-            assert!(Cors::allow_origins([origin]).is_err(), "{origin:?}");
+            assert!(
+                CorsPolicy::allow_origins([origin]).build().is_err(),
+                "{origin:?}"
+            );
         }
-        assert!(Cors::allow_origins(Vec::<String>::new()).is_err());
-        assert!(Cors::allow_origins(["http://localhost:5173", "http://127.0.0.1:8080"]).is_ok());
-        assert!(Cors::any_origin().allow_headers(["*"]).is_err());
+        assert!(CorsPolicy::allow_origins(Vec::<String>::new())
+            .build()
+            .is_err());
+        assert!(
+            CorsPolicy::allow_origins(["http://localhost:5173", "http://127.0.0.1:8080"])
+                .build()
+                .is_ok()
+        );
+        assert!(CorsPolicy::any_origin()
+            .allow_headers(["*"])
+            .build()
+            .is_err());
     }
 
     #[tokio::test]
     async fn preflight_from_listed_origin_is_answered_and_others_get_no_grant() {
-        let layer = Cors::allow_origins(["https://app.example.com"])
-            .unwrap()
+        let layer = CorsPolicy::allow_origins(["https://app.example.com"])
             .allow_credentials(true)
             .build()
             .unwrap();

@@ -196,18 +196,19 @@ fn csp_error(problem: String, fix: &'static str) -> ConfigError {
 /// Start from [`ContentSecurityPolicy::api`] (nothing may load, nobody may frame),
 /// [`ContentSecurityPolicy::web`] (a helmet-like policy for HTML apps) or
 /// [`ContentSecurityPolicy::new`] (empty), then set directives. Every value is checked when
-/// the directive is added, so a bad source is a [`ConfigError`] at startup.
+/// the security headers are built, so a bad source is a [`ConfigError`] at startup.
 ///
 /// ```
-/// use axum_shield::headers::{ContentSecurityPolicy, Directive, SecurityHeaders, Source};
+/// use axum_shield::headers::{ContentSecurityPolicy, Directive, SecurityHeadersLayer, Source};
 ///
 /// let csp = ContentSecurityPolicy::web()
-///     .directive(Directive::ScriptSrc, [Source::Nonce, Source::StrictDynamic])?
+///     .directive(Directive::ScriptSrc, [Source::Nonce, Source::StrictDynamic])
 ///     .report_to("csp");
-/// let headers = SecurityHeaders::web()
-///     .reporting_endpoint("csp", "https://reports.example.com/csp")?
-///     .csp(csp)?;
-/// # let _ = headers;
+/// let layer = SecurityHeadersLayer::web()
+///     .reporting_endpoint("csp", "https://reports.example.com/csp")
+///     .csp(csp)
+///     .build()?;
+/// # let _ = layer;
 /// # Ok::<(), axum_shield::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -262,41 +263,22 @@ impl ContentSecurityPolicy {
         }
     }
 
-    /// Sets (or replaces) one directive.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] for an empty source list, `'none'` combined with other sources, or a
-    /// source with characters that would end the directive or header (space, `;`, `,`,
-    /// quotes, CR/LF).
+    /// Sets (or replaces) one directive. The sources are checked when the policy is
+    /// installed ([`SecurityHeadersBuilder::build`](super::SecurityHeadersBuilder::build)):
+    /// an empty source list, `'none'` combined with other sources, or a source with
+    /// characters that would end the directive or header (space, `;`, `,`, quotes, CR/LF) is a
+    /// [`ConfigError`] there.
     pub fn directive(
         mut self,
         directive: Directive,
         sources: impl IntoIterator<Item = Source>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Self {
         let sources: Vec<Source> = sources.into_iter().collect();
-        if sources.is_empty() {
-            return Err(csp_error(
-                format!("{} has no sources", directive.name()),
-                "give at least one source, or Source::None to allow nothing",
-            ));
-        }
-        if sources.len() > 1 && sources.contains(&Source::None) {
-            return Err(csp_error(
-                format!("{} combines 'none' with other sources", directive.name()),
-                "use either Source::None alone or a list of allowed sources",
-            ));
-        }
-        // Validate now rather than at layer time.
-        let mut scratch = Template::default();
-        for source in &sources {
-            source.write(&mut scratch)?;
-        }
         match self.directives.iter_mut().find(|(d, _)| *d == directive) {
             Some(entry) => entry.1 = sources,
             None => self.directives.push((directive, sources)),
         }
-        Ok(self)
+        self
     }
 
     /// Removes a directive.
@@ -313,7 +295,7 @@ impl ContentSecurityPolicy {
 
     /// Sends violation reports to the `Reporting-Endpoints` group `group` (`report-to`,
     /// CSP Level 3 §6.5.1); declare the group with
-    /// [`SecurityHeaders::reporting_endpoint`](super::SecurityHeaders::reporting_endpoint).
+    /// [`SecurityHeadersBuilder::reporting_endpoint`](super::SecurityHeadersBuilder::reporting_endpoint).
     /// The group name is checked when the policy is installed.
     pub fn report_to(mut self, group: impl Into<String>) -> Self {
         self.report_to = Some(group.into());
@@ -361,6 +343,18 @@ impl ContentSecurityPolicy {
             first = false;
         };
         for (directive, sources) in &self.directives {
+            if sources.is_empty() {
+                return Err(csp_error(
+                    format!("{} has no sources", directive.name()),
+                    "give at least one source, or Source::None to allow nothing",
+                ));
+            }
+            if sources.len() > 1 && sources.contains(&Source::None) {
+                return Err(csp_error(
+                    format!("{} combines 'none' with other sources", directive.name()),
+                    "use either Source::None alone or a list of allowed sources",
+                ));
+            }
             sep(&mut out);
             out.text(directive.name());
             for source in sources {
@@ -583,9 +577,7 @@ mod tests {
     fn nonce_is_placed_in_every_directive() {
         let csp = ContentSecurityPolicy::new()
             .directive(Directive::ScriptSrc, [Source::Nonce, Source::StrictDynamic])
-            .unwrap()
-            .directive(Directive::StyleSrc, [Source::Nonce])
-            .unwrap();
+            .directive(Directive::StyleSrc, [Source::Nonce]);
         assert!(csp.uses_nonce());
         assert_eq!(
             csp.render("abc").unwrap(),
@@ -609,17 +601,21 @@ mod tests {
         ] {
             let err = ContentSecurityPolicy::new()
                 .directive(Directive::ImgSrc, [Source::Host(host.into())])
+                .template()
                 .unwrap_err();
             assert_eq!(err.setting(), "content_security_policy", "{host:?}");
         }
         assert!(ContentSecurityPolicy::new()
             .directive(Directive::ImgSrc, [Source::Scheme("da ta:".into())])
+            .template()
             .is_err());
         assert!(ContentSecurityPolicy::new()
             .directive(Directive::ScriptSrc, [Source::Hash("md5-abc".into())])
+            .template()
             .is_err());
         assert!(ContentSecurityPolicy::new()
             .directive(Directive::ScriptSrc, [Source::None, Source::SelfOrigin])
+            .template()
             .is_err());
         assert!(ContentSecurityPolicy::api()
             .report_to("a b")
@@ -630,6 +626,10 @@ mod tests {
             .template()
             .is_err());
         assert!(ContentSecurityPolicy::new().template().is_err());
+        assert!(ContentSecurityPolicy::new()
+            .directive(Directive::ImgSrc, [])
+            .template()
+            .is_err());
     }
 
     #[test]

@@ -27,24 +27,26 @@ use crate::ConfigError;
 /// # let _ = served_over_tls;
 /// ```
 ///
-/// Behind a TLS-terminating proxy, use [`ShieldBuilder::trusted_proxies`](crate::ShieldBuilder::trusted_proxies)
-/// instead: the shared client-IP resolver then puts a [`ForwardedProto`] in the extensions when
-/// a trusted proxy says `X-Forwarded-Proto: https` or `Forwarded: proto=https`.
+/// Behind a TLS-terminating proxy, use
+/// [`ShieldBuilder::trusted_proxies`](crate::shield::ShieldBuilder::trusted_proxies) instead:
+/// the shared client-IP resolver then records it when a trusted proxy says
+/// `X-Forwarded-Proto: https` or `Forwarded: proto=https`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TlsConnection;
 
-/// Whether a request arrived over HTTPS: a [`TlsConnection`] marker, or a [`ForwardedProto`]
-/// with `https: true` put there by [`Shield`](crate::Shield) because a trusted proxy said so.
+/// Whether a request arrived over HTTPS: a [`TlsConnection`] marker, or
+/// [`Shield`](crate::Shield) found that a trusted proxy said so (`X-Forwarded-Proto: https`
+/// or `Forwarded: proto=https`). Use it, for example, to set the `Secure` cookie attribute.
 ///
 /// Client-supplied signals (the URI scheme, `X-Forwarded-Proto` from an untrusted peer) are
 /// ignored.
 ///
 /// ```
-/// use axum_shield::{client_ip::ForwardedProto, headers::{is_https, TlsConnection}};
+/// use axum_shield::headers::{is_https, TlsConnection};
 ///
 /// let mut extensions = http::Extensions::new();
 /// assert!(!is_https(&extensions));
-/// extensions.insert(ForwardedProto { https: true });
+/// extensions.insert(TlsConnection);
 /// assert!(is_https(&extensions));
 /// ```
 #[inline]
@@ -66,10 +68,16 @@ pub fn is_https(extensions: &Extensions) -> bool {
 ///
 /// ```
 /// use std::time::Duration;
-/// use axum_shield::headers::Hsts;
+/// use axum_shield::headers::{Hsts, SecurityHeadersLayer};
 ///
+/// // Sends `max-age=63072000; includeSubDomains; preload` over HTTPS.
 /// let hsts = Hsts::default().max_age(Duration::from_secs(63_072_000)).preload(true);
-/// assert_eq!(hsts.to_header_value()?, "max-age=63072000; includeSubDomains; preload");
+/// let layer = SecurityHeadersLayer::api().hsts(hsts).build()?;
+///
+/// // `preload` needs a max-age of at least a year: refused when the layer is built.
+/// let short = Hsts::default().max_age(Duration::from_secs(60)).preload(true);
+/// assert!(SecurityHeadersLayer::api().hsts(short).build().is_err());
+/// # let _ = layer;
 /// # Ok::<(), axum_shield::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -115,14 +123,10 @@ impl Hsts {
         self
     }
 
-    /// The header value.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] when `preload` is set without `includeSubDomains` or with a
-    /// `max-age` under one year: hstspreload.org refuses such a site, so the flag would only
-    /// mislead.
-    pub fn to_header_value(&self) -> Result<HeaderValue, ConfigError> {
+    /// The header value, or a [`ConfigError`] when `preload` is set without
+    /// `includeSubDomains` or with a `max-age` under one year: hstspreload.org refuses such a
+    /// site, so the flag would only mislead.
+    pub(crate) fn header_value(self) -> Result<HeaderValue, ConfigError> {
         if self.preload && (!self.include_subdomains || self.max_age_secs < PRELOAD_MIN_AGE) {
             return Err(ConfigError::new(
                 "hsts",
@@ -153,7 +157,7 @@ mod tests {
     #[test]
     fn default_hsts_is_one_year_with_subdomains_without_preload() {
         assert_eq!(
-            Hsts::default().to_header_value().unwrap(),
+            Hsts::default().header_value().unwrap(),
             "max-age=31536000; includeSubDomains"
         );
     }
@@ -163,12 +167,12 @@ mod tests {
         assert!(Hsts::default()
             .include_subdomains(false)
             .preload(true)
-            .to_header_value()
+            .header_value()
             .is_err());
         assert!(Hsts::default()
             .max_age(Duration::from_secs(60))
             .preload(true)
-            .to_header_value()
+            .header_value()
             .is_err());
     }
 

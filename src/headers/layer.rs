@@ -1,22 +1,36 @@
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::{Entry as MapEntry, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response};
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::csp::{NonceGenerator, Template};
+use super::future::ResponseFuture;
 use super::https::is_https;
-use super::{OnExisting, SecurityHeaders, Value};
+use super::{HeaderSet, OnExisting, Value};
 use crate::ConfigError;
 
-/// Adds security headers to every response and strips leaking ones.
+/// Adds security headers to every response and strips leaking ones; see the
+/// [module docs](super) for the presets.
 ///
-/// Build it with [`SecurityHeaders::layer`]; [`Shield`](crate::Shield) includes one.
+/// Start from [`SecurityHeadersLayer::api`], [`web`](SecurityHeadersLayer::web),
+/// [`none`](SecurityHeadersLayer::none) or
+/// [`from_config`](SecurityHeadersLayer::from_config) and finish with
+/// [`build`](super::SecurityHeadersBuilder::build). [`Shield`](crate::Shield) includes one
+/// (change it with
+/// [`ShieldBuilder::security_headers`](crate::shield::ShieldBuilder::security_headers)).
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use axum_shield::headers::SecurityHeadersLayer;
+///
+/// let app: Router = Router::new()
+///     .route("/", get(|| async { "ok" }))
+///     .layer(SecurityHeadersLayer::web().build()?);
+/// # Ok::<(), axum_shield::ConfigError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct SecurityHeadersLayer {
     prepared: Arc<Prepared>,
@@ -24,7 +38,7 @@ pub struct SecurityHeadersLayer {
 
 /// Everything the service needs per request, computed once.
 #[derive(Debug)]
-struct Prepared {
+pub(super) struct Prepared {
     /// The static headers as a ready map: cloning it copies two small arrays, where inserting
     /// the same headers one by one would hash and probe each.
     template: HeaderMap,
@@ -39,12 +53,8 @@ struct Prepared {
 }
 
 impl SecurityHeadersLayer {
-    /// A layer applying `headers`.
-    ///
-    /// # Errors
-    ///
-    /// As [`SecurityHeaders::layer`].
-    pub fn new(headers: SecurityHeaders) -> Result<Self, ConfigError> {
+    /// Prepares the checked `headers`.
+    pub(super) fn new(headers: HeaderSet) -> Result<Self, ConfigError> {
         let mut statics = Vec::new();
         let mut nonced = Vec::new();
         for entry in headers.entries {
@@ -97,10 +107,10 @@ impl SecurityHeadersLayer {
 }
 
 impl<S> Layer<S> for SecurityHeadersLayer {
-    type Service = SecurityHeadersService<S>;
+    type Service = SecurityHeaders<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SecurityHeadersService {
+        SecurityHeaders {
             inner,
             prepared: self.prepared.clone(),
         }
@@ -109,18 +119,18 @@ impl<S> Layer<S> for SecurityHeadersLayer {
 
 /// The service of [`SecurityHeadersLayer`].
 #[derive(Debug, Clone)]
-pub struct SecurityHeadersService<S> {
+pub struct SecurityHeaders<S> {
     inner: S,
     prepared: Arc<Prepared>,
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SecurityHeadersService<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SecurityHeaders<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = SecurityHeadersFuture<S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -134,23 +144,7 @@ where
             req.extensions_mut().insert(nonce.clone());
             nonce
         });
-        SecurityHeadersFuture {
-            inner: self.inner.call(req),
-            prepared: self.prepared.clone(),
-            https,
-            nonce,
-        }
-    }
-}
-
-pin_project! {
-    /// Response future of [`SecurityHeadersService`].
-    pub struct SecurityHeadersFuture<F> {
-        #[pin]
-        inner: F,
-        prepared: Arc<Prepared>,
-        https: bool,
-        nonce: Option<super::CspNonce>,
+        ResponseFuture::new(self.inner.call(req), self.prepared.clone(), https, nonce)
     }
 }
 
@@ -226,30 +220,25 @@ impl Prepared {
     }
 }
 
-impl<F, B, E> Future for SecurityHeadersFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut response = match this.inner.poll(cx) {
-            Poll::Ready(Ok(response)) => response,
-            other => return other,
-        };
-        let prepared = &**this.prepared;
+impl Prepared {
+    /// Adds the headers to `response`, in place of its leaking and overridden ones.
+    pub(super) fn apply_to<B>(
+        &self,
+        response: &mut Response<B>,
+        https: bool,
+        nonce: Option<&super::CspNonce>,
+    ) {
         let map = response.headers_mut();
-        prepared.merge(map);
-        if let Some(nonce) = this.nonce.as_ref() {
-            for (name, template, on_existing) in &prepared.nonced {
+        self.merge(map);
+        if let Some(nonce) = nonce {
+            for (name, template, on_existing) in &self.nonced {
                 if let Some(value) = template.fill(nonce.as_str()) {
                     apply(map, name, value, *on_existing);
                 }
             }
         }
-        if *this.https {
-            if let Some((value, on_existing)) = &prepared.hsts {
+        if https {
+            if let Some((value, on_existing)) = &self.hsts {
                 apply(
                     map,
                     &http::header::STRICT_TRANSPORT_SECURITY,
@@ -258,7 +247,6 @@ where
                 );
             }
         }
-        Poll::Ready(Ok(response))
     }
 }
 
@@ -269,16 +257,18 @@ mod tests {
     use axum::body::Body;
     use tower::{service_fn, ServiceExt};
 
-    use super::super::{ContentSecurityPolicy, CspNonce, Directive, Source, TlsConnection};
+    use super::super::{
+        ContentSecurityPolicy, CspNonce, Directive, SecurityHeadersBuilder, Source, TlsConnection,
+    };
     use super::*;
     use crate::client_ip::ForwardedProto;
 
     async fn run(
-        headers: SecurityHeaders,
+        headers: SecurityHeadersBuilder,
         req: Request<Body>,
         handler_headers: &'static [(&'static str, &'static str)],
     ) -> Response<Body> {
-        let layer = headers.layer().unwrap();
+        let layer = headers.build().unwrap();
         let svc = layer.layer(service_fn(move |req: Request<Body>| async move {
             let mut res = Response::new(Body::from(
                 req.extensions()
@@ -301,7 +291,7 @@ mod tests {
 
     #[tokio::test]
     async fn api_preset_headers_are_added() {
-        let res = run(SecurityHeaders::api(), get(), &[]).await;
+        let res = run(SecurityHeadersLayer::api(), get(), &[]).await;
         let h = res.headers();
         assert_eq!(
             h["content-security-policy"],
@@ -323,7 +313,7 @@ mod tests {
 
     #[tokio::test]
     async fn web_preset_headers_are_added() {
-        let res = run(SecurityHeaders::web(), get(), &[]).await;
+        let res = run(SecurityHeadersLayer::web(), get(), &[]).await;
         let h = res.headers();
         assert!(h["content-security-policy"]
             .to_str()
@@ -338,7 +328,7 @@ mod tests {
     #[tokio::test]
     async fn handler_cache_control_and_csp_are_kept_nosniff_is_enforced() {
         let res = run(
-            SecurityHeaders::api(),
+            SecurityHeadersLayer::api(),
             get(),
             &[
                 ("cache-control", "public, max-age=60"),
@@ -358,11 +348,9 @@ mod tests {
 
     #[tokio::test]
     async fn on_existing_policy_can_be_changed() {
-        let headers = SecurityHeaders::api()
+        let headers = SecurityHeadersLayer::api()
             .on_existing("cache-control", OnExisting::Override)
-            .unwrap()
-            .on_existing("x-frame-options", OnExisting::Keep)
-            .unwrap();
+            .on_existing("x-frame-options", OnExisting::Keep);
         let res = run(
             headers,
             get(),
@@ -379,7 +367,7 @@ mod tests {
     #[tokio::test]
     async fn leaking_headers_are_removed() {
         let res = run(
-            SecurityHeaders::api(),
+            SecurityHeadersLayer::api(),
             get(),
             &[
                 ("server", "nginx/1.2.3"),
@@ -400,7 +388,7 @@ mod tests {
 
     #[tokio::test]
     async fn hsts_is_absent_over_plain_http() {
-        let res = run(SecurityHeaders::api(), get(), &[]).await;
+        let res = run(SecurityHeadersLayer::api(), get(), &[]).await;
         assert!(!res.headers().contains_key("strict-transport-security"));
     }
 
@@ -410,7 +398,7 @@ mod tests {
         let req = Request::get("https://api.example.com/")
             .body(Body::empty())
             .unwrap();
-        let res = run(SecurityHeaders::api(), req, &[]).await;
+        let res = run(SecurityHeadersLayer::api(), req, &[]).await;
         assert!(!res.headers().contains_key("strict-transport-security"));
     }
 
@@ -418,23 +406,23 @@ mod tests {
     async fn hsts_is_present_over_tls_and_trusted_proxy_https() {
         let mut req = get();
         req.extensions_mut().insert(TlsConnection);
-        let res = run(SecurityHeaders::api(), req, &[]).await;
+        let res = run(SecurityHeadersLayer::api(), req, &[]).await;
         assert_eq!(
             res.headers()["strict-transport-security"],
             "max-age=31536000; includeSubDomains"
         );
         let mut req = get();
         req.extensions_mut().insert(ForwardedProto { https: true });
-        let res = run(SecurityHeaders::api(), req, &[]).await;
+        let res = run(SecurityHeadersLayer::api(), req, &[]).await;
         assert!(res.headers().contains_key("strict-transport-security"));
         let mut req = get();
         req.extensions_mut().insert(ForwardedProto { https: false });
-        let res = run(SecurityHeaders::api(), req, &[]).await;
+        let res = run(SecurityHeadersLayer::api(), req, &[]).await;
         assert!(!res.headers().contains_key("strict-transport-security"));
     }
 
-    async fn nonce_response(headers: SecurityHeaders) -> (String, String) {
-        let layer = headers.layer().unwrap();
+    async fn nonce_response(headers: SecurityHeadersBuilder) -> (String, String) {
+        let layer = headers.build().unwrap();
         let svc = layer.layer(service_fn(|req: Request<Body>| async move {
             let nonce = req.extensions().get::<CspNonce>().cloned();
             Ok::<_, Infallible>(Response::new(Body::from(
@@ -453,9 +441,8 @@ mod tests {
     #[tokio::test]
     async fn nonces_differ_per_request_and_match_the_csp_header() {
         let csp = ContentSecurityPolicy::web()
-            .directive(Directive::ScriptSrc, [Source::Nonce, Source::StrictDynamic])
-            .unwrap();
-        let headers = SecurityHeaders::web().csp(csp).unwrap();
+            .directive(Directive::ScriptSrc, [Source::Nonce, Source::StrictDynamic]);
+        let headers = SecurityHeadersLayer::web().csp(csp);
         let (csp1, nonce1) = nonce_response(headers.clone()).await;
         let (csp2, nonce2) = nonce_response(headers).await;
         assert_eq!(nonce1.len(), 24);
@@ -467,7 +454,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_nonce_is_generated_without_a_nonce_policy() {
-        let (_, nonce) = nonce_response(SecurityHeaders::api()).await;
+        let (_, nonce) = nonce_response(SecurityHeadersLayer::api()).await;
         assert!(nonce.is_empty());
     }
 
@@ -475,16 +462,12 @@ mod tests {
     async fn report_only_policy_is_sent_with_the_same_nonce() {
         let strict = ContentSecurityPolicy::new()
             .directive(Directive::DefaultSrc, [Source::None])
-            .unwrap()
             .directive(Directive::ScriptSrc, [Source::Nonce])
-            .unwrap()
             .report_to("csp");
-        let headers = SecurityHeaders::api()
+        let headers = SecurityHeadersLayer::api()
             .reporting_endpoint("csp", "https://r.example/csp")
-            .unwrap()
-            .csp_report_only(strict)
-            .unwrap();
-        let layer = headers.layer().unwrap();
+            .csp_report_only(strict);
+        let layer = headers.build().unwrap();
         let svc = layer.layer(service_fn(|_req: Request<Body>| async move {
             Ok::<_, Infallible>(Response::new(Body::empty()))
         }));

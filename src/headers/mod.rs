@@ -1,19 +1,19 @@
 //! Security response headers, HSTS, CSP with nonces, HTTPS redirects and safe CORS.
 //!
-//! [`SecurityHeaders`] adds the headers of a preset to **every** response — including 401,
+//! [`SecurityHeadersLayer`] adds the headers of a preset to **every** response — including 401,
 //! 413, 429 and 500 rejections, since [`Shield`](crate::Shield) places it outside every layer
 //! that can refuse — and strips headers that reveal server software. Values are validated and
 //! prepared once when the layer is built (a CR/LF or other invalid character is a
 //! [`ConfigError`] at startup, never a panic); per request the layer only copies them.
 //!
 //! ```
-//! use axum_shield::headers::{OnExisting, SecurityHeaders};
+//! use axum_shield::headers::{OnExisting, SecurityHeadersLayer};
 //!
-//! let headers = SecurityHeaders::api()
-//!     .set("referrer-policy", "strict-origin-when-cross-origin")?
-//!     .on_existing("x-frame-options", OnExisting::Keep)?
-//!     .unset("x-xss-protection");
-//! let layer = headers.layer()?;
+//! let layer = SecurityHeadersLayer::api()
+//!     .set("referrer-policy", "strict-origin-when-cross-origin")
+//!     .on_existing("x-frame-options", OnExisting::Keep)
+//!     .unset("x-xss-protection")
+//!     .build()?;
 //! # let _ = layer;
 //! # Ok::<(), axum_shield::ConfigError>(())
 //! ```
@@ -23,7 +23,7 @@
 //! `api` is for JSON APIs (no HTML is ever rendered), `web` for HTML apps (values after
 //! helmet's defaults). "Handler" says what happens when the handler already set the header:
 //! **keep** its value or **override** it ([`OnExisting`]; change with
-//! [`SecurityHeaders::on_existing`]).
+//! [`SecurityHeadersBuilder::on_existing`]).
 //!
 //! | header | `api` | `web` | handler | why | reference |
 //! |---|---|---|---|---|---|
@@ -42,36 +42,38 @@
 //! | `X-DNS-Prefetch-Control` | — | `off` | override | links in pages do not leak visited hosts through DNS prefetching | [MDN](https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/X-DNS-Prefetch-Control) |
 //! | `X-Download-Options` | — | `noopen` | override | old IE opens downloads in the site's context otherwise | helmet |
 //!
-//! Removed from every response (OWASP Secure Headers Project remove-list, see
-//! [`LEAKING_HEADERS`]): `Server`, `X-Powered-By`, `X-AspNet-Version`, `X-Runtime`, … —
-//! whatever an inner service or framework added.
+//! Removed from every response (the OWASP Secure Headers Project remove-list, 76 names):
+//! `Server`, `X-Powered-By`, `X-AspNet-Version`, `X-Runtime`, … — whatever an inner service or
+//! framework added. Let one through with [`SecurityHeadersBuilder::keep_header`].
 //!
 //! # HTTPS
 //!
 //! HSTS is sent only when [`is_https`] holds: a [`TlsConnection`] marker that your TLS
-//! listener adds, or a [`ForwardedProto`](crate::client_ip::ForwardedProto) from the
-//! foundation's trusted-proxy resolver. The URI scheme and an untrusted peer's
-//! `X-Forwarded-Proto` are client-controlled and ignored. [`HttpsRedirect`] answers plain-HTTP
-//! requests with a 308 to your canonical origin.
+//! listener adds, or a trusted proxy's `X-Forwarded-Proto: https` (or `Forwarded:
+//! proto=https`) as resolved by [`Shield`](crate::Shield). The URI scheme and an untrusted
+//! peer's `X-Forwarded-Proto` are client-controlled and ignored.
+//! [`ShieldBuilder::https_redirect`](crate::shield::ShieldBuilder::https_redirect) answers
+//! plain-HTTP requests with a 308 to your canonical origin.
 //!
 //! # CORS
 //!
-//! [`Cors`] is a typed configuration that builds tower-http's `CorsLayer` after refusing
-//! unsafe combinations (credentials with any origin, the `null` origin); give it to
-//! [`ShieldBuilder::cors`](crate::ShieldBuilder::cors) so preflights are answered before any
-//! authentication layer.
+//! [`CorsPolicy`] is a typed configuration that refuses unsafe combinations (credentials with
+//! any origin, the `null` origin) when the stack is built; give it to
+//! [`ShieldBuilder::cors`](crate::shield::ShieldBuilder::cors), which places CORS outside any
+//! authentication layer so that preflights are answered first.
 
 mod cors;
 mod csp;
+pub mod future;
 mod https;
 mod layer;
 mod redirect;
 
-pub use cors::Cors;
+pub use cors::CorsPolicy;
 pub use csp::{ContentSecurityPolicy, CspNonce, Directive, Source};
 pub use https::{is_https, Hsts, TlsConnection};
-pub use layer::{SecurityHeadersFuture, SecurityHeadersLayer, SecurityHeadersService};
-pub use redirect::{HttpsRedirect, HttpsRedirectFuture, HttpsRedirectLayer, HttpsRedirectService};
+pub use layer::{SecurityHeaders, SecurityHeadersLayer};
+pub(crate) use redirect::{HttpsRedirect, HttpsRedirectLayer, RedirectOrigin};
 
 use std::collections::BTreeMap;
 
@@ -103,20 +105,44 @@ pub(crate) struct Entry {
     pub(crate) on_existing: OnExisting,
 }
 
-/// A set of security headers to add to every response, and information-leaking headers to
-/// remove from it. See the [module docs](self) for the presets.
+/// Builder of a [`SecurityHeadersLayer`]: the headers of a preset, changed by the setters
+/// in the order they are called. Setters only record; [`build`](Self::build) checks every
+/// name and value and reports the first problem. See the [module docs](self) for the presets.
 ///
 /// ```
-/// use axum_shield::headers::SecurityHeaders;
+/// use axum_shield::headers::SecurityHeadersLayer;
 ///
-/// let headers = SecurityHeaders::api()
-///     .set("referrer-policy", "strict-origin-when-cross-origin")?;
-/// assert!(SecurityHeaders::api().set("x-custom", "a\r\nSet-Cookie: x").is_err());
-/// # let _ = headers;
+/// let layer = SecurityHeadersLayer::api()
+///     .set("referrer-policy", "strict-origin-when-cross-origin")
+///     .build()?;
+/// assert!(SecurityHeadersLayer::api().set("x-custom", "a\r\nSet-Cookie: x").build().is_err());
+/// # let _ = layer;
 /// # Ok::<(), axum_shield::ConfigError>(())
 /// ```
 #[derive(Debug, Clone)]
-pub struct SecurityHeaders {
+#[must_use = "call .build() to get the layer"]
+pub struct SecurityHeadersBuilder {
+    preset: Preset,
+    changes: Vec<Change>,
+}
+
+/// One recorded setter call, applied and checked in [`SecurityHeadersBuilder::build`].
+#[derive(Debug, Clone)]
+enum Change {
+    Set(String, String, OnExisting),
+    OnExisting(String, OnExisting),
+    Unset(String),
+    Csp(ContentSecurityPolicy),
+    CspReportOnly(ContentSecurityPolicy),
+    ReportingEndpoint(String, String),
+    Hsts(Hsts),
+    RemoveHeader(String),
+    KeepHeader(String),
+}
+
+/// A checked set of headers: what [`SecurityHeadersLayer`] prepares.
+#[derive(Debug, Clone)]
+pub(crate) struct HeaderSet {
     pub(crate) entries: Vec<Entry>,
     pub(crate) hsts: Option<(HeaderValue, OnExisting)>,
     pub(crate) remove: Vec<HeaderName>,
@@ -127,19 +153,19 @@ pub struct SecurityHeaders {
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Preset {
-    /// [`SecurityHeaders::api`] (default).
+    /// [`SecurityHeadersLayer::api`] (default).
     #[default]
     Api,
-    /// [`SecurityHeaders::web`].
+    /// [`SecurityHeadersLayer::web`].
     Web,
-    /// [`SecurityHeaders::none`].
+    /// [`SecurityHeadersLayer::none`].
     None,
 }
 
 /// Security-header settings loadable with serde, for operators tuning from a file.
 ///
 /// ```
-/// use axum_shield::headers::{SecurityHeaders, SecurityHeadersConfig};
+/// use axum_shield::headers::{SecurityHeadersConfig, SecurityHeadersLayer};
 ///
 /// let config: SecurityHeadersConfig = toml::from_str(r#"
 ///     preset = "api"
@@ -152,8 +178,8 @@ pub enum Preset {
 ///     include_subdomains = true
 ///     preload = true
 /// "#).unwrap();
-/// let headers = SecurityHeaders::from_config(config)?;
-/// # let _ = headers.layer()?;
+/// let layer = SecurityHeadersLayer::from_config(config).build()?;
+/// # let _ = layer;
 /// # Ok::<(), axum_shield::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -176,7 +202,7 @@ pub struct SecurityHeadersConfig {
 
 /// Headers that reveal server software, versions or internal topology: the OWASP Secure
 /// Headers Project remove-list (`ci/headers_remove.json`), lowercase.
-pub const LEAKING_HEADERS: &[&str] = &[
+const LEAKING_HEADERS: &[&str] = &[
     "$wsep",
     "host-header",
     "k-proxy-request",
@@ -276,9 +302,180 @@ fn parse_name(name: &str) -> Result<HeaderName, ConfigError> {
     ConfigError::header_name("security_headers", name, NAME_FIX)
 }
 
-impl SecurityHeaders {
+impl SecurityHeadersLayer {
+    /// The preset for JSON APIs (OWASP REST Security Cheat Sheet and Secure Headers Project);
+    /// see the [module docs](self) for every value and why.
+    pub fn api() -> SecurityHeadersBuilder {
+        SecurityHeadersBuilder::new(Preset::Api)
+    }
+
+    /// The preset for HTML apps (helmet's defaults, with a deny-all `Permissions-Policy`); see
+    /// the [module docs](self).
+    pub fn web() -> SecurityHeadersBuilder {
+        SecurityHeadersBuilder::new(Preset::Web)
+    }
+
     /// An empty set: adds nothing, removes nothing, no HSTS.
-    pub fn none() -> Self {
+    pub fn none() -> SecurityHeadersBuilder {
+        SecurityHeadersBuilder::new(Preset::None)
+    }
+
+    /// A builder from loaded settings (see [`SecurityHeadersConfig`]), checked in
+    /// [`build`](SecurityHeadersBuilder::build) like the setters.
+    pub fn from_config(config: SecurityHeadersConfig) -> SecurityHeadersBuilder {
+        let mut builder = SecurityHeadersBuilder::new(config.preset);
+        if let Some(hsts) = config.hsts {
+            builder = builder.hsts(hsts);
+        }
+        for name in config.unset {
+            builder = builder.unset(&name);
+        }
+        for (name, value) in &config.set {
+            builder = builder.set(name, value);
+        }
+        for name in &config.keep_handler_value {
+            builder = builder.on_existing(name, OnExisting::Keep);
+        }
+        for name in &config.override_handler_value {
+            builder = builder.on_existing(name, OnExisting::Override);
+        }
+        builder
+    }
+}
+
+impl SecurityHeadersBuilder {
+    fn new(preset: Preset) -> Self {
+        Self {
+            preset,
+            changes: Vec::new(),
+        }
+    }
+
+    fn change(mut self, change: Change) -> Self {
+        self.changes.push(change);
+        self
+    }
+
+    /// Sets (or replaces) one header, overriding a handler's value.
+    ///
+    /// Setting `strict-transport-security` replaces the HSTS value, which is still sent
+    /// over HTTPS only. [`build`](Self::build) refuses a name or value that is not a valid
+    /// header (for example a value with CR or LF, RFC 9110 §5.5).
+    pub fn set(self, name: &str, value: &str) -> Self {
+        self.set_with(name, value, OnExisting::Override)
+    }
+
+    /// Sets (or replaces) one header with an explicit policy for handler-set values; checked
+    /// as [`set`](Self::set).
+    pub fn set_with(self, name: &str, value: &str, on_existing: OnExisting) -> Self {
+        self.change(Change::Set(name.to_owned(), value.to_owned(), on_existing))
+    }
+
+    /// Changes whether a handler's own value of `name` is kept or overridden.
+    /// [`build`](Self::build) refuses a `name` this set does not send at that point (a typo
+    /// would otherwise be silent).
+    pub fn on_existing(self, name: &str, on_existing: OnExisting) -> Self {
+        self.change(Change::OnExisting(name.to_owned(), on_existing))
+    }
+
+    /// Stops sending `name` (HSTS included).
+    pub fn unset(self, name: &str) -> Self {
+        self.change(Change::Unset(name.to_owned()))
+    }
+
+    /// Replaces the `Content-Security-Policy` (the handler's own CSP is kept by default).
+    /// [`build`](Self::build) refuses an empty policy or an invalid source, report group or
+    /// report URI.
+    pub fn csp(self, policy: ContentSecurityPolicy) -> Self {
+        self.change(Change::Csp(policy))
+    }
+
+    /// Sends `policy` as `Content-Security-Policy-Report-Only`: browsers report violations
+    /// but block nothing — the way to try a stricter policy next to the enforced one. Checked
+    /// as [`csp`](Self::csp).
+    pub fn csp_report_only(self, policy: ContentSecurityPolicy) -> Self {
+        self.change(Change::CspReportOnly(policy))
+    }
+
+    /// Declares a reporting endpoint for `report-to` (`Reporting-Endpoints: name="url"`,
+    /// W3C Reporting API §3.2); call it once per endpoint. [`build`](Self::build) refuses a
+    /// `name` that is not a token or a `url` that is not an `https://` URL.
+    pub fn reporting_endpoint(self, name: &str, url: &str) -> Self {
+        self.change(Change::ReportingEndpoint(name.to_owned(), url.to_owned()))
+    }
+
+    /// Replaces the HSTS settings (sent only over HTTPS, see [`Hsts`]).
+    /// [`build`](Self::build) refuses `preload` without its requirements.
+    pub fn hsts(self, hsts: Hsts) -> Self {
+        self.change(Change::Hsts(hsts))
+    }
+
+    /// Adds `name` to the headers removed from responses; [`build`](Self::build) refuses an
+    /// invalid header name.
+    pub fn remove_header(self, name: &str) -> Self {
+        self.change(Change::RemoveHeader(name.to_owned()))
+    }
+
+    /// Stops removing `name` (for example to let a deliberate `Server` header through).
+    pub fn keep_header(self, name: &str) -> Self {
+        self.change(Change::KeepHeader(name.to_owned()))
+    }
+
+    /// Checks every setting, prepares the values and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for the first invalid setting, in the order the setters were
+    /// called (see each setter), or when the OS random generator needed to seed the nonce
+    /// generator fails.
+    pub fn build(self) -> Result<SecurityHeadersLayer, ConfigError> {
+        let mut set = HeaderSet::preset(self.preset);
+        for change in self.changes {
+            set.apply(change)?;
+        }
+        SecurityHeadersLayer::new(set)
+    }
+}
+
+impl HeaderSet {
+    fn preset(preset: Preset) -> Self {
+        use OnExisting::{Keep, Override};
+        match preset {
+            Preset::None => Self::empty(),
+            Preset::Api => Self::with(
+                &[
+                    (header::CACHE_CONTROL, "no-store", Keep),
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff", Override),
+                    (header::X_FRAME_OPTIONS, "DENY", Override),
+                    (header::REFERRER_POLICY, "no-referrer", Override),
+                    (COOP, "same-origin", Override),
+                    (CORP, "same-origin", Keep),
+                    (PERMISSIONS_POLICY, PERMISSIONS_DENY_ALL, Override),
+                    (X_PERMITTED_CDP, "none", Override),
+                    (header::X_XSS_PROTECTION, "0", Override),
+                ],
+                ContentSecurityPolicy::api(),
+            ),
+            Preset::Web => Self::with(
+                &[
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff", Override),
+                    (header::X_FRAME_OPTIONS, "SAMEORIGIN", Override),
+                    (header::REFERRER_POLICY, "no-referrer", Override),
+                    (COOP, "same-origin", Override),
+                    (CORP, "same-origin", Keep),
+                    (ORIGIN_AGENT_CLUSTER, "?1", Override),
+                    (PERMISSIONS_POLICY, PERMISSIONS_DENY_ALL, Override),
+                    (header::X_DNS_PREFETCH_CONTROL, "off", Override),
+                    (X_DOWNLOAD_OPTIONS, "noopen", Override),
+                    (X_PERMITTED_CDP, "none", Override),
+                    (header::X_XSS_PROTECTION, "0", Override),
+                ],
+                ContentSecurityPolicy::web(),
+            ),
+        }
+    }
+
+    fn empty() -> Self {
         Self {
             entries: Vec::new(),
             hsts: None,
@@ -286,11 +483,11 @@ impl SecurityHeaders {
         }
     }
 
-    fn preset(
+    fn with(
         statics: &[(HeaderName, &'static str, OnExisting)],
         csp: ContentSecurityPolicy,
     ) -> Self {
-        let mut this = Self::none();
+        let mut this = Self::empty();
         this.entries.push(Entry {
             name: header::CONTENT_SECURITY_POLICY,
             value: Value::Csp(csp),
@@ -314,101 +511,45 @@ impl SecurityHeaders {
         this
     }
 
-    /// The preset for JSON APIs (OWASP REST Security Cheat Sheet and Secure Headers Project);
-    /// see the [module docs](self) for every value and why.
-    pub fn api() -> Self {
-        use OnExisting::{Keep, Override};
-        Self::preset(
-            &[
-                (header::CACHE_CONTROL, "no-store", Keep),
-                (header::X_CONTENT_TYPE_OPTIONS, "nosniff", Override),
-                (header::X_FRAME_OPTIONS, "DENY", Override),
-                (header::REFERRER_POLICY, "no-referrer", Override),
-                (COOP, "same-origin", Override),
-                (CORP, "same-origin", Keep),
-                (PERMISSIONS_POLICY, PERMISSIONS_DENY_ALL, Override),
-                (X_PERMITTED_CDP, "none", Override),
-                (header::X_XSS_PROTECTION, "0", Override),
-            ],
-            ContentSecurityPolicy::api(),
-        )
+    fn apply(&mut self, change: Change) -> Result<(), ConfigError> {
+        match change {
+            Change::Set(name, value, on_existing) => self.set(&name, &value, on_existing),
+            Change::OnExisting(name, on_existing) => self.on_existing(&name, on_existing),
+            Change::Unset(name) => {
+                self.unset(&name);
+                Ok(())
+            }
+            Change::Csp(policy) => self.csp(policy),
+            Change::CspReportOnly(policy) => {
+                policy.template()?;
+                self.put(
+                    header::CONTENT_SECURITY_POLICY_REPORT_ONLY,
+                    Value::Csp(policy),
+                    OnExisting::Keep,
+                );
+                Ok(())
+            }
+            Change::ReportingEndpoint(name, url) => self.reporting_endpoint(&name, &url),
+            Change::Hsts(hsts) => {
+                self.hsts = Some((hsts.header_value()?, OnExisting::Override));
+                Ok(())
+            }
+            Change::RemoveHeader(name) => {
+                let name = parse_name(&name)?;
+                if !self.remove.contains(&name) {
+                    self.remove.push(name);
+                }
+                Ok(())
+            }
+            Change::KeepHeader(name) => {
+                self.remove
+                    .retain(|n| !n.as_str().eq_ignore_ascii_case(&name));
+                Ok(())
+            }
+        }
     }
 
-    /// The preset for HTML apps (helmet's defaults, with a deny-all `Permissions-Policy`); see
-    /// the [module docs](self).
-    pub fn web() -> Self {
-        use OnExisting::{Keep, Override};
-        Self::preset(
-            &[
-                (header::X_CONTENT_TYPE_OPTIONS, "nosniff", Override),
-                (header::X_FRAME_OPTIONS, "SAMEORIGIN", Override),
-                (header::REFERRER_POLICY, "no-referrer", Override),
-                (COOP, "same-origin", Override),
-                (CORP, "same-origin", Keep),
-                (ORIGIN_AGENT_CLUSTER, "?1", Override),
-                (PERMISSIONS_POLICY, PERMISSIONS_DENY_ALL, Override),
-                (header::X_DNS_PREFETCH_CONTROL, "off", Override),
-                (X_DOWNLOAD_OPTIONS, "noopen", Override),
-                (X_PERMITTED_CDP, "none", Override),
-                (header::X_XSS_PROTECTION, "0", Override),
-            ],
-            ContentSecurityPolicy::web(),
-        )
-    }
-
-    /// Builds a set from loaded settings (see [`SecurityHeadersConfig`]).
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] for any invalid name or value, as the builder methods.
-    pub fn from_config(config: SecurityHeadersConfig) -> Result<Self, ConfigError> {
-        let mut this = match config.preset {
-            Preset::Api => Self::api(),
-            Preset::Web => Self::web(),
-            Preset::None => Self::none(),
-        };
-        if let Some(hsts) = config.hsts {
-            this = this.hsts(hsts)?;
-        }
-        for name in &config.unset {
-            this = this.unset(name);
-        }
-        for (name, value) in &config.set {
-            this = this.set(name, value)?;
-        }
-        for name in &config.keep_handler_value {
-            this = this.on_existing(name, OnExisting::Keep)?;
-        }
-        for name in &config.override_handler_value {
-            this = this.on_existing(name, OnExisting::Override)?;
-        }
-        Ok(this)
-    }
-
-    /// Sets (or replaces) one header, overriding a handler's value.
-    ///
-    /// Setting `strict-transport-security` replaces the HSTS value, which is still sent
-    /// over HTTPS only.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] if the name or value is not a valid header (for example the value
-    /// contains CR or LF, RFC 9110 §5.5).
-    pub fn set(self, name: &str, value: &str) -> Result<Self, ConfigError> {
-        self.set_with(name, value, OnExisting::Override)
-    }
-
-    /// Sets (or replaces) one header with an explicit policy for handler-set values.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] if the name or value is not a valid header.
-    pub fn set_with(
-        mut self,
-        name: &str,
-        value: &str,
-        on_existing: OnExisting,
-    ) -> Result<Self, ConfigError> {
+    fn set(&mut self, name: &str, value: &str, on_existing: OnExisting) -> Result<(), ConfigError> {
         let name = parse_name(name)?;
         let value = HeaderValue::from_str(value).map_err(|_| {
             ConfigError::new(
@@ -421,10 +562,10 @@ impl SecurityHeaders {
         let value = crate::interned::header_value(value);
         if name == header::STRICT_TRANSPORT_SECURITY {
             self.hsts = Some((value, on_existing));
-            return Ok(self);
+            return Ok(());
         }
         self.put(name, Value::Static(value), on_existing);
-        Ok(self)
+        Ok(())
     }
 
     fn put(&mut self, name: HeaderName, value: Value, on_existing: OnExisting) {
@@ -441,21 +582,16 @@ impl SecurityHeaders {
         }
     }
 
-    /// Changes whether a handler's own value of `name` is kept or overridden.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] if this set does not send `name` (a typo would otherwise be silent).
-    pub fn on_existing(mut self, name: &str, on_existing: OnExisting) -> Result<Self, ConfigError> {
+    fn on_existing(&mut self, name: &str, on_existing: OnExisting) -> Result<(), ConfigError> {
         let name = parse_name(name)?;
         if name == header::STRICT_TRANSPORT_SECURITY {
             if let Some(hsts) = &mut self.hsts {
                 hsts.1 = on_existing;
-                return Ok(self);
+                return Ok(());
             }
         } else if let Some(entry) = self.entries.iter_mut().find(|e| e.name == name) {
             entry.on_existing = on_existing;
-            return Ok(self);
+            return Ok(());
         }
         Err(ConfigError::new(
             "security_headers",
@@ -464,22 +600,15 @@ impl SecurityHeaders {
         ))
     }
 
-    /// Stops sending `name` (HSTS included).
-    pub fn unset(mut self, name: &str) -> Self {
+    fn unset(&mut self, name: &str) {
         if name.eq_ignore_ascii_case(header::STRICT_TRANSPORT_SECURITY.as_str()) {
             self.hsts = None;
         }
         self.entries
             .retain(|e| !e.name.as_str().eq_ignore_ascii_case(name));
-        self
     }
 
-    /// Replaces the `Content-Security-Policy` (the handler's own CSP is kept by default).
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] if the policy is empty or its report group or URI is invalid.
-    pub fn csp(mut self, policy: ContentSecurityPolicy) -> Result<Self, ConfigError> {
+    fn csp(&mut self, policy: ContentSecurityPolicy) -> Result<(), ConfigError> {
         policy.template()?;
         let on_existing = self
             .entries
@@ -491,32 +620,10 @@ impl SecurityHeaders {
             Value::Csp(policy),
             on_existing,
         );
-        Ok(self)
+        Ok(())
     }
 
-    /// Sends `policy` as `Content-Security-Policy-Report-Only`: browsers report violations
-    /// but block nothing — the way to try a stricter policy next to the enforced one.
-    ///
-    /// # Errors
-    ///
-    /// As [`SecurityHeaders::csp`].
-    pub fn csp_report_only(mut self, policy: ContentSecurityPolicy) -> Result<Self, ConfigError> {
-        policy.template()?;
-        self.put(
-            header::CONTENT_SECURITY_POLICY_REPORT_ONLY,
-            Value::Csp(policy),
-            OnExisting::Keep,
-        );
-        Ok(self)
-    }
-
-    /// Declares a reporting endpoint for `report-to` (`Reporting-Endpoints: name="url"`,
-    /// W3C Reporting API §3.2); call it once per endpoint.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] if `name` is not a token or `url` is not an `https://` URL.
-    pub fn reporting_endpoint(mut self, name: &str, url: &str) -> Result<Self, ConfigError> {
+    fn reporting_endpoint(&mut self, name: &str, url: &str) -> Result<(), ConfigError> {
         if !csp::is_token(name) {
             return Err(ConfigError::new(
                 "reporting_endpoint",
@@ -549,47 +656,7 @@ impl SecurityHeaders {
             .map(crate::interned::header_value)
             .map_err(|_| invalid_name(name))?;
         self.put(name_header, Value::Static(value), OnExisting::Override);
-        Ok(self)
-    }
-
-    /// Replaces the HSTS settings (sent only over HTTPS, see [`Hsts`]).
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] for `preload` without its requirements.
-    pub fn hsts(mut self, hsts: Hsts) -> Result<Self, ConfigError> {
-        self.hsts = Some((hsts.to_header_value()?, OnExisting::Override));
-        Ok(self)
-    }
-
-    /// Adds `name` to the headers removed from responses.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] if `name` is not a valid header name.
-    pub fn remove_header(mut self, name: &str) -> Result<Self, ConfigError> {
-        let name = parse_name(name)?;
-        if !self.remove.contains(&name) {
-            self.remove.push(name);
-        }
-        Ok(self)
-    }
-
-    /// Stops removing `name` (for example to let a deliberate `Server` header through).
-    pub fn keep_header(mut self, name: &str) -> Self {
-        self.remove
-            .retain(|n| !n.as_str().eq_ignore_ascii_case(name));
-        self
-    }
-
-    /// Prepares the values and builds the layer.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] if a CSP cannot be rendered, or the OS random generator needed to
-    /// seed the nonce generator fails.
-    pub fn layer(self) -> Result<SecurityHeadersLayer, ConfigError> {
-        SecurityHeadersLayer::new(self)
+        Ok(())
     }
 }
 
@@ -607,7 +674,10 @@ mod tests {
     #[test]
     fn cr_lf_header_value_is_rejected_at_build_time() {
         for value in ["a\r\nSet-Cookie: x=1", "a\nb", "a\rb", "nul\0"] {
-            let err = SecurityHeaders::api().set("x-test", value).unwrap_err();
+            let err = SecurityHeadersLayer::api()
+                .set("x-test", value)
+                .build()
+                .unwrap_err();
             assert_eq!(err.setting(), "security_headers");
             assert!(err.to_string().contains("CR, LF"), "{err}");
         }
@@ -616,26 +686,37 @@ mod tests {
     #[test]
     fn invalid_header_name_is_rejected_at_build_time() {
         for name in ["bad name", "x:y", "", "é"] {
-            assert!(SecurityHeaders::api().set(name, "v").is_err(), "{name:?}");
+            assert!(
+                SecurityHeadersLayer::api().set(name, "v").build().is_err(),
+                "{name:?}"
+            );
         }
     }
 
     #[test]
     fn on_existing_for_an_unknown_header_is_an_error() {
-        assert!(SecurityHeaders::api()
+        assert!(SecurityHeadersLayer::api()
             .on_existing("x-frame-option", OnExisting::Keep)
+            .build()
             .is_err());
-        assert!(SecurityHeaders::api()
+        assert!(SecurityHeadersLayer::api()
             .on_existing("strict-transport-security", OnExisting::Keep)
+            .build()
             .is_ok());
+        // Applied in order: a header set later is not yet sent.
+        assert!(SecurityHeadersLayer::none()
+            .on_existing("x-note", OnExisting::Keep)
+            .set("x-note", "1")
+            .build()
+            .is_err());
     }
 
     #[test]
     fn reporting_endpoint_is_validated_and_accumulates() {
-        let h = SecurityHeaders::api()
-            .reporting_endpoint("csp", "https://r.example/csp")
-            .unwrap()
-            .reporting_endpoint("nel", "https://r.example/nel")
+        let mut h = HeaderSet::preset(Preset::Api);
+        h.reporting_endpoint("csp", "https://r.example/csp")
+            .unwrap();
+        h.reporting_endpoint("nel", "https://r.example/nel")
             .unwrap();
         let entry = h
             .entries
@@ -648,11 +729,13 @@ mod tests {
                 "csp=\"https://r.example/csp\", nel=\"https://r.example/nel\""
             ))
         );
-        assert!(SecurityHeaders::api()
+        assert!(SecurityHeadersLayer::api()
             .reporting_endpoint("csp", "http://r.example")
+            .build()
             .is_err());
-        assert!(SecurityHeaders::api()
+        assert!(SecurityHeadersLayer::api()
             .reporting_endpoint("csp", "https://r.example/\"x")
+            .build()
             .is_err());
     }
 

@@ -1,39 +1,28 @@
 //! Redirecting plain HTTP to the canonical HTTPS origin.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use axum::body::Body;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::LOCATION;
 use http::{HeaderValue, Request, Response, StatusCode, Uri};
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::https::is_https;
+use crate::future::ResponseFuture;
 use crate::ConfigError;
 
-/// Redirects requests that did not arrive over HTTPS to a configured canonical origin with
-/// `308 Permanent Redirect`, keeping path and query; requests already on HTTPS ([`is_https`])
-/// pass through.
+/// The canonical HTTPS origin that plain-HTTP requests are redirected to (see
+/// [`ShieldBuilder::https_redirect`](crate::shield::ShieldBuilder::https_redirect)).
 ///
-/// The target host is the one you configure, **never** the request's `Host`,
-/// `:authority` or `X-Forwarded-Host`: those are client-controlled, and redirecting to them
-/// is an open redirect and a cache-poisoning vector (OWASP Unvalidated Redirects Cheat
-/// Sheet). 308 (RFC 9110 §15.4.9) keeps the method and body, unlike 301/302.
-///
-/// ```
-/// use axum_shield::headers::HttpsRedirect;
-///
-/// let layer = HttpsRedirect::to("https://api.example.com")?.layer();
-/// assert!(HttpsRedirect::to("http://api.example.com").is_err());
-/// # let _ = layer;
-/// # Ok::<(), axum_shield::ConfigError>(())
-/// ```
+/// The target host is the one configured, **never** the request's `Host`, `:authority` or
+/// `X-Forwarded-Host`: those are client-controlled, and redirecting to them is an open
+/// redirect and a cache-poisoning vector (OWASP Unvalidated Redirects Cheat Sheet). 308
+/// (RFC 9110 §15.4.9) keeps the method and body, unlike 301/302.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpsRedirect {
+pub(crate) struct RedirectOrigin {
     origin: Bytes,
 }
 
@@ -45,14 +34,11 @@ fn origin_error(origin: &str) -> ConfigError {
     )
 }
 
-impl HttpsRedirect {
-    /// Redirects to `origin` (`https://host[:port]`, an optional trailing `/`).
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] if `origin` is not an `https://` origin with a host, or has user
-    /// info, a path, a query or a fragment.
-    pub fn to(origin: &str) -> Result<Self, ConfigError> {
+impl RedirectOrigin {
+    /// `origin` (`https://host[:port]`, an optional trailing `/`), or a [`ConfigError`] if it
+    /// is not an `https://` origin with a host, or has user info, a path, a query or a
+    /// fragment.
+    pub(crate) fn parse(origin: &str) -> Result<Self, ConfigError> {
         let trimmed = origin.strip_suffix('/').unwrap_or(origin);
         let uri: Uri = trimmed.parse().map_err(|_| origin_error(origin))?;
         let authority = uri.authority().ok_or_else(|| origin_error(origin))?;
@@ -72,14 +58,15 @@ impl HttpsRedirect {
     }
 
     /// The canonical origin, without trailing slash.
-    pub fn origin(&self) -> &str {
+    #[cfg(test)]
+    fn origin(&self) -> &str {
         std::str::from_utf8(&self.origin).unwrap_or_default()
     }
 
-    /// Builds the layer.
-    pub fn layer(&self) -> HttpsRedirectLayer {
+    /// The layer redirecting to this origin.
+    pub(crate) fn layer(self) -> HttpsRedirectLayer {
         HttpsRedirectLayer {
-            origin: Arc::new(self.clone()),
+            origin: Some(Arc::new(self)),
         }
     }
 
@@ -101,42 +88,43 @@ impl HttpsRedirect {
     }
 }
 
-/// Layer of [`HttpsRedirect`]; see there.
-#[derive(Debug, Clone)]
-pub struct HttpsRedirectLayer {
-    origin: Arc<HttpsRedirect>,
+/// Redirects requests that did not arrive over HTTPS ([`is_https`]) to a [`RedirectOrigin`]
+/// with `308 Permanent Redirect`, keeping path and query. Without an origin it passes every
+/// request on (redirects switched off), so the stack's types do not change with the setting.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HttpsRedirectLayer {
+    origin: Option<Arc<RedirectOrigin>>,
 }
 
 impl<S> Layer<S> for HttpsRedirectLayer {
-    type Service = HttpsRedirectService<S>;
+    type Service = HttpsRedirect<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        HttpsRedirectService {
+        HttpsRedirect {
             inner,
             origin: self.origin.clone(),
         }
     }
 }
 
-/// The service of [`HttpsRedirectLayer`].
-///
-/// The redirect has an empty body of the inner service's body type (`ResBody: Default`, as
-/// tower-http's timeout and CORS layers do), so it costs no boxing and switching it off
-/// with `option_layer` leaves the response type unchanged.
+/// The service of [`HttpsRedirectLayer`]: refuses with the redirect or runs the inner
+/// service, through the crate's shared [`ResponseFuture`]. Public only because it is part
+/// of the [`Shield`](crate::Shield)'s service type; it cannot be named outside the crate.
 #[derive(Debug, Clone)]
-pub struct HttpsRedirectService<S> {
+pub struct HttpsRedirect<S> {
     inner: S,
-    origin: Arc<HttpsRedirect>,
+    origin: Option<Arc<RedirectOrigin>>,
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for HttpsRedirectService<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for HttpsRedirect<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: Default,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<Body>;
     type Error = S::Error;
-    type Future = HttpsRedirectFuture<S::Future, ResBody>;
+    type Future = ResponseFuture<S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -144,59 +132,16 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        if is_https(req.extensions()) {
-            return HttpsRedirectFuture {
-                state: State::Inner {
-                    future: self.inner.call(req),
-                },
-            };
-        }
-        let mut response = Response::new(ResBody::default());
-        *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
-        response
-            .headers_mut()
-            .insert(LOCATION, self.origin.location(req.uri()));
-        HttpsRedirectFuture {
-            state: State::Redirect {
-                response: Some(response),
-            },
-        }
-    }
-}
-
-pin_project! {
-    /// Response future of [`HttpsRedirectService`].
-    pub struct HttpsRedirectFuture<F, B> {
-        #[pin]
-        state: State<F, B>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<F, B> {
-        Inner { #[pin] future: F },
-        Redirect { response: Option<Response<B>> },
-    }
-}
-
-impl<F, B, E> Future for HttpsRedirectFuture<F, B>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    B: Default,
-{
-    type Output = Result<Response<B>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Inner { future } => future.poll(cx),
-            StateProj::Redirect { response } => {
-                Poll::Ready(Ok(response.take().unwrap_or_else(|| {
-                    let mut response = Response::new(B::default());
-                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                    response
-                })))
+        match &self.origin {
+            Some(origin) if !is_https(req.extensions()) => {
+                let mut response = Response::new(Body::empty());
+                *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+                response
+                    .headers_mut()
+                    .insert(LOCATION, origin.location(req.uri()));
+                ResponseFuture::refused(response)
             }
+            _ => ResponseFuture::run(self.inner.call(req)),
         }
     }
 }
@@ -213,7 +158,7 @@ mod tests {
     use crate::client_ip::ForwardedProto;
 
     async fn send(req: Request<Body>) -> Response<Body> {
-        let layer = HttpsRedirect::to("https://api.example.com")
+        let layer = RedirectOrigin::parse("https://api.example.com")
             .unwrap()
             .layer();
         layer
@@ -285,7 +230,7 @@ mod tests {
     #[test]
     fn origins_are_validated() {
         assert_eq!(
-            HttpsRedirect::to("https://api.example.com:8443/")
+            RedirectOrigin::parse("https://api.example.com:8443/")
                 .unwrap()
                 .origin(),
             "https://api.example.com:8443"
@@ -300,7 +245,7 @@ mod tests {
             "https://api.example.com#x",
             "https://api.example.com\r\nx: y",
         ] {
-            assert!(HttpsRedirect::to(bad).is_err(), "{bad:?}");
+            assert!(RedirectOrigin::parse(bad).is_err(), "{bad:?}");
         }
     }
 }

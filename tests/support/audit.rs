@@ -128,7 +128,7 @@ pub fn shielded(router: Router) -> Router {
 /// `router` behind the Shield built from `builder`, with a mock client address.
 ///
 /// (`MockConnectInfo` is not enough: `Shield` reads `ConnectInfo<SocketAddr>` itself.)
-pub fn shielded_with(router: Router, builder: axum_shield::ShieldBuilder) -> Router {
+pub fn shielded_with(router: Router, builder: axum_shield::shield::ShieldBuilder) -> Router {
     let addr: SocketAddr = CLIENT.parse().unwrap();
     router
         .layer(builder.build().unwrap())
