@@ -93,6 +93,18 @@ async fn me(Claims(claims): Claims<MyClaims>) -> String {
     format!("{} (token valid until {})", claims.sub, claims.exp)
 }
 
+/// An Argon2id hash in PHC form, with argon2's defaults (19 MiB, 2 passes; RFC 9106) and a
+/// random salt: the OWASP Password Storage Cheat Sheet's first choice.
+fn hash_password(password: &str) -> Result<String, String> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| e.to_string())?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| e.to_string())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt::init();
@@ -107,11 +119,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .audience(AUDIENCE)
         .build()?;
 
-    let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt)?;
-    let hash = Argon2::default()
-        .hash_password(b"ada-demo-password", &SaltString::encode_b64(&salt)?)?
-        .to_string();
+    let hash = hash_password("ada-demo-password")?;
 
     let app = Router::new()
         .route("/me", get(me))
@@ -123,9 +131,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .layer(Shield::api().build()?);
 
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
     Ok(())
 }

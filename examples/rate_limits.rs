@@ -70,18 +70,30 @@ async fn search() -> &'static str {
     "results"
 }
 
+/// An Argon2id hash in PHC form, with argon2's defaults (19 MiB, 2 passes; RFC 9106) and a
+/// random salt: the OWASP Password Storage Cheat Sheet's first choice.
+fn hash_password(password: &str) -> Result<String, String> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| e.to_string())?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| e.to_string())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt::init();
 
-    let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt)?;
-    let hash = Argon2::default()
-        .hash_password(b"ada-demo-password", &SaltString::encode_b64(&salt)?)?
-        .to_string();
+    let hash = hash_password("ada-demo-password")?;
 
     let shield = Shield::api()
-        .rate_limit(RateLimitLayer::per_ip("100/hour").exempt_paths(["/health"]).build()?)
+        .rate_limit(
+            RateLimitLayer::per_ip("100/hour")
+                .exempt_paths(["/health"])
+                .build()?,
+        )
         .build()?;
 
     let app = Router::new()
@@ -99,9 +111,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_state(Arc::new(("ada".to_owned(), hash)))
         .layer(shield);
 
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
     Ok(())
 }

@@ -269,7 +269,6 @@ async fn redaction_event_is_pseudonymized_and_names_the_route_template() {
     let sink = events.clone();
     let shield = Shield::api()
         .pseudonymize([7u8; 32])
-        .unwrap()
         .event_sink(move |e: &SecurityEvent| sink.lock().unwrap().push(e.clone()))
         .build()
         .unwrap();

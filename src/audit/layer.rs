@@ -67,7 +67,7 @@ pub(crate) struct PanicMessage(pub(crate) String);
 
 /// Layer of [`RequestAudit`]; [`Shield`](crate::Shield) places it outside panic catching.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct RequestAuditLayer {
+pub struct RequestAuditLayer {
     pseudonymizer: Option<Pseudonymizer>,
     sensitive: Arc<[HeaderName]>,
     span: Option<(MakeRequestSpan, OnRequestEnd)>,

@@ -112,8 +112,7 @@ pub use event::{ActionOutcome, SecurityEvent, SecurityEventKind, SecurityEventSi
 #[cfg(feature = "json-log")]
 pub use json::{json_lines_layer, JsonLines, JsonLinesFields};
 pub(crate) use layer::{
-    mark_sensitive, LogSettings, PanicMessage, RequestAudit, RequestAuditLayer,
-    DEFAULT_SENSITIVE_HEADERS,
+    mark_sensitive, LogSettings, PanicMessage, RequestAuditLayer, DEFAULT_SENSITIVE_HEADERS,
 };
 pub use pseudonym::{Pseudonym, Pseudonymizer};
 pub use sink::ChannelSink;

@@ -38,7 +38,7 @@ use crate::ConfigError;
 
 /// A rate limit: build one with a key constructor, tune it, then call
 /// [`layer`](RateLimitBuilder::layer) (or hand it to
-/// [`ShieldBuilder::rate_limit`](crate::ShieldBuilder::rate_limit)). As a service it is the
+/// [`ShieldBuilder::rate_limit`](crate::shield::ShieldBuilder::rate_limit)). As a service it is the
 /// `RateLimit<S>` that [`RateLimitLayer`] wraps around your router or route.
 ///
 /// ```
@@ -1020,7 +1020,6 @@ mod tests {
     fn app(limit: RateLimitBuilder, trusted: &[&str]) -> Router {
         let shield = Shield::api()
             .trusted_proxies(trusted)
-            .unwrap()
             .rate_limit(limit)
             .build()
             .unwrap();
