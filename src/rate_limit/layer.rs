@@ -25,11 +25,14 @@ use super::headers::{
     RATELIMIT, RATELIMIT_POLICY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
 };
 use super::key::{client_ip_key, ip_key_of, sync_key, Head, KeySource, LimitKey};
-use super::memory::{
+use super::quota::{ceil_secs, IntoQuotas, Quota};
+use super::store::memory::{
     Evict, EvictorStart, KeyCapPolicy, LimiterClock, MemoryLimiter, DEFAULT_EVICTION_INTERVAL,
     DEFAULT_MAX_KEYS,
 };
-use super::quota::{ceil_secs, IntoQuotas, Quota};
+use super::store::Decision;
+#[cfg(feature = "redis")]
+use super::store::{self, redis::RedisQuota};
 use crate::audit::{SecurityEvent, SecurityEventKind};
 use crate::client_ip::{ClientIp, UNKNOWN_CLIENT};
 use crate::principal::Principal;
@@ -164,6 +167,42 @@ impl RateLimit<()> {
     }
 }
 
+/// What a Redis-backed limit does when Redis cannot answer in time (the redis store's
+/// [`timeout`](crate::redis::RedisStore::timeout)).
+#[cfg(feature = "redis")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FailureMode {
+    /// Refuse with 503 problem+json (`Retry-After: 1`): the limit is never bypassed.
+    Closed,
+    /// Allow the request and emit a `sys_dependency_fail` event: availability first.
+    Open,
+    /// Fall back to this instance's in-memory limiter (default): limits stay per instance
+    /// until Redis is back.
+    #[default]
+    Local,
+}
+
+#[cfg(feature = "redis")]
+impl FailureMode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::Local => "local",
+        }
+    }
+}
+
+/// A limit shared through Redis, and what to do when Redis cannot answer.
+#[cfg(feature = "redis")]
+#[derive(Clone)]
+struct RedisBackend {
+    store: crate::redis::RedisStore,
+    on_failure: FailureMode,
+}
+
 #[derive(Debug, Clone)]
 enum TierMatch {
     Keys(HashSet<LimitKey>),
@@ -189,7 +228,7 @@ pub struct RateLimitBuilder {
     eviction_interval: Duration,
     clock: Option<FakeRelativeClock>,
     #[cfg(feature = "redis")]
-    redis: Option<super::redis::RedisBackendConfig>,
+    redis: Option<RedisBackend>,
 }
 
 impl fmt::Debug for RateLimitBuilder {
@@ -484,12 +523,8 @@ impl RateLimitBuilder {
     /// Shares the limit through Redis (see [`RedisStore`](crate::redis::RedisStore)); `on_failure`
     /// decides what happens when Redis cannot answer.
     #[cfg(feature = "redis")]
-    pub fn redis(
-        mut self,
-        store: crate::redis::RedisStore,
-        on_failure: super::FailureMode,
-    ) -> Self {
-        self.redis = Some(super::redis::RedisBackendConfig { store, on_failure });
+    pub fn redis(mut self, store: crate::redis::RedisStore, on_failure: FailureMode) -> Self {
+        self.redis = Some(RedisBackend { store, on_failure });
         self
     }
 
@@ -520,7 +555,7 @@ impl RateLimitBuilder {
                 redis: names
                     .iter()
                     .zip(&quotas)
-                    .map(|(name, q)| super::redis::RedisQuota::new(name, q))
+                    .map(|(name, q)| RedisQuota::new(name, q))
                     .collect(),
                 names,
                 quotas,
@@ -597,11 +632,9 @@ impl RateLimitLayer {
     /// The wait until the key would be allowed again.
     #[inline]
     pub fn check(&self, key: &LimitKey) -> Result<(), Duration> {
-        let d = self.shared.decide_memory(&self.shared.default, key);
-        if d.allowed {
-            Ok(())
-        } else {
-            Err(d.retry_after)
+        match self.shared.decide_memory(&self.shared.default, key) {
+            Decision::Allowed { .. } => Ok(()),
+            Decision::Refused { retry_after, .. } => Err(retry_after),
         }
     }
 
@@ -622,33 +655,33 @@ impl<S> Layer<S> for RateLimitLayer {
     }
 }
 
-pub(crate) struct Tier {
-    pub(crate) quotas: Vec<Quota>,
-    pub(crate) names: Vec<String>,
-    pub(crate) policy: http::HeaderValue,
+struct Tier {
+    quotas: Vec<Quota>,
+    names: Vec<String>,
+    policy: http::HeaderValue,
     /// Every quota of the tier, checked together in memory.
-    pub(crate) limiter: MemoryLimiter,
+    limiter: MemoryLimiter,
     /// What the Redis script needs of each quota, worked out once here.
     #[cfg(feature = "redis")]
-    pub(crate) redis: Vec<super::redis::RedisQuota>,
+    redis: Vec<RedisQuota>,
 }
 
-pub(crate) struct Shared {
-    pub(crate) name: Arc<str>,
+struct Shared {
+    name: Arc<str>,
     source: KeySource,
     default: Tier,
     tiers: Vec<(TierMatch, Tier)>,
     exempt_nets: Vec<IpNet>,
     exempt_keys: HashSet<LimitKey>,
     exempt_paths: Vec<String>,
-    pub(crate) cost: NonZeroU32,
+    cost: NonZeroU32,
     headers_on_success: bool,
     legacy_headers: bool,
     dry_run: bool,
     /// Starts the eviction task (at build, or on the first request without a runtime then).
     evictor: EvictorStart,
     #[cfg(feature = "redis")]
-    redis: Option<super::redis::RedisBackendConfig>,
+    redis: Option<RedisBackend>,
 }
 
 impl fmt::Debug for Shared {
@@ -677,18 +710,8 @@ impl Evict for Shared {
     }
 }
 
-/// The result of checking one request against the quotas of one tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Decision {
-    pub(crate) allowed: bool,
-    /// The quota reported: the first refusing one, else the one with the fewest units left.
-    pub(crate) index: usize,
-    pub(crate) remaining: u32,
-    pub(crate) reset: Duration,
-    pub(crate) retry_after: Duration,
-}
-
-pub(crate) enum Verdict {
+/// What the service does with a request.
+enum Verdict {
     Pass(Option<RateLimitFields>),
     Refuse(Response),
 }
@@ -716,7 +739,7 @@ impl Shared {
                 .unwrap_or(false)
     }
 
-    pub(crate) fn tier_for<H: Head>(&self, key: &LimitKey, head: &H) -> &Tier {
+    fn tier_for<H: Head>(&self, key: &LimitKey, head: &H) -> &Tier {
         for (m, tier) in &self.tiers {
             let hit = match m {
                 TierMatch::Keys(keys) => keys.contains(key),
@@ -736,36 +759,63 @@ impl Shared {
     /// refusal reports the refusing quota with the longest wait (its `Retry-After` is when
     /// every quota allows); an allowed request reports the quota with the fewest units left.
     #[inline]
-    pub(crate) fn decide_memory(&self, tier: &Tier, key: &LimitKey) -> Decision {
-        let o = tier.limiter.check(key, self.cost);
-        Decision {
-            allowed: o.allowed,
-            index: o.index,
-            remaining: o.remaining,
-            reset: o.reset,
-            retry_after: o.retry_after,
-        }
+    fn decide_memory(&self, tier: &Tier, key: &LimitKey) -> Decision {
+        tier.limiter.check(key, self.cost)
     }
 
     #[inline]
     fn fields(&self, tier: &Tier, d: &Decision) -> RateLimitFields {
-        let quota = tier.quotas[d.index];
+        let index = d.quota();
+        let (remaining, reset) = (d.remaining(), d.reset());
         RateLimitFields {
             policy: tier.policy.clone(),
-            limit: limit_value(&tier.names[d.index], d.remaining, d.reset),
+            limit: limit_value(&tier.names[index], remaining, reset),
             legacy: self
                 .legacy_headers
-                .then(|| (quota.count(), d.remaining, ceil_secs(d.reset))),
+                .then(|| (tier.quotas[index].count(), remaining, ceil_secs(reset))),
         }
     }
 
-    /// Turns a decision into what the service does.
+    /// Turns a store's decision into what the service does: the one refusal policy of every
+    /// store.
     #[inline]
-    pub(crate) fn verdict<H: Head>(&self, head: &H, tier: &Tier, d: Decision) -> Verdict {
-        if d.allowed {
+    fn verdict<H: Head>(&self, head: &H, tier: &Tier, d: Decision) -> Verdict {
+        if d.is_allowed() {
             return Verdict::Pass(self.headers_on_success.then(|| self.fields(tier, &d)));
         }
         self.refusal(head, tier, d)
+    }
+
+    /// A store could not answer: the failure mode decides, and the failure is reported.
+    #[cfg(feature = "redis")]
+    #[cold]
+    fn store_failed(
+        &self,
+        parts: &Parts,
+        tier: &Tier,
+        key: &LimitKey,
+        mode: FailureMode,
+    ) -> Verdict {
+        SecurityEvent::for_parts(SecurityEventKind::SysDependencyFail, parts)
+            .reason("redis_unavailable")
+            .field("limit", self.name.to_string())
+            .field("failure_mode", mode.name())
+            .emit();
+        match mode {
+            FailureMode::Closed => Verdict::Refuse(
+                Rejection::new(RejectionKind::ServiceUnavailable)
+                    .with_header(
+                        http::header::RETRY_AFTER,
+                        http::HeaderValue::from_static("1"),
+                    )
+                    .into_response(),
+            ),
+            FailureMode::Open => Verdict::Pass(None),
+            FailureMode::Local => {
+                let d = self.decide_memory(tier, key);
+                self.verdict(parts, tier, d)
+            }
+        }
     }
 
     /// The refusal (or, in dry-run mode, the report) of a request over its quota: kept out of
@@ -782,7 +832,7 @@ impl Shared {
                     "quota_exhausted"
                 })
                 .field("limit", self.name.to_string())
-                .field("policy", tier.names[d.index].clone())
+                .field("policy", tier.names[d.quota()].clone())
                 .emit();
         }
         if self.dry_run {
@@ -793,7 +843,7 @@ impl Shared {
             RejectionKind::RateLimited,
             head.extensions(),
             [
-                retry_after_value(d.retry_after),
+                retry_after_value(d.retry_after()),
                 (RATELIMIT_POLICY, fields.policy),
                 (RATELIMIT, fields.limit),
             ],
@@ -850,7 +900,12 @@ impl Shared {
                 return Verdict::Pass(None);
             }
             let tier = self.tier_for(&key, parts);
-            return super::redis::decide(&self, redis, parts, tier, &key).await;
+            return match store::redis::check(&redis.store, &self.name, &tier.redis, &key, self.cost)
+                .await
+            {
+                Ok(d) => self.verdict(parts, tier, d),
+                Err(_) => self.store_failed(parts, tier, &key, redis.on_failure),
+            };
         }
         self.decide_sync(parts, key)
     }

@@ -87,24 +87,22 @@ mod headers;
 mod key;
 mod layer;
 mod login_guard;
-mod memory;
 mod quota;
-#[cfg(feature = "redis")]
-mod redis;
+mod store;
 
 pub use headers::{
     retry_after_secs, RATELIMIT, RATELIMIT_POLICY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING,
     X_RATELIMIT_RESET,
 };
 pub use key::{client_ip_key, KeyFuture, LimitKey, PrincipalKey};
+#[cfg(feature = "redis")]
+pub use layer::FailureMode;
 pub use layer::{RateLimit, RateLimitBuilder, RateLimitLayer, ResponseFuture};
 pub use login_guard::{
     normalize_account, AccountAttempt, LoginAttempt, LoginGuard, LoginGuardBuilder,
 };
-pub use memory::{KeyCapPolicy, DEFAULT_EVICTION_INTERVAL, DEFAULT_MAX_KEYS};
 pub use quota::{IntoQuotas, Quota, MAX_REFILL};
-#[cfg(feature = "redis")]
-pub use redis::FailureMode;
+pub use store::memory::{KeyCapPolicy, DEFAULT_EVICTION_INTERVAL, DEFAULT_MAX_KEYS};
 
 /// The manual clock accepted by [`RateLimitBuilder::clock`] and [`LoginGuardBuilder::clock`]
 /// (re-exported from governor).
