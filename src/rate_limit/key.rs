@@ -24,12 +24,13 @@ use crate::rejection::Rejection;
 /// ids are yours to choose), never a JWT subject (chosen by an issuer).
 ///
 /// ```
-/// use axum_shield::rate_limit::{LimitKey, RateLimit};
+/// use axum_shield::rate_limit::{LimitKey, RateLimitLayer};
 ///
-/// let limit = RateLimit::per_principal("1000/hour")?
+/// let limit = RateLimitLayer::per_principal("1000/hour")
 ///     .exempt_keys(["monitoring"]) // the API key "monitoring"
-///     .exempt_keys([LimitKey::jwt("https://id.example", "batch-job")]);
-/// # let _ = limit.layer();
+///     .exempt_keys([LimitKey::jwt("https://id.example", "batch-job")])
+///     .build()?;
+/// # let _ = limit;
 /// # Ok::<(), axum_shield::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]

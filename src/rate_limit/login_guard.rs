@@ -26,23 +26,29 @@
 //!   at the last failure's window would reset the count as the lock ends and grant a fresh
 //!   free allowance every lock; instead the first failure after a maximum lock locks again for
 //!   the maximum. The same holds in Redis (the count's TTL is the lock plus the window).
-//! - Memory is bounded; a full table evicts, it never shares an entry (see [`LoginGuard`]).
+//! - Memory is bounded; a full table evicts, it never shares an entry (see [`LoginGuardLayer`]).
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Extension, FromRequestParts};
+use std::task::{Context, Poll};
+
+use axum::extract::FromRequestParts;
 use governor::clock::{Clock, FakeRelativeClock};
 use http::request::Parts;
-use http::{Extensions, Method, Uri};
+use http::{Extensions, Method, Request, Uri};
 use tokio::sync::Notify;
+use tower_layer::Layer;
+use tower_service::Service;
 use unicode_normalization::UnicodeNormalization;
 
 use super::headers::{retry_after_secs, retry_after_value};
 use super::key::{client_ip_key, LimitKey};
 use super::store::failures::{Backoff, Charge, FailureTable, Receipt};
-use super::store::memory::{Evict, EvictorStart, LimiterClock};
+use super::store::memory::{
+    Evict, EvictorStart, LimiterClock, DEFAULT_EVICTION_INTERVAL, DEFAULT_MAX_KEYS,
+};
 use crate::audit::{SecurityEvent, SecurityEventKind};
 use crate::rejection::{Rejection, RejectionKind};
 use crate::ConfigError;
@@ -124,14 +130,15 @@ impl GuardInner {
     }
 }
 
-/// Counts failed logins per account and per IP and refuses attempts during backoff.
+/// The login guard, as a tower layer: counts failed logins per account and per IP and
+/// refuses attempts during backoff.
 ///
-/// Install it with [`layer`](Self::layer) on the login route (or the router) and take a
-/// [`LoginAttempt`] in the handler:
+/// Build it with [`LoginGuardLayer::builder`], put it on the login route (or the router) and
+/// take a [`LoginAttempt`] in the handler:
 ///
 /// ```
 /// use axum::{routing::post, Json, Router};
-/// use axum_shield::rate_limit::{LoginAttempt, LoginGuard};
+/// use axum_shield::rate_limit::{LoginAttempt, LoginGuardLayer};
 /// use axum_shield::Rejection;
 /// use serde::Deserialize;
 ///
@@ -149,8 +156,8 @@ impl GuardInner {
 /// }
 ///
 /// # fn main() -> Result<(), axum_shield::ConfigError> {
-/// let guard = LoginGuard::builder().build()?;
-/// let app: Router = Router::new().route("/login", post(login)).layer(guard.layer());
+/// let guard = LoginGuardLayer::builder().build()?;
+/// let app: Router = Router::new().route("/login", post(login)).layer(guard);
 /// # let _ = app;
 /// # Ok(())
 /// # }
@@ -179,11 +186,11 @@ impl GuardInner {
 /// the locks that matter: to evict a locked account the attacker must lock every other
 /// tracked entry first, and entries with more failures (the account under attack) go last.
 #[derive(Clone)]
-pub struct LoginGuard(Arc<GuardInner>);
+pub struct LoginGuardLayer(Arc<GuardInner>);
 
-impl fmt::Debug for LoginGuard {
+impl fmt::Debug for LoginGuardLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoginGuard")
+        f.debug_struct("LoginGuardLayer")
             .field("accounts", &self.0.accounts.backoff)
             .field("ips", &self.0.ips.backoff)
             .field("tracked_accounts", &self.0.accounts.tracked())
@@ -192,7 +199,58 @@ impl fmt::Debug for LoginGuard {
     }
 }
 
-/// Builder of a [`LoginGuard`].
+impl<S> Layer<S> for LoginGuardLayer {
+    type Service = LoginGuard<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        LoginGuard {
+            inner,
+            guard: GuardRef(self.0.clone()),
+        }
+    }
+}
+
+/// The login-guard service: makes the guard available to the [`LoginAttempt`] extractor of
+/// the requests it passes on (it refuses nothing itself).
+#[derive(Clone)]
+pub struct LoginGuard<S> {
+    inner: S,
+    guard: GuardRef,
+}
+
+impl<S: fmt::Debug> fmt::Debug for LoginGuard<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginGuard")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<Request<B>> for LoginGuard<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.guard.clone());
+        self.inner.call(req)
+    }
+}
+
+/// The guard in request extensions, where [`LoginAttempt`] finds it.
+#[derive(Clone)]
+struct GuardRef(Arc<GuardInner>);
+
+/// Builder of a [`LoginGuardLayer`]: infallible setters, checked once by
+/// [`build`](Self::build).
 #[derive(Debug, Clone)]
 pub struct LoginGuardBuilder {
     account: Backoff,
@@ -220,36 +278,31 @@ impl Default for LoginGuardBuilder {
                 max: window,
                 window,
             },
-            max_keys: super::DEFAULT_MAX_KEYS,
+            max_keys: DEFAULT_MAX_KEYS,
             clock: None,
-            eviction_interval: super::DEFAULT_EVICTION_INTERVAL,
+            eviction_interval: DEFAULT_EVICTION_INTERVAL,
             #[cfg(feature = "redis")]
             redis: None,
         }
     }
 }
 
-impl LoginGuard {
+impl LoginGuardLayer {
     /// A builder with the defaults: 5 free failures per account and 20 per IP within 15
     /// minutes, then a backoff from 1 s doubling up to 15 minutes.
     pub fn builder() -> LoginGuardBuilder {
         LoginGuardBuilder::default()
     }
 
-    /// The layer that makes the guard available to [`LoginAttempt`] (an `Extension`).
-    pub fn layer(&self) -> Extension<LoginGuard> {
-        Extension(self.clone())
-    }
-
-    /// Starts an attempt from `client` (already the grouped key, see
-    /// [`client_ip_key`]) without an HTTP request — for custom flows and tests.
+    /// Starts an attempt from `client` (the client's rate-limit key, e.g.
+    /// `LimitKey::from(ip)`) without an HTTP request — for custom flows and tests.
     ///
     /// # Errors
     ///
     /// A 429 [`Rejection`] while the client IP is in backoff.
     pub async fn attempt(&self, client: LimitKey) -> Result<LoginAttempt, Rejection> {
         let attempt = LoginAttempt {
-            guard: self.clone(),
+            guard: self.0.clone(),
             ip: client,
             context: None,
         };
@@ -285,59 +338,32 @@ impl LoginGuardBuilder {
     }
 
     /// The first backoff and its cap (defaults 1 s and 15 minutes), for accounts and IPs.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] when `base` is under 1 ms or `max < base`.
-    pub fn backoff(mut self, base: Duration, max: Duration) -> Result<Self, ConfigError> {
-        if base < Duration::from_millis(1) || max < base {
-            return Err(lock_error("login_guard.backoff"));
-        }
+    /// [`build`](Self::build) refuses a `base` under 1 ms or a `max` below `base`.
+    pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
         for b in [&mut self.account, &mut self.ip] {
             b.base = base;
             b.max = max;
         }
-        Ok(self)
+        self
     }
 
-    /// How long failures are remembered (default 15 minutes).
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] under one second.
-    pub fn window(mut self, window: Duration) -> Result<Self, ConfigError> {
-        if window < Duration::from_secs(1) {
-            return Err(ConfigError::new(
-                "login_guard.window",
-                "a window under one second forgets failures at once",
-                "use a window such as 15 minutes",
-            ));
-        }
+    /// How long failures are remembered (default 15 minutes; [`build`](Self::build) refuses
+    /// less than one second).
+    pub fn window(mut self, window: Duration) -> Self {
         self.account.window = window;
         self.ip.window = window;
-        Ok(self)
+        self
     }
 
-    /// The most accounts and IPs tracked in memory (each; default 100 000). A new account or
-    /// IP at a full table evicts the entries that matter least (forgotten ones, then those
-    /// with the fewest failures, oldest first; locked ones last): it is never refused and
-    /// never shares another's count (attempts racing in at the same moment may pass the cap
-    /// by one each, briefly). See
-    /// [`LoginGuard`](LoginGuard#memory-a-full-table-evicts-it-never-shares).
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] for 0.
-    pub fn max_keys(mut self, max: usize) -> Result<Self, ConfigError> {
-        if max == 0 {
-            return Err(ConfigError::new(
-                "login_guard.max_keys",
-                "a key cap of 0 cannot track any account",
-                "use a cap such as 100000",
-            ));
-        }
+    /// The most accounts and IPs tracked in memory (each; default 100 000;
+    /// [`build`](Self::build) refuses 0). A new account or IP at a full table evicts the
+    /// entries that matter least (forgotten ones, then those with the fewest failures, oldest
+    /// first; locked ones last): it is never refused and never shares another's count
+    /// (attempts racing in at the same moment may pass the cap by one each, briefly). See
+    /// [`LoginGuardLayer`](LoginGuardLayer#memory-a-full-table-evicts-it-never-shares).
+    pub fn max_keys(mut self, max: usize) -> Self {
         self.max_keys = max;
-        Ok(self)
+        self
     }
 
     /// Drives the guard from a manual clock (tests).
@@ -346,22 +372,40 @@ impl LoginGuardBuilder {
         self
     }
 
-    /// Keeps the failure counts in Redis so every instance shares them.
+    /// Keeps the failure counts in Redis so every instance shares them. When Redis cannot
+    /// answer, the guard goes on with this instance's counts in memory and reports a
+    /// `sys_dependency_fail` event.
     #[cfg(feature = "redis")]
     pub fn redis(mut self, store: crate::redis::RedisStore) -> Self {
         self.redis = Some(store);
         self
     }
 
-    /// Builds the guard and starts its eviction task: now when a Tokio runtime is running,
-    /// otherwise on the first login attempt.
+    /// Checks the settings and builds the layer; starts its eviction task now when a Tokio
+    /// runtime is running, otherwise on the first login attempt.
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] for inconsistent settings.
-    pub fn build(self) -> Result<LoginGuard, ConfigError> {
-        if self.account.max < self.account.base {
+    /// A [`ConfigError`] for the first bad setting: a backoff base under 1 ms or a maximum
+    /// below it, a window under one second, a `max_keys` of 0.
+    pub fn build(self) -> Result<LoginGuardLayer, ConfigError> {
+        let (base, max) = (self.account.base, self.account.max);
+        if base < Duration::from_millis(1) || max < base {
             return Err(lock_error("login_guard.backoff"));
+        }
+        if self.account.window < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "login_guard.window",
+                "a window under one second forgets failures at once",
+                "use a window such as 15 minutes",
+            ));
+        }
+        if self.max_keys == 0 {
+            return Err(ConfigError::new(
+                "login_guard.max_keys",
+                "a key cap of 0 cannot track any account",
+                "use a cap such as 100000",
+            ));
         }
         let clock = match self.clock {
             Some(c) => LimiterClock::Manual(c),
@@ -379,7 +423,7 @@ impl LoginGuardBuilder {
                 .map(|store| super::store::redis::RedisFailures::new(store, self.account, self.ip)),
         });
         inner.evictor.ensure(&inner);
-        Ok(LoginGuard(inner))
+        Ok(LoginGuardLayer(inner))
     }
 }
 
@@ -392,10 +436,10 @@ struct RequestContext {
 /// Extractor of a login attempt: refuses at once (429) while the client IP is in backoff.
 ///
 /// Call [`account`](Self::account) with the submitted username to check the account too.
-/// Needs [`LoginGuard::layer`] on the route; without it the request fails with a 500 and an
+/// Needs a [`LoginGuardLayer`] on the route; without it the request fails with a 500 and an
 /// error log.
 pub struct LoginAttempt {
-    guard: LoginGuard,
+    guard: Arc<GuardInner>,
     ip: LimitKey,
     context: Option<Arc<RequestContext>>,
 }
@@ -442,7 +486,7 @@ impl LoginAttempt {
     /// The remaining lock of `key`, if any: from Redis when the guard has it and it answers,
     /// else from memory.
     async fn locked(&self, key: &LimitKey, account: bool) -> Option<Duration> {
-        let inner = &self.guard.0;
+        let inner = &self.guard;
         #[cfg(feature = "redis")]
         if let Some(redis) = &inner.redis {
             match redis.locked(key, account).await {
@@ -457,7 +501,7 @@ impl LoginAttempt {
     /// Charges this attempt to `key` unless it is locked (then the remaining lock): in Redis
     /// when it has one and answers, else in memory.
     async fn charge(&self, key: &LimitKey, account: bool) -> Result<Charge, Duration> {
-        let inner = &self.guard.0;
+        let inner = &self.guard;
         #[cfg(feature = "redis")]
         if let Some(redis) = &inner.redis {
             match redis.charge(key, account).await {
@@ -471,7 +515,7 @@ impl LoginAttempt {
 
     /// Takes back a charge, in the store that took it.
     async fn refund(&self, key: &LimitKey, account: bool, charge: Charge) {
-        let inner = &self.guard.0;
+        let inner = &self.guard;
         match charge.receipt {
             Receipt::Memory {
                 locked_until,
@@ -494,7 +538,7 @@ impl LoginAttempt {
     async fn check_ip(&self) -> Result<(), Rejection> {
         // Every attempt starts here: a guard built outside a runtime starts its eviction task
         // on the first one.
-        self.guard.0.evictor.ensure(&self.guard.0);
+        self.guard.evictor.ensure(&self.guard);
         match self.locked(&self.ip, false).await {
             Some(wait) => Err(self.refuse(wait, "ip")),
             None => Ok(()),
@@ -504,7 +548,7 @@ impl LoginAttempt {
     /// Checks the account named `username` (normalised with [`normalize_account`]), charges
     /// the attempt as a failure to the account and the client IP (before your credential
     /// check runs, so concurrent guesses cannot all get through; see
-    /// [`LoginGuard`](LoginGuard#concurrent-attempts)), and returns the attempt to settle with
+    /// [`LoginGuardLayer`](LoginGuardLayer#concurrent-attempts)), and returns the attempt to settle with
     /// [`AccountAttempt::succeeded`] (which refunds the charge) or [`AccountAttempt::failed`].
     ///
     /// # Errors
@@ -577,10 +621,10 @@ impl<S: Send + Sync> FromRequestParts<S> for LoginAttempt {
     type Rejection = Rejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let Some(guard) = parts.extensions.get::<LoginGuard>().cloned() else {
+        let Some(GuardRef(guard)) = parts.extensions.get::<GuardRef>().cloned() else {
             return Err(crate::rejection::misconfigured(
-                "LoginAttempt used without a LoginGuard: add `.route_layer(guard.layer())` to \
-                 the login route",
+                "LoginAttempt used without a LoginGuardLayer: add `.route_layer(guard)`, where \
+                 `guard` is `LoginGuardLayer::builder().build()?`, to the login route",
             ));
         };
         let ip = client_ip_key(parts)?;
@@ -625,7 +669,7 @@ impl AccountAttempt {
         let Some(attempt) = self.attempt.take() else {
             return;
         };
-        let inner = &attempt.guard.0;
+        let inner = &attempt.guard;
         #[cfg(feature = "redis")]
         if let Some(redis) = &inner.redis {
             if redis.clear(&self.account).await.is_err() {
@@ -708,8 +752,8 @@ mod tests {
     use std::net::IpAddr;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    fn guard(clock: &FakeRelativeClock) -> LoginGuard {
-        LoginGuard::builder()
+    fn guard(clock: &FakeRelativeClock) -> LoginGuardLayer {
+        LoginGuardLayer::builder()
             .account_free_failures(3)
             .ip_free_failures(10)
             .clock(clock.clone())
@@ -721,14 +765,56 @@ mod tests {
         LimitKey::Ip(s.parse::<IpAddr>().unwrap())
     }
 
-    async fn fail(g: &LoginGuard, from: &str, user: &str) -> Result<Rejection, Rejection> {
+    async fn fail(g: &LoginGuardLayer, from: &str, user: &str) -> Result<Rejection, Rejection> {
         let attempt = g.attempt(ip(from)).await?;
         Ok(attempt.account(user).await?.failed().await)
     }
 
+    /// What `build()` returns is the layer: it makes the guard available to `LoginAttempt`,
+    /// and without it the extractor answers a 500 that names the fix.
+    #[tokio::test]
+    async fn the_built_guard_is_the_layer_that_login_attempt_needs() {
+        use axum::{body::Body, routing::post, Router};
+        use tower::ServiceExt;
+
+        async fn handler(attempt: LoginAttempt) -> Result<&'static str, Rejection> {
+            attempt.verify("alice", || async { Some("welcome") }).await
+        }
+        let request = || {
+            let mut req = Request::post("/login").body(Body::empty()).unwrap();
+            let peer = std::net::SocketAddr::from(([192, 0, 2, 1], 4000));
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            req
+        };
+        let guard = LoginGuardLayer::builder().build().unwrap();
+        let guarded = Router::new().route("/login", post(handler).route_layer(guard));
+        assert_eq!(guarded.oneshot(request()).await.unwrap().status(), 200);
+        let unguarded = Router::new().route("/login", post(handler));
+        assert_eq!(unguarded.oneshot(request()).await.unwrap().status(), 500);
+    }
+
+    #[test]
+    fn bad_login_guard_settings_are_config_errors_from_build() {
+        let setting = |b: LoginGuardBuilder| b.build().unwrap_err().setting().to_owned();
+        let secs = Duration::from_secs;
+        let builder = LoginGuardLayer::builder;
+        assert_eq!(setting(builder().max_keys(0)), "login_guard.max_keys");
+        assert_eq!(setting(builder().window(secs(0))), "login_guard.window");
+        let backoff = |base, max| setting(builder().backoff(base, max));
+        assert_eq!(backoff(Duration::ZERO, secs(1)), "login_guard.backoff");
+        assert_eq!(backoff(secs(2), secs(1)), "login_guard.backoff");
+        // The setters never fail; the first bad setting is reported by `build`.
+        assert_eq!(
+            setting(builder().max_keys(0).backoff(secs(2), secs(1))),
+            "login_guard.backoff"
+        );
+        assert!(builder().backoff(secs(1), secs(1)).build().is_ok());
+    }
+
     #[test]
     fn a_guard_built_without_a_runtime_starts_eviction_on_first_use() {
-        let guard = LoginGuard::builder().build().unwrap();
+        let guard = LoginGuardLayer::builder().build().unwrap();
         assert!(!guard.0.evictor.is_started(), "no runtime at build");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -836,9 +922,8 @@ mod tests {
     #[tokio::test]
     async fn failures_are_forgotten_after_the_window_and_tables_stay_bounded() {
         let clock = FakeRelativeClock::default();
-        let g = LoginGuard::builder()
+        let g = LoginGuardLayer::builder()
             .max_keys(50)
-            .unwrap()
             .clock(clock.clone())
             .build()
             .unwrap();
@@ -913,11 +998,10 @@ mod tests {
     #[tokio::test]
     async fn a_full_account_table_never_locks_out_an_account_without_failures() {
         let clock = FakeRelativeClock::default();
-        let g = LoginGuard::builder()
+        let g = LoginGuardLayer::builder()
             .account_free_failures(3)
             .ip_free_failures(1000)
             .max_keys(50)
-            .unwrap()
             .clock(clock.clone())
             .build()
             .unwrap();
@@ -942,11 +1026,10 @@ mod tests {
     #[tokio::test]
     async fn a_full_ip_table_never_locks_out_a_client_without_failures() {
         let clock = FakeRelativeClock::default();
-        let g = LoginGuard::builder()
+        let g = LoginGuardLayer::builder()
             .account_free_failures(1000)
             .ip_free_failures(3)
             .max_keys(50)
-            .unwrap()
             .clock(clock.clone())
             .build()
             .unwrap();
@@ -968,11 +1051,10 @@ mod tests {
     #[tokio::test]
     async fn flooding_a_full_table_with_new_names_does_not_unlock_a_locked_account() {
         let clock = FakeRelativeClock::default();
-        let g = LoginGuard::builder()
+        let g = LoginGuardLayer::builder()
             .account_free_failures(3)
             .ip_free_failures(1000)
             .max_keys(50)
-            .unwrap()
             .clock(clock.clone())
             .build()
             .unwrap();
@@ -991,7 +1073,7 @@ mod tests {
     #[tokio::test]
     async fn after_a_maximum_lock_the_next_failure_locks_again_for_the_maximum() {
         let clock = FakeRelativeClock::default();
-        let g = LoginGuard::builder()
+        let g = LoginGuardLayer::builder()
             .account_free_failures(3)
             .ip_free_failures(100_000)
             .clock(clock.clone())
