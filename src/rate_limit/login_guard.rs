@@ -5,10 +5,14 @@
 //! - Failed attempts are counted per **account** (the username normalised with
 //!   [`normalize_account`]: NFKC, trimmed, lower-cased) and per **client IP** (the crate's
 //!   resolver; IPv6 by /64), over a window (default 15 minutes).
-//! - After `free_failures` failures (default 5 per account, 20 per IP) every further failure
-//!   doubles a backoff (1 s, 2 s, 4 s … capped at 15 minutes) during which attempts are refused
-//!   with 429 and `Retry-After` — a lockout that expires on its own, so an attacker cannot lock
-//!   a user out for good.
+//! - **When the 429 starts.** The first `free_failures` failures within the window (default
+//!   5 per account, 20 per IP) start no backoff. The next failure, number
+//!   `free_failures + 1`, is still answered by your handler (the 401) but starts a backoff of
+//!   the base (1 s); attempts during a backoff are refused with 429 and `Retry-After` before
+//!   your check runs; each later failure doubles the backoff (1 s, 2 s, 4 s … capped at 15
+//!   minutes). With the defaults, an account's first six failures in a row get 401 and an
+//!   attempt within a second of the sixth gets the 429. The backoff is a lockout that
+//!   expires on its own, so an attacker cannot lock a user out for good.
 //! - Unknown accounts are counted exactly like existing ones and every refusal is the same
 //!   429, so the guard reveals nothing about which accounts exist. Answer failures with
 //!   [`AccountAttempt::failed`], one generic 401 for wrong user and wrong password alike.
@@ -325,13 +329,16 @@ fn lock_error(kind: &'static str) -> ConfigError {
 }
 
 impl LoginGuardBuilder {
-    /// Failures per account allowed within the window before backoff starts (default 5).
+    /// Failures per account within the window that start no backoff (default 5). Failure
+    /// `n + 1` is still answered (401) and starts the first backoff; the 429 starts with the
+    /// next attempt made during that backoff (see the [module docs](super#login-brute-force)).
     pub fn account_free_failures(mut self, n: u32) -> Self {
         self.account.free_failures = n;
         self
     }
 
-    /// Failures per client IP allowed within the window before backoff starts (default 20).
+    /// Failures per client IP within the window that start no backoff (default 20), counted
+    /// like [`account_free_failures`](Self::account_free_failures).
     pub fn ip_free_failures(mut self, n: u32) -> Self {
         self.ip.free_failures = n;
         self
@@ -460,6 +467,9 @@ impl LoginAttempt {
         }
     }
 
+    /// The guard's one refusal: a 429 with `Retry-After`, the same whether the account
+    /// exists or not and whichever scope (account or IP) is in backoff. Every refusal of the
+    /// guard is made here, so its problem `code` is chosen in this one place.
     fn refuse(&self, wait: Duration, scope: &'static str) -> Rejection {
         self.event(SecurityEventKind::ExcessRateLimitExceeded)
             .reason("login_backoff")
@@ -467,8 +477,10 @@ impl LoginAttempt {
             .field("retry_after", retry_after_secs(wait).to_string())
             .emit();
         let (name, value) = retry_after_value(wait);
-        // The same answer whether the account exists or not, and whichever scope locked.
-        Rejection::new(RejectionKind::RateLimited)
+        // LoginLocked: becomes `RejectionKind::LoginLocked` (code `login_locked`, issue 17)
+        // once rejection.rs has it, so clients can tell it from the rate limiter's 429.
+        let kind = RejectionKind::RateLimited;
+        Rejection::new(kind)
             .with_detail("Too many failed login attempts; retry later.")
             .with_header(name, value)
     }
@@ -824,6 +836,30 @@ mod tests {
             let _ = guard.attempt(ip("192.0.2.1")).await;
         });
         assert!(guard.0.evictor.is_started());
+    }
+
+    /// Issue 17: the docs said the account locks "after 5 failures", yet the sixth failure
+    /// still got a 401. With the defaults the first six failures get 401 (the sixth starts
+    /// the 1 s backoff), and the 429 starts with the next attempt during it.
+    #[tokio::test]
+    async fn with_the_defaults_the_sixth_failure_gets_401_and_the_next_attempt_429() {
+        let clock = FakeRelativeClock::default();
+        let g = LoginGuardLayer::builder()
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        for n in 1..=6 {
+            let answered = fail(&g, "192.0.2.1", "alice").await.unwrap();
+            assert_eq!(answered.status(), 401, "failure {n}");
+        }
+        let refused = fail(&g, "192.0.2.1", "alice").await.unwrap_err();
+        assert_eq!(refused.status(), 429);
+        assert_eq!(refused.headers()["retry-after"], "1");
+        clock.advance(Duration::from_secs(1));
+        // The backoff over, the 7th failure is answered and doubles it.
+        assert_eq!(fail(&g, "192.0.2.1", "alice").await.unwrap().status(), 401);
+        let refused = fail(&g, "192.0.2.1", "alice").await.unwrap_err();
+        assert_eq!(refused.headers()["retry-after"], "2");
     }
 
     #[tokio::test]

@@ -81,6 +81,32 @@
 //! the credential check, so concurrent guesses cannot outrun the count, and refunded on
 //! success ([`LoginAttempt`]). A full table evicts the least-failed entries; it never makes
 //! users share a lock ([`LoginGuardLayer`]).
+//!
+//! When the 429 starts: the first `free_failures` failures (default 5 per account) start no
+//! backoff; failure `free_failures + 1` is still answered by your handler (401) and starts a
+//! 1 s backoff, during which attempts get 429; each later failure doubles it. With the
+//! defaults, six failures in a row get 401, and an attempt within a second of the sixth gets
+//! the 429.
+//!
+//! ```
+//! use axum::{routing::post, Router};
+//! use axum_shield::rate_limit::{LoginAttempt, LoginGuardLayer};
+//! use axum_shield::Rejection;
+//!
+//! async fn login(attempt: LoginAttempt) -> Result<&'static str, Rejection> {
+//!     let (user, password) = ("alice", "…"); // from the request body
+//!     attempt
+//!         .verify(user, || async move { (password == "correct horse").then_some("welcome") })
+//!         .await
+//! }
+//!
+//! # fn main() -> Result<(), axum_shield::ConfigError> {
+//! let guard = LoginGuardLayer::builder().account_free_failures(5).build()?;
+//! let app: Router = Router::new().route("/login", post(login).route_layer(guard));
+//! # let _ = app;
+//! # Ok(())
+//! # }
+//! ```
 
 // `Rejection` (the crate's one refusal type, ~136 bytes) is returned by value as everywhere in
 // the crate; it is only built on the refusal path.
