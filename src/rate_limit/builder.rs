@@ -6,13 +6,14 @@ use std::fmt;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use governor::clock::FakeRelativeClock;
 use ipnet::IpNet;
 
 use super::headers::is_safe_name;
 use super::key::{KeySource, LimitKey};
 use super::layer::RateLimitLayer;
 use super::quota::{check_counts, IntoQuotas, Quota};
+#[cfg(test)]
+use super::store::memory::ManualClock;
 use super::store::memory::{KeyCapPolicy, DEFAULT_EVICTION_INTERVAL, DEFAULT_MAX_KEYS};
 use crate::ConfigError;
 
@@ -105,7 +106,8 @@ pub struct RateLimitBuilder {
     max_keys: usize,
     when_full: KeyCapPolicy,
     eviction_interval: Duration,
-    clock: Option<FakeRelativeClock>,
+    #[cfg(test)]
+    clock: Option<ManualClock>,
     #[cfg(feature = "redis")]
     redis: Option<RedisBackend>,
 }
@@ -141,7 +143,8 @@ pub(super) struct Settings {
     pub(super) max_keys: usize,
     pub(super) when_full: KeyCapPolicy,
     pub(super) eviction_interval: Duration,
-    pub(super) clock: Option<FakeRelativeClock>,
+    #[cfg(test)]
+    pub(super) clock: Option<ManualClock>,
     #[cfg(feature = "redis")]
     pub(super) redis: Option<RedisBackend>,
 }
@@ -218,6 +221,7 @@ impl RateLimitBuilder {
             max_keys: DEFAULT_MAX_KEYS,
             when_full: KeyCapPolicy::default(),
             eviction_interval: DEFAULT_EVICTION_INTERVAL,
+            #[cfg(test)]
             clock: None,
             #[cfg(feature = "redis")]
             redis: None,
@@ -351,9 +355,10 @@ impl RateLimitBuilder {
         self
     }
 
-    /// Drives the in-memory limiter from a manual clock instead of the monotonic clock — for
-    /// exact tests: advance it with `FakeRelativeClock::advance`.
-    pub fn clock(mut self, clock: FakeRelativeClock) -> Self {
+    /// Drives the in-memory limiter from a manual clock instead of the monotonic clock (the
+    /// crate's tests).
+    #[cfg(test)]
+    pub(crate) fn clock(mut self, clock: ManualClock) -> Self {
         self.clock = Some(clock);
         self
     }
@@ -452,6 +457,7 @@ impl RateLimitBuilder {
             max_keys: self.max_keys,
             when_full: self.when_full,
             eviction_interval: self.eviction_interval,
+            #[cfg(test)]
             clock: self.clock,
             #[cfg(feature = "redis")]
             redis: self.redis,

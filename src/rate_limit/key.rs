@@ -187,7 +187,7 @@ impl From<String> for LimitKey {
 }
 
 /// The boxed future of a user key function.
-pub type KeyFuture = Pin<Box<dyn Future<Output = Option<LimitKey>> + Send + 'static>>;
+type KeyFuture = Pin<Box<dyn Future<Output = Option<LimitKey>> + Send + 'static>>;
 
 type KeyFn = Arc<dyn Fn(&Parts) -> KeyFuture + Send + Sync>;
 
@@ -243,7 +243,7 @@ impl KeySource {
 ///
 /// A `Misconfigured` rejection when the client address is unknown (no `Shield`, no
 /// `ConnectInfo`).
-pub fn client_ip_key(parts: &Parts) -> Result<LimitKey, Rejection> {
+pub(crate) fn client_ip_key(parts: &Parts) -> Result<LimitKey, Rejection> {
     ip_key_of(&parts.extensions)
 }
 

@@ -152,10 +152,13 @@ impl RateLimitLayer {
 
     /// The layer of validated settings (see [`RateLimitBuilder::build`]).
     pub(super) fn new(settings: Settings) -> Self {
-        let clock = match &settings.clock {
-            Some(c) => LimiterClock::Manual(c.clone()),
-            None => LimiterClock::monotonic(),
-        };
+        #[cfg(test)]
+        let clock = settings
+            .clock
+            .as_ref()
+            .map_or_else(LimiterClock::monotonic, |c| c.limiter_clock());
+        #[cfg(not(test))]
+        let clock = LimiterClock::monotonic();
         let wake = Arc::new(Notify::new());
         let make_tier = |tier_name: String, quotas: Vec<Quota>| {
             let names = policy_names(&tier_name, &quotas);
@@ -234,11 +237,6 @@ impl RateLimitLayer {
             Decision::Allowed { .. } => Ok(()),
             Decision::Refused { retry_after, .. } => Err(retry_after),
         }
-    }
-
-    /// Forgets idle keys now (the background task does this on its own).
-    pub fn evict_idle(&self) {
-        self.shared.evict();
     }
 }
 
@@ -573,11 +571,11 @@ where
 mod tests {
     use super::*;
     use crate::audit::SecurityEvent;
+    use crate::rate_limit::store::memory::ManualClock;
     use crate::Shield;
     use axum::extract::ConnectInfo;
     use axum::routing::get;
     use axum::Router;
-    use governor::clock::FakeRelativeClock;
     use std::net::SocketAddr;
     use std::sync::Mutex;
     use tower::ServiceExt;
@@ -614,8 +612,8 @@ mod tests {
         app.clone().oneshot(req).await.unwrap().status().as_u16()
     }
 
-    fn manual(q: &str) -> (RateLimitBuilder, FakeRelativeClock) {
-        let clock = FakeRelativeClock::default();
+    fn manual(q: &str) -> (RateLimitBuilder, ManualClock) {
+        let clock = ManualClock::default();
         (RateLimitLayer::per_ip(q).clock(clock.clone()), clock)
     }
 
@@ -681,7 +679,7 @@ mod tests {
             let events = events.clone();
             move |e: &SecurityEvent| events.lock().unwrap().push(e.kind().name().to_owned())
         };
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let limit = RateLimitLayer::per_ip("2/second; 100/day")
             .legacy_headers(true)
             .clock(clock.clone())
@@ -764,7 +762,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_route_refusal_keeps_its_own_policy_under_the_default_limit() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let route = RateLimitLayer::per_ip("1/minute")
             .name("login")
             .clock(clock.clone())
@@ -836,7 +834,7 @@ mod tests {
 
     #[tokio::test]
     async fn principal_keys_and_custom_keys() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let limit = RateLimitLayer::per_principal("1/minute")
             .clock(clock.clone())
             .build()
@@ -941,7 +939,7 @@ mod tests {
     #[tokio::test]
     async fn jwt_subject_equal_to_an_api_key_id_has_its_own_bucket_exemption_and_tier() {
         use crate::principal::PrincipalKind::{ApiKey, Jwt};
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let limit = RateLimitLayer::per_principal("1/minute")
             .exempt_keys(["svc-internal"])
             .tier("gold", "3/minute", ["k-gold"])
@@ -994,7 +992,7 @@ mod tests {
             .layer()
             .unwrap();
         let limit = RateLimitLayer::per_principal("1/minute")
-            .clock(FakeRelativeClock::default())
+            .clock(ManualClock::default())
             .build()
             .unwrap();
         let app = Router::new()
@@ -1124,7 +1122,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_keys_are_evicted_by_the_background_task_which_ends_with_the_layer() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let layer = RateLimitLayer::per_ip("6/minute")
             .clock(clock.clone())
             .evict_idle_every(Duration::from_secs(5))

@@ -39,7 +39,6 @@ use std::time::Duration;
 use std::task::{Context, Poll};
 
 use axum::extract::FromRequestParts;
-use governor::clock::{Clock, FakeRelativeClock};
 use http::request::Parts;
 use http::{Extensions, Method, Request, Uri};
 use tokio::sync::Notify;
@@ -50,6 +49,8 @@ use unicode_normalization::UnicodeNormalization;
 use super::headers::{retry_after_secs, retry_after_value};
 use super::key::{client_ip_key, LimitKey};
 use super::store::failures::{Backoff, Charge, FailureTable, Receipt};
+#[cfg(test)]
+use super::store::memory::ManualClock;
 use super::store::memory::{
     Evict, EvictorStart, LimiterClock, DEFAULT_EVICTION_INTERVAL, DEFAULT_MAX_KEYS,
 };
@@ -130,7 +131,7 @@ impl GuardInner {
     fn now(&self) -> u64 {
         // Nanoseconds since the guard was built (or of the manual clock); never 0-based
         // wrap-around since both clocks are monotonic.
-        self.clock.now().as_u64().saturating_add(1)
+        self.clock.now().saturating_add(1)
     }
 }
 
@@ -260,7 +261,8 @@ pub struct LoginGuardBuilder {
     account: Backoff,
     ip: Backoff,
     max_keys: usize,
-    clock: Option<FakeRelativeClock>,
+    #[cfg(test)]
+    clock: Option<ManualClock>,
     eviction_interval: Duration,
     #[cfg(feature = "redis")]
     redis: Option<crate::redis::RedisStore>,
@@ -283,6 +285,7 @@ impl Default for LoginGuardBuilder {
                 window,
             },
             max_keys: DEFAULT_MAX_KEYS,
+            #[cfg(test)]
             clock: None,
             eviction_interval: DEFAULT_EVICTION_INTERVAL,
             #[cfg(feature = "redis")]
@@ -373,8 +376,9 @@ impl LoginGuardBuilder {
         self
     }
 
-    /// Drives the guard from a manual clock (tests).
-    pub fn clock(mut self, clock: FakeRelativeClock) -> Self {
+    /// Drives the guard from a manual clock (the crate's tests).
+    #[cfg(test)]
+    pub(crate) fn clock(mut self, clock: ManualClock) -> Self {
         self.clock = Some(clock);
         self
     }
@@ -414,10 +418,13 @@ impl LoginGuardBuilder {
                 "use a cap such as 100000",
             ));
         }
-        let clock = match self.clock {
-            Some(c) => LimiterClock::Manual(c),
-            None => LimiterClock::monotonic(),
-        };
+        #[cfg(test)]
+        let clock = self
+            .clock
+            .as_ref()
+            .map_or_else(LimiterClock::monotonic, ManualClock::limiter_clock);
+        #[cfg(not(test))]
+        let clock = LimiterClock::monotonic();
         let inner = Arc::new(GuardInner {
             accounts: FailureTable::new(self.max_keys, self.account),
             ips: FailureTable::new(self.max_keys, self.ip),
@@ -560,8 +567,9 @@ impl LoginAttempt {
     /// Checks the account named `username` (normalised with [`normalize_account`]), charges
     /// the attempt as a failure to the account and the client IP (before your credential
     /// check runs, so concurrent guesses cannot all get through; see
-    /// [`LoginGuardLayer`](LoginGuardLayer#concurrent-attempts)), and returns the attempt to settle with
-    /// [`AccountAttempt::succeeded`] (which refunds the charge) or [`AccountAttempt::failed`].
+    /// [`LoginGuardLayer`](LoginGuardLayer#concurrent-attempts)), and returns the attempt to
+    /// settle with [`AccountAttempt::succeeded`] (which refunds the charge) or
+    /// [`AccountAttempt::failed`].
     ///
     /// # Errors
     ///
@@ -764,7 +772,7 @@ mod tests {
     use std::net::IpAddr;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    fn guard(clock: &FakeRelativeClock) -> LoginGuardLayer {
+    fn guard(clock: &ManualClock) -> LoginGuardLayer {
         LoginGuardLayer::builder()
             .account_free_failures(3)
             .ip_free_failures(10)
@@ -843,7 +851,7 @@ mod tests {
     /// the 1 s backoff), and the 429 starts with the next attempt during it.
     #[tokio::test]
     async fn with_the_defaults_the_sixth_failure_gets_401_and_the_next_attempt_429() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let g = LoginGuardLayer::builder()
             .clock(clock.clone())
             .build()
@@ -864,7 +872,7 @@ mod tests {
 
     #[tokio::test]
     async fn brute_force_on_one_account_is_slowed_exponentially() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let g = guard(&clock);
         for _ in 0..3 {
             let r = fail(&g, "192.0.2.1", "alice").await.unwrap();
@@ -891,7 +899,7 @@ mod tests {
 
     #[tokio::test]
     async fn distributed_guessing_from_many_ips_still_locks_the_account() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let g = guard(&clock);
         for i in 0..4 {
             fail(&g, &format!("198.51.100.{i}"), "Alice").await.unwrap();
@@ -902,7 +910,7 @@ mod tests {
 
     #[tokio::test]
     async fn credential_stuffing_from_one_ip_is_slowed_across_accounts() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let g = guard(&clock);
         for i in 0..11 {
             fail(&g, "192.0.2.7", &format!("user{i}")).await.unwrap();
@@ -915,7 +923,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_and_existing_accounts_get_identical_answers() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let g = guard(&clock);
         for _ in 0..4 {
             fail(&g, "192.0.2.1", "alice").await.unwrap();
@@ -930,7 +938,7 @@ mod tests {
 
     #[tokio::test]
     async fn success_clears_the_account_and_only_failures_charge() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let g = guard(&clock);
         for _ in 0..3 {
             fail(&g, "192.0.2.1", "bob").await.unwrap();
@@ -946,7 +954,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_attempt_dropped_without_verdict_counts_as_a_failure() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let g = guard(&clock);
         for _ in 0..4 {
             let a = g.attempt(ip("192.0.2.1")).await.unwrap();
@@ -957,7 +965,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_forgotten_after_the_window_and_tables_stay_bounded() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let g = LoginGuardLayer::builder()
             .max_keys(50)
             .clock(clock.clone())
@@ -982,7 +990,7 @@ mod tests {
     /// failure recorded after it, so every concurrent guess reached the check.
     #[tokio::test(start_paused = true)]
     async fn concurrent_guesses_on_one_account_cannot_all_reach_the_password_check() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let g = guard(&clock); // 3 free failures per account
         let reached = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
@@ -1014,7 +1022,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_successful_login_refunds_its_charge_to_the_client_ip() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let g = guard(&clock); // 10 free failures per IP
         for i in 0..10 {
             fail(&g, "192.0.2.1", &format!("user{i}")).await.unwrap();
@@ -1033,7 +1041,7 @@ mod tests {
     /// overflow entry, so failures on new names locked out users with no failures at all.
     #[tokio::test]
     async fn a_full_account_table_never_locks_out_an_account_without_failures() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let g = LoginGuardLayer::builder()
             .account_free_failures(3)
             .ip_free_failures(1000)
@@ -1061,7 +1069,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_ip_table_never_locks_out_a_client_without_failures() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let g = LoginGuardLayer::builder()
             .account_free_failures(1000)
             .ip_free_failures(3)
@@ -1086,7 +1094,7 @@ mod tests {
 
     #[tokio::test]
     async fn flooding_a_full_table_with_new_names_does_not_unlock_a_locked_account() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let g = LoginGuardLayer::builder()
             .account_free_failures(3)
             .ip_free_failures(1000)
@@ -1108,7 +1116,7 @@ mod tests {
     /// when the lock ended and the next failure started over at the free allowance.
     #[tokio::test]
     async fn after_a_maximum_lock_the_next_failure_locks_again_for_the_maximum() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let g = LoginGuardLayer::builder()
             .account_free_failures(3)
             .ip_free_failures(100_000)

@@ -124,18 +124,10 @@ mod store;
 #[cfg(feature = "redis")]
 pub use builder::FailureMode;
 pub use builder::RateLimitBuilder;
-pub use headers::{
-    retry_after_secs, RATELIMIT, RATELIMIT_POLICY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING,
-    X_RATELIMIT_RESET,
-};
-pub use key::{client_ip_key, KeyFuture, LimitKey, PrincipalKey};
+pub use key::{LimitKey, PrincipalKey};
 pub use layer::{RateLimit, RateLimitLayer};
 pub use login_guard::{
     normalize_account, AccountAttempt, LoginAttempt, LoginGuard, LoginGuardBuilder, LoginGuardLayer,
 };
-pub use quota::{IntoQuotas, Quota, MAX_REFILL};
-pub use store::memory::{KeyCapPolicy, DEFAULT_EVICTION_INTERVAL, DEFAULT_MAX_KEYS};
-
-/// The manual clock accepted by [`RateLimitBuilder::clock`] and [`LoginGuardBuilder::clock`]
-/// (re-exported from governor).
-pub use governor::clock::FakeRelativeClock;
+pub use quota::{IntoQuotas, Quota};
+pub use store::memory::KeyCapPolicy;

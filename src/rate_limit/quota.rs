@@ -42,7 +42,7 @@ pub struct Quota {
 /// The longest a quota may take to refill its whole burst (`period / count · burst`): ten
 /// years. Longer ones are configuration mistakes, and the GCRA state counts nanoseconds in a
 /// `u64` (584 years), which a longer tolerance plus the clock's reading could overflow.
-pub const MAX_REFILL: Duration = Duration::from_secs(10 * 365 * 86_400);
+pub(crate) const MAX_REFILL: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 fn too_long(what: String) -> ConfigError {
     ConfigError::new(
@@ -74,7 +74,7 @@ impl Quota {
     /// # Errors
     ///
     /// A [`ConfigError`] when `count` is zero, or `period` is shorter than one millisecond,
-    /// shorter than one nanosecond per request, or longer than [`MAX_REFILL`].
+    /// shorter than one nanosecond per request, or longer than ten years.
     pub fn new(count: u32, period: Duration) -> Result<Self, ConfigError> {
         if count == 0 {
             return Err(zero_quota());
@@ -131,7 +131,7 @@ impl Quota {
     /// # Errors
     ///
     /// A [`ConfigError`] when `burst` is zero, or when refilling it (`period / count · burst`)
-    /// would take longer than [`MAX_REFILL`].
+    /// would take longer than ten years.
     pub fn with_burst(mut self, burst: u32) -> Result<Self, ConfigError> {
         if burst == 0 {
             return Err(ConfigError::new(

@@ -9,7 +9,7 @@
 //! script does in one `EVAL`: a refused request spends nothing. governor, whose GCRA this is
 //! (same emission interval `t`, tolerance `τ = t·(burst − 1)` and arithmetic as its `Gcra`),
 //! charges a quota as soon as that quota allows and has no way to look before charging, so the
-//! few lines of arithmetic live here; governor still provides the clocks.
+//! few lines of arithmetic live here, over quanta's clock ([`LimiterClock`]).
 //!
 //! # The key cap
 //!
@@ -24,8 +24,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use governor::clock::{Clock, FakeRelativeClock};
-use governor::nanos::Nanos;
 use serde::Deserialize;
 use tokio::sync::Notify;
 
@@ -34,9 +32,9 @@ use crate::rate_limit::key::LimitKey;
 use crate::rate_limit::quota::Quota;
 
 /// Default maximum number of keys one in-memory limiter tracks.
-pub const DEFAULT_MAX_KEYS: usize = 100_000;
+pub(crate) const DEFAULT_MAX_KEYS: usize = 100_000;
 /// Default interval of the idle-key eviction task.
-pub const DEFAULT_EVICTION_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_EVICTION_INTERVAL: Duration = Duration::from_secs(60);
 
 /// At the key cap, room is made for this fraction of the cap at once (at least one key).
 const ROOM_FRACTION: usize = 16;
@@ -54,8 +52,9 @@ pub enum KeyCapPolicy {
     /// Make room (default): forget the keys closest to refilled, first those whose quotas have
     /// fully come back (nothing is lost), then those that owe the least time, and give the new
     /// key a fresh bucket of its own. A flood of new keys pushes out its own keys first, not
-    /// the bucket of a client it has limited (see the [module docs](super#memory): an attacker
-    /// must spend close to the whole burst on each of `max_keys` keys to reset a bucket).
+    /// the bucket of a client it has limited (see the
+    /// [module docs](crate::rate_limit#memory): an attacker must spend close to the whole
+    /// burst on each of `max_keys` keys to reset a bucket).
     #[default]
     Evict,
     /// New keys share one overflow bucket with the same quotas: a flood of new addresses is
@@ -66,50 +65,78 @@ pub enum KeyCapPolicy {
     AllowUntracked,
 }
 
-/// The clock of an in-memory limiter: a monotonic clock started when the limiter is built, or
-/// a manual clock for tests.
+/// The clock of an in-memory limiter (and of the login guard): nanoseconds since it was
+/// built.
+///
+/// quanta's clock: the CPU's invariant time-stamp counter, scaled to nanoseconds against the
+/// OS monotonic clock, or that clock itself when the CPU has no usable counter. Read on every
+/// check: about 10 ns here, against 27 ns for `Instant::elapsed` on the same VM. Tests drive
+/// it by hand with quanta's mock clock (`ManualClock`).
 #[derive(Clone)]
-pub(crate) enum LimiterClock {
-    /// quanta's clock (the one governor uses by default): the CPU's invariant time-stamp
-    /// counter, scaled to nanoseconds against the OS monotonic clock, or that clock itself when
-    /// the CPU has no usable counter. Read on every check: about 10 ns here, against 27 ns for
-    /// `Instant::elapsed` on the same VM.
-    Monotonic {
-        clock: quanta::Clock,
-        start: u64,
-    },
-    Manual(FakeRelativeClock),
+pub(crate) struct LimiterClock {
+    clock: quanta::Clock,
+    start: u64,
 }
 
 impl LimiterClock {
     /// A monotonic clock reading zero now.
     pub(crate) fn monotonic() -> Self {
-        let clock = quanta::Clock::new();
+        Self::of(quanta::Clock::new())
+    }
+
+    fn of(clock: quanta::Clock) -> Self {
         let start = clock.raw();
-        Self::Monotonic { clock, start }
+        Self { clock, start }
+    }
+
+    /// Nanoseconds since the clock was made.
+    #[inline]
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.delta_as_nanos(self.start, self.clock.raw())
     }
 }
 
 impl fmt::Debug for LimiterClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Monotonic { .. } => f.write_str("Monotonic"),
-            Self::Manual(_) => f.write_str("Manual"),
-        }
+        f.write_str("LimiterClock")
     }
 }
 
-impl Clock for LimiterClock {
-    type Instant = Nanos;
+/// A clock for tests, advanced by hand (quanta's mock clock).
+#[cfg(test)]
+#[derive(Clone)]
+pub(crate) struct ManualClock {
+    clock: quanta::Clock,
+    mock: Arc<quanta::Mock>,
+}
 
-    #[inline]
-    fn now(&self) -> Nanos {
-        match self {
-            Self::Monotonic { clock, start } => {
-                Nanos::new(clock.delta_as_nanos(*start, clock.raw()))
-            }
-            Self::Manual(clock) => clock.now(),
-        }
+#[cfg(test)]
+impl fmt::Debug for ManualClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ManualClock")
+            .field(&self.mock.value())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+impl Default for ManualClock {
+    fn default() -> Self {
+        let (clock, mock) = quanta::Clock::mock();
+        Self { clock, mock }
+    }
+}
+
+#[cfg(test)]
+impl ManualClock {
+    /// Moves the clock forward by `by`.
+    pub(crate) fn advance(&self, by: Duration) {
+        self.mock.increment(by);
+    }
+
+    /// A limiter clock reading zero now and driven by this clock.
+    pub(crate) fn limiter_clock(&self) -> LimiterClock {
+        LimiterClock::of(self.clock.clone())
     }
 }
 
@@ -435,7 +462,7 @@ impl<K: Hash + Eq + Clone> MemoryLimiter<K> {
     }
 
     fn now(&self) -> u64 {
-        self.clock.now().as_u64()
+        self.clock.now()
     }
 
     /// Checks `cost` units for `key` against every quota; charges them all, or none.
@@ -604,8 +631,8 @@ mod tests {
         quota: Quota,
         max_keys: usize,
         policy: KeyCapPolicy,
-    ) -> (MemoryLimiter, FakeRelativeClock) {
-        let clock = FakeRelativeClock::default();
+    ) -> (MemoryLimiter, ManualClock) {
+        let clock = ManualClock::default();
         limiter_of(&[quota], max_keys, policy, clock)
     }
 
@@ -613,13 +640,13 @@ mod tests {
         quotas: &[Quota],
         max_keys: usize,
         policy: KeyCapPolicy,
-        clock: FakeRelativeClock,
-    ) -> (MemoryLimiter, FakeRelativeClock) {
+        clock: ManualClock,
+    ) -> (MemoryLimiter, ManualClock) {
         let l = MemoryLimiter::new(
             quotas,
             max_keys,
             policy,
-            LimiterClock::Manual(clock.clone()),
+            clock.limiter_clock(),
             Arc::new(Notify::new()),
         );
         (l, clock)
@@ -780,7 +807,7 @@ mod tests {
     /// refused; 61 s later the client is served again, having spent two of the day's ten.
     #[test]
     fn refused_requests_charge_none_of_the_quotas() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let quotas = [Quota::per_day(10), Quota::per_minute(1)];
         let (l, clock) = limiter_of(&quotas, 10, KeyCapPolicy::Evict, clock);
         assert!(l.check(&ip(1), ONE).is_allowed());
@@ -807,7 +834,7 @@ mod tests {
 
     #[test]
     fn several_quotas_stay_exact_under_concurrency() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let quotas = [Quota::per_minute(40), Quota::per_hour(25)];
         let (l, _clock) = limiter_of(&quotas, 10, KeyCapPolicy::Evict, clock);
         let allowed = AtomicUsize::new(0);
