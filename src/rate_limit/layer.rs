@@ -9,7 +9,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+#[cfg(feature = "redis")]
+use axum::response::IntoResponse;
+use axum::response::Response;
 use http::request::Parts;
 use http::Request;
 use ipnet::IpNet;
