@@ -10,7 +10,6 @@ use ipnet::IpNet;
 
 use super::headers::is_safe_name;
 use super::key::{KeySource, LimitKey};
-use super::layer::RateLimitLayer;
 use super::quota::{check_counts, IntoQuotas, Quota};
 #[cfg(test)]
 use super::store::memory::ManualClock;
@@ -76,9 +75,10 @@ struct TierSettings {
     quotas: Result<Vec<Quota>, ConfigError>,
 }
 
-/// Builder of a [`RateLimitLayer`]: start with one of its key constructors
-/// ([`RateLimitLayer::per_ip`], [`per_principal`](RateLimitLayer::per_principal), …), tune it
-/// with the setters, then call [`build`](Self::build), which reports the first bad setting.
+/// Builder of a [`RateLimitLayer`](super::RateLimitLayer): start with one of its key
+/// constructors ([`RateLimitLayer::per_ip`](super::RateLimitLayer::per_ip),
+/// [`per_principal`](super::RateLimitLayer::per_principal), …), tune it with the setters,
+/// then call [`build`](Self::build), which reports the first bad setting.
 ///
 /// ```
 /// use axum_shield::rate_limit::RateLimitLayer;
@@ -371,18 +371,8 @@ impl RateLimitBuilder {
         self
     }
 
-    /// Checks every setting and builds the layer. Its in-memory state and its one eviction
-    /// task are shared by every clone of the layer and end when the last clone is dropped.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] for the first bad setting, in this order: the header name of
-    /// [`per_header`](RateLimitLayer::per_header); the quotas (text that does not parse, or a
-    /// quota of 0 requests); the [`name`](Self::name); the [`cost`](Self::cost) (0, or above
-    /// a quota's burst); each [`tier`](Self::tier) (name, quotas, cost); the
-    /// [`exempt_ips`](Self::exempt_ips); a [`max_keys`](Self::max_keys) of 0; an
-    /// [`evict_idle_every`](Self::evict_idle_every) under one second.
-    pub fn build(self) -> Result<RateLimitLayer, ConfigError> {
+    /// Checks every setting, in the order documented on `build` (in `layer.rs`).
+    pub(super) fn validate(self) -> Result<Settings, ConfigError> {
         let source = match self.key {
             KeyChoice::Source(source) => source,
             KeyChoice::Header(name) => KeySource::Header(ConfigError::header_name(
@@ -442,7 +432,7 @@ impl RateLimitBuilder {
                 "use an interval of at least one second, such as 60 s",
             ));
         }
-        Ok(RateLimitLayer::new(Settings {
+        Ok(Settings {
             name: self.name.unwrap_or_else(|| source.short_name().to_owned()),
             source,
             quotas,
@@ -461,6 +451,6 @@ impl RateLimitBuilder {
             clock: self.clock,
             #[cfg(feature = "redis")]
             redis: self.redis,
-        }))
+        })
     }
 }

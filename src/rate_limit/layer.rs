@@ -37,6 +37,7 @@ use crate::audit::{SecurityEvent, SecurityEventKind};
 use crate::client_ip::{ClientIp, UNKNOWN_CLIENT};
 use crate::principal::Principal;
 use crate::rejection::{Rejection, RejectionKind};
+use crate::ConfigError;
 
 /// The rate-limit service: what [`RateLimitLayer`] wraps around your router or route.
 pub struct RateLimit<S> {
@@ -153,7 +154,7 @@ impl RateLimitLayer {
     }
 
     /// The layer of validated settings (see [`RateLimitBuilder::build`]).
-    pub(super) fn new(settings: Settings) -> Self {
+    fn new(settings: Settings) -> Self {
         #[cfg(test)]
         let clock = settings
             .clock
@@ -208,6 +209,23 @@ impl RateLimitLayer {
         });
         shared.evictor.ensure(&shared);
         Self { shared }
+    }
+}
+
+impl RateLimitBuilder {
+    /// Checks every setting and builds the layer. Its in-memory state and its one eviction
+    /// task are shared by every clone of the layer and end when the last clone is dropped.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for the first bad setting, in this order: the header name of
+    /// [`per_header`](RateLimitLayer::per_header); the quotas (text that does not parse, or a
+    /// quota of 0 requests); the [`name`](Self::name); the [`cost`](Self::cost) (0, or above
+    /// a quota's burst); each [`tier`](Self::tier) (name, quotas, cost); the
+    /// [`exempt_ips`](Self::exempt_ips); a [`max_keys`](Self::max_keys) of 0; an
+    /// [`evict_idle_every`](Self::evict_idle_every) under one second.
+    pub fn build(self) -> Result<RateLimitLayer, ConfigError> {
+        self.validate().map(RateLimitLayer::new)
     }
 }
 
