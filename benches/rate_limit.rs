@@ -17,7 +17,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::routing::get;
 use axum::Router;
-use axum_shield::rate_limit::{LimitKey, Quota, RateLimit};
+use axum_shield::rate_limit::{LimitKey, Quota, RateLimitLayer};
 use criterion::{black_box, criterion_group, Criterion};
 use http::Request;
 use tower::Layer;
@@ -61,11 +61,10 @@ fn memory_flood() {
         ("default cap 100 000", 100_000),
     ] {
         let before = LIVE.load(Ordering::Relaxed);
-        let limit = RateLimit::per_ip("100/hour")
-            .unwrap()
+        let limit = RateLimitLayer::per_ip("100/hour")
             .max_keys(cap)
-            .unwrap()
-            .layer();
+            .build()
+            .unwrap();
         for n in 0..1_000_000u32 {
             let _ = limit.check(&ip(0x0A00_0000 + n));
         }
@@ -103,14 +102,14 @@ where
 
 fn bench_check(c: &mut Criterion) {
     let mut group = c.benchmark_group("in_memory_check");
-    let allowed = RateLimit::per_ip(Quota::per_second(u32::MAX))
-        .unwrap()
-        .layer();
+    let allowed = RateLimitLayer::per_ip(Quota::per_second(u32::MAX))
+        .build()
+        .unwrap();
     let key = ip(1);
     group.bench_function("hot_key_allowed", |b| {
         b.iter(|| black_box(allowed.check(black_box(&key))))
     });
-    let refused = RateLimit::per_ip("1/hour").unwrap().layer();
+    let refused = RateLimitLayer::per_ip("1/hour").build().unwrap();
     let _ = refused.check(&key);
     group.bench_function("hot_key_refused", |b| {
         b.iter(|| black_box(refused.check(black_box(&key))))
@@ -131,14 +130,14 @@ fn bench_layer(c: &mut Criterion) {
     let limited = routes
         .clone()
         .layer(
-            RateLimit::per_ip(Quota::per_second(u32::MAX))
-                .unwrap()
-                .layer(),
+            RateLimitLayer::per_ip(Quota::per_second(u32::MAX))
+                .build()
+                .unwrap(),
         )
         .with_state(());
     let refusing = routes
         .clone()
-        .layer(RateLimit::per_ip("1/hour").unwrap().layer())
+        .layer(RateLimitLayer::per_ip("1/hour").build().unwrap())
         .with_state(());
     let governor_allowed = {
         let config = tower_governor::governor::GovernorConfigBuilder::default()
@@ -200,11 +199,14 @@ fn bench_layer(c: &mut Criterion) {
             Ok::<_, std::convert::Infallible>(response)
         })
     };
-    let alone_allowed = RateLimit::per_ip(Quota::per_second(u32::MAX))
+    let alone_allowed = RateLimitLayer::per_ip(Quota::per_second(u32::MAX))
+        .build()
         .unwrap()
-        .layer()
         .layer(inner());
-    let alone_refusing = RateLimit::per_ip("1/hour").unwrap().layer().layer(inner());
+    let alone_refusing = RateLimitLayer::per_ip("1/hour")
+        .build()
+        .unwrap()
+        .layer(inner());
     rt.block_on(async {
         assert_eq!(status(&alone_refusing).await, 200);
         assert_eq!(status(&alone_refusing).await, 429);
@@ -288,10 +290,10 @@ fn redis_numbers() {
             .await
             .unwrap();
         let app: Router = Router::new().route("/", get(|| async { "ok" })).layer(
-            RateLimit::per_ip(Quota::per_second(u32::MAX))
-                .unwrap()
+            RateLimitLayer::per_ip(Quota::per_second(u32::MAX))
                 .redis(store, FailureMode::Closed)
-                .layer(),
+                .build()
+                .unwrap(),
         );
         let _ = app.clone().oneshot(request()).await;
         let mut lat = Vec::with_capacity(20_000);

@@ -15,7 +15,7 @@
 use std::net::SocketAddr;
 
 use axum::{routing::get, Router};
-use axum_shield::rate_limit::{FailureMode, RateLimit};
+use axum_shield::rate_limit::{FailureMode, RateLimitLayer};
 use axum_shield::redis::RedisStore;
 use axum_shield::Shield;
 
@@ -26,9 +26,10 @@ async fn instance(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let shield = Shield::api()
         .rate_limit(
-            RateLimit::per_ip("5/minute")?
+            RateLimitLayer::per_ip("5/minute")
                 .legacy_headers(true)
-                .redis(redis, FailureMode::Local),
+                .redis(redis, FailureMode::Local)
+                .build()?,
         )
         .build()?;
     let app = Router::new()

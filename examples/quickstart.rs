@@ -47,7 +47,7 @@ use axum_shield::audit::{Audit, SecurityEvent, SecurityEventKind};
 use axum_shield::audit::{JsonLines, JsonLinesFields, LogWriter};
 use axum_shield::auth::jwt::JwtAuthLayer;
 use axum_shield::auth::{AuthorizeLayer, TokenIssuer};
-use axum_shield::rate_limit::{LoginAttempt, LoginGuard, RateLimit};
+use axum_shield::rate_limit::{LoginAttempt, LoginGuardLayer, RateLimitLayer};
 use axum_shield::validate::redact::RedactFieldsLayer;
 use axum_shield::validate::{GuardedJson, JsonGuardLayer, Valid};
 use axum_shield::{Claims, ConfigError, Principal, Rejection, RejectionKind, Shield};
@@ -130,11 +130,11 @@ struct AppState {
 /// Builds the application; `main` serves it, tests and benchmarks call it directly.
 pub fn app(settings: &Settings) -> Result<Router, ConfigError> {
     // Layers 1–8, outermost first, with a default per-IP limit for every route.
-    let per_ip = RateLimit::per_ip(settings.rate_limit.as_str())?
-        .max_keys(settings.rate_limit_max_keys)?
+    let per_ip = RateLimitLayer::per_ip(settings.rate_limit.as_str())
+        .max_keys(settings.rate_limit_max_keys)
         .exempt_paths(["/health"]);
     #[allow(unused_mut)]
-    let mut login_guard = LoginGuard::builder();
+    let mut login_guard = LoginGuardLayer::builder();
     #[cfg(feature = "redis")]
     let (per_ip, login_guard) = match &settings.redis {
         Some(store) => (
@@ -154,7 +154,7 @@ pub fn app(settings: &Settings) -> Result<Router, ConfigError> {
     let shield = Shield::api()
         .trusted_proxies(&settings.trusted_proxies)
         .access_log(settings.access_log)
-        .rate_limit(per_ip)
+        .rate_limit(per_ip.build()?)
         .build()?;
 
     // Authentication: strict HS256 verification (exp, nbf, iat, iss, aud, typ, crit).
@@ -189,8 +189,8 @@ pub fn app(settings: &Settings) -> Result<Router, ConfigError> {
         .route(
             "/login",
             post(login)
-                .route_layer(RateLimit::per_ip("5/minute")?.name("login")?.layer())
-                .route_layer(login_guard.layer()),
+                .route_layer(RateLimitLayer::per_ip("5/minute").name("login").build()?)
+                .route_layer(login_guard),
         )
         .merge(protected)
         .merge(users)

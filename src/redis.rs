@@ -26,12 +26,14 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(5);
 /// Cheap to clone: clones share one connection.
 ///
 /// ```no_run
-/// use axum_shield::rate_limit::{FailureMode, RateLimit};
+/// use axum_shield::rate_limit::{FailureMode, RateLimitLayer};
 /// use axum_shield::redis::RedisStore;
 ///
 /// # async fn run() -> Result<(), axum_shield::ConfigError> {
 /// let redis = RedisStore::connect("redis://127.0.0.1:6379/").await?;
-/// let limit = RateLimit::per_ip("100/hour")?.redis(redis, FailureMode::Local).layer();
+/// let limit = RateLimitLayer::per_ip("100/hour")
+///     .redis(redis, FailureMode::Local)
+///     .build()?;
 /// # let _ = limit;
 /// # Ok(())
 /// # }

@@ -685,12 +685,12 @@ async fn guarded_login(
 #[tokio::test(flavor = "current_thread")]
 async fn login_guard_fail_and_lock_events_pseudonymize_the_account_like_success() {
     let (capture, _guard) = json_capture(Level::TRACE);
-    let guard = axum_shield::rate_limit::LoginGuard::builder()
+    let guard = axum_shield::rate_limit::LoginGuardLayer::builder()
         .account_free_failures(1)
         .build()
         .unwrap();
     let app = shielded_with(
-        Router::new().route("/login", post(guarded_login).route_layer(guard.layer())),
+        Router::new().route("/login", post(guarded_login).route_layer(guard)),
         Shield::api().pseudonymize(KEY),
     );
     let user = "jane.doe@example.com";

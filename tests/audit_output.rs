@@ -277,10 +277,10 @@ fn logfmt_pairs(line: &str) -> Vec<(String, String)> {
 #[tokio::test(flavor = "current_thread")]
 async fn account_names_cannot_forge_key_value_pairs_in_text_logs() {
     use axum_shield::audit::SecurityEvent;
-    use axum_shield::rate_limit::{LimitKey, LoginGuard};
+    use axum_shield::rate_limit::{LimitKey, LoginGuardLayer};
 
     let (capture, _guard) = text_capture(Level::INFO, false);
-    let guard = LoginGuard::builder().build().unwrap();
+    let guard = LoginGuardLayer::builder().build().unwrap();
     let attempt = guard
         .attempt(LimitKey::Ip("192.0.2.7".parse().unwrap()))
         .await

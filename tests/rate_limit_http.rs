@@ -7,7 +7,7 @@ use axum::{
     Json, Router,
 };
 use axum_shield::client_ip::ForwardedHeader;
-use axum_shield::rate_limit::{LoginAttempt, LoginGuard, RateLimit};
+use axum_shield::rate_limit::{LoginAttempt, LoginGuardLayer, RateLimitLayer};
 use axum_shield::{Rejection, Shield};
 use serde::Deserialize;
 
@@ -17,7 +17,7 @@ use support::app_server::serve;
 async fn spoofed_x_forwarded_for_over_a_real_socket_keeps_the_key() {
     let shield = Shield::api()
         .trusted_proxies(["10.0.0.0/8"])
-        .rate_limit(RateLimit::per_ip("3/minute").unwrap())
+        .rate_limit(RateLimitLayer::per_ip("3/minute").build().unwrap())
         .build()
         .unwrap();
     let addr = serve(
@@ -79,9 +79,9 @@ async fn malformed_forwarding_header_behind_an_exempt_trusted_proxy_is_still_lim
             [&b"for=\", for=203.0.113.7"[..], b"for=\""],
         ),
     ] {
-        let limit = RateLimit::per_ip("2/minute")
-            .unwrap()
+        let limit = RateLimitLayer::per_ip("2/minute")
             .exempt_ips(["127.0.0.0/8"])
+            .build()
             .unwrap();
         let shield = Shield::api()
             .trusted_proxies(["127.0.0.1"])
@@ -130,13 +130,13 @@ async fn login(
 
 #[tokio::test]
 async fn login_brute_force_is_refused_identically_for_known_and_unknown_accounts() {
-    let guard = LoginGuard::builder()
+    let guard = LoginGuardLayer::builder()
         .account_free_failures(3)
         .build()
         .unwrap();
     let shield = Shield::api().build().unwrap();
     let app = Router::new()
-        .route("/login", post(login).route_layer(guard.layer()))
+        .route("/login", post(login).route_layer(guard))
         .layer(shield);
     let addr = serve(app).await;
     let client = reqwest::Client::new();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::{routing::get, Router};
 use axum_shield::auth::{RedisRevocationList, RevocationStore};
-use axum_shield::rate_limit::{FailureMode, LimitKey, LoginGuard, RateLimit};
+use axum_shield::rate_limit::{FailureMode, LimitKey, LoginGuardLayer, RateLimitLayer};
 use axum_shield::redis::RedisStore;
 use axum_shield::Shield;
 
@@ -19,7 +19,10 @@ use support::redis_server::RedisServer;
 /// One application instance on its own port, limited through Redis.
 async fn instance(url: &str, quota: &str, mode: FailureMode) -> SocketAddr {
     let store = RedisStore::connect(url).await.unwrap();
-    let limit = RateLimit::per_ip(quota).unwrap().redis(store, mode);
+    let limit = RateLimitLayer::per_ip(quota)
+        .redis(store, mode)
+        .build()
+        .unwrap();
     let shield = Shield::api().rate_limit(limit).build().unwrap();
     let app = Router::new()
         .route("/", get(|| async { "ok" }))
@@ -84,13 +87,14 @@ async fn two_unnamed_limits_of_one_window_keep_separate_counts_in_redis() {
     // both per minute: each must count against its own quota only.
     let redis = RedisServer::start();
     let store = RedisStore::connect(&redis.url()).await.unwrap();
-    let global = RateLimit::per_ip("100/minute")
-        .unwrap()
-        .redis(store.clone(), FailureMode::Closed);
-    let strict = RateLimit::per_ip("2/minute")
-        .unwrap()
+    let global = RateLimitLayer::per_ip("100/minute")
+        .redis(store.clone(), FailureMode::Closed)
+        .build()
+        .unwrap();
+    let strict = RateLimitLayer::per_ip("2/minute")
         .redis(store, FailureMode::Closed)
-        .layer();
+        .build()
+        .unwrap();
     let shield = Shield::api().rate_limit(global).build().unwrap();
     let app = Router::new()
         .route("/login", get(|| async { "ok" }).route_layer(strict))
@@ -126,10 +130,10 @@ async fn a_store_timeout_longer_than_the_default_is_honoured() {
         .timeout(Duration::from_secs(2));
     let hasty = RedisStore::connect(&redis.url()).await.unwrap();
     let app = |store| {
-        let limit = RateLimit::per_ip("10/minute")
-            .unwrap()
+        let limit = RateLimitLayer::per_ip("10/minute")
             .redis(store, FailureMode::Closed)
-            .layer();
+            .build()
+            .unwrap();
         Router::new()
             .route("/", get(|| async { "ok" }))
             .layer(limit)
@@ -209,7 +213,7 @@ async fn killing_redis_applies_the_failure_mode_and_recovers_after_restart() {
 async fn login_guard_and_revocations_are_shared_through_redis() {
     let redis = RedisServer::start();
     let guard = |store| {
-        LoginGuard::builder()
+        LoginGuardLayer::builder()
             .account_free_failures(2)
             .redis(store)
             .build()
@@ -310,7 +314,7 @@ async fn concurrent_guesses_through_redis_cannot_all_reach_the_password_check() 
 
     let redis = RedisServer::start();
     let guard = |store: RedisStore| {
-        LoginGuard::builder()
+        LoginGuardLayer::builder()
             .account_free_failures(5)
             .redis(store.timeout(Duration::from_secs(5)))
             .build()
@@ -370,12 +374,10 @@ async fn concurrent_guesses_through_redis_cannot_all_reach_the_password_check() 
 async fn login_count_in_redis_outlives_a_maximum_lock() {
     let redis = RedisServer::start();
     let store = RedisStore::connect(&redis.url()).await.unwrap();
-    let guard = LoginGuard::builder()
+    let guard = LoginGuardLayer::builder()
         .account_free_failures(0)
         .window(Duration::from_secs(60))
-        .unwrap()
         .backoff(Duration::from_secs(60), Duration::from_secs(60))
-        .unwrap()
         .redis(store)
         .build()
         .unwrap();
@@ -404,7 +406,7 @@ async fn login_count_in_redis_outlives_a_maximum_lock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_successful_login_through_redis_refunds_its_charge_to_the_client_ip() {
     let redis = RedisServer::start();
-    let guard = LoginGuard::builder()
+    let guard = LoginGuardLayer::builder()
         .ip_free_failures(2)
         .redis(RedisStore::connect(&redis.url()).await.unwrap())
         .build()
@@ -574,11 +576,11 @@ async fn redis_keys_of_a_jwt_and_an_api_key_with_the_same_id_stay_apart() {
 
     let redis = RedisServer::start();
     let store = RedisStore::connect(&redis.url()).await.unwrap();
-    let limit = RateLimit::per_principal("1/minute")
-        .unwrap()
+    let limit = RateLimitLayer::per_principal("1/minute")
         .exempt_keys(["svc"])
         .redis(store, FailureMode::Closed)
-        .layer();
+        .build()
+        .unwrap();
     // Stands in for the JWT and API-key layers: `x-kind` and `x-id` name the principal.
     let authenticate = from_fn(|mut req: Request, next: Next| async move {
         let (kind, id) = {

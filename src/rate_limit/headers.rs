@@ -14,7 +14,6 @@
 //!   (reset as delta seconds) that older clients read.
 
 use std::fmt::Write as _;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
@@ -23,15 +22,16 @@ use http::HeaderMap;
 use super::quota::{ceil_secs, Quota};
 
 /// `RateLimit-Policy`.
-pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+pub(crate) const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// `RateLimit`.
-pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+pub(crate) const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// Legacy `X-RateLimit-Limit`.
-pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+pub(crate) const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 /// Legacy `X-RateLimit-Remaining`.
-pub const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+pub(crate) const X_RATELIMIT_REMAINING: HeaderName =
+    HeaderName::from_static("x-ratelimit-remaining");
 /// Legacy `X-RateLimit-Reset`.
-pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+pub(crate) const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 /// The policy name of quota `index` of a limiter named `name`: `"{name}-{window}s"`, made unique.
 pub(crate) fn policy_names(name: &str, quotas: &[Quota]) -> Vec<String> {
@@ -66,45 +66,19 @@ pub(crate) fn policy_value(names: &[String], quotas: &[Quota]) -> HeaderValue {
         }
         let _ = write!(out, "\"{name}\";q={};w={}", q.count(), q.window_secs());
     }
-    // Copied into every response with the fields on: kept as a `'static` text.
-    HeaderValue::from_str(&out)
-        .map(crate::interned::header_value)
+    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
+}
+
+/// The `RateLimit` value for the reported policy (written on every allowed request; the
+/// text becomes the header's bytes without a copy).
+pub(crate) fn limit_value(name: &str, remaining: u32, reset: Duration) -> HeaderValue {
+    let text = format!("\"{name}\";r={remaining};t={}", ceil_secs(reset));
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
         .unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
 }
 
-/// The `RateLimit` value for the reported policy. Written into a stack buffer and copied once
-/// into the header's bytes: this runs on every allowed request.
-pub(crate) fn limit_value(name: &str, remaining: u32, reset: Duration) -> HeaderValue {
-    let (mut r, mut t) = (itoa::Buffer::new(), itoa::Buffer::new());
-    let parts: [&[u8]; 6] = [
-        b"\"",
-        name.as_bytes(),
-        b"\";r=",
-        r.format(remaining).as_bytes(),
-        b";t=",
-        t.format(ceil_secs(reset)).as_bytes(),
-    ];
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    let mut stack = [0u8; 256];
-    let mut heap = Vec::new();
-    // Policy names are at most 64 + 1 + 64 characters plus a window (`is_safe_name`), so the
-    // stack buffer always fits in practice; the heap keeps longer ones correct anyway.
-    let buf: &mut [u8] = if len <= stack.len() {
-        &mut stack[..len]
-    } else {
-        heap.resize(len, 0);
-        &mut heap
-    };
-    let mut at = 0;
-    for part in parts {
-        buf[at..at + part.len()].copy_from_slice(part);
-        at += part.len();
-    }
-    HeaderValue::from_bytes(buf).unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
-}
-
 /// `Retry-After` in whole seconds, rounded up, never below 1.
-pub fn retry_after_secs(wait: Duration) -> u64 {
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
     ceil_secs(wait).max(1)
 }
 
@@ -134,33 +108,9 @@ impl RateLimitFields {
     }
 }
 
+/// The `Retry-After` field for `wait`: whole seconds, rounded up, at least 1.
 pub(crate) fn retry_after_value(wait: Duration) -> (HeaderName, HeaderValue) {
-    (RETRY_AFTER, seconds_value(retry_after_secs(wait)))
-}
-
-/// `secs` in decimal as a header value. Below 10 000 (2 h 46 min) it is a slice of one
-/// `'static` text of 38 890 bytes, made on first use, so the refusals of a flood neither
-/// allocate nor share a reference count; larger values are written out.
-fn seconds_value(secs: u64) -> HeaderValue {
-    const KEPT: u64 = 10_000;
-    // "0123…99989999": every number below `KEPT`, one after the other.
-    static TEXT: OnceLock<String> = OnceLock::new();
-    if secs < KEPT {
-        let text = TEXT.get_or_init(|| (0..KEPT).map(|n| n.to_string()).collect());
-        // The first number of each width starts after all the shorter ones: 10 one-digit,
-        // 90 two-digit and 900 three-digit numbers.
-        let (start, width) = match secs {
-            0..=9 => (secs, 1),
-            10..=99 => (10 + (secs - 10) * 2, 2),
-            100..=999 => (190 + (secs - 100) * 3, 3),
-            _ => (2890 + (secs - 1000) * 4, 4),
-        };
-        let (start, end) = (start as usize, (start + width) as usize);
-        if let Some(digits) = text.get(start..end) {
-            return HeaderValue::from_static(digits);
-        }
-    }
-    HeaderValue::from(secs)
+    (RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)))
 }
 
 #[cfg(test)]
@@ -175,9 +125,14 @@ mod tests {
     }
 
     #[test]
-    fn seconds_values_are_the_decimal_digits() {
-        for secs in (0..10_100).chain([86_400, u64::MAX]) {
-            assert_eq!(seconds_value(secs), secs.to_string().as_str(), "{secs}");
+    fn retry_after_values_are_the_decimal_digits_of_the_rounded_up_seconds() {
+        for secs in (1..10_100).chain([86_400, u64::MAX / 2]) {
+            let wait = Duration::from_secs(secs) - Duration::from_millis(1);
+            assert_eq!(
+                retry_after_value(wait).1,
+                secs.to_string().as_str(),
+                "{secs}"
+            );
         }
     }
 

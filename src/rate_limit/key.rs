@@ -24,12 +24,13 @@ use crate::rejection::Rejection;
 /// ids are yours to choose), never a JWT subject (chosen by an issuer).
 ///
 /// ```
-/// use axum_shield::rate_limit::{LimitKey, RateLimit};
+/// use axum_shield::rate_limit::{LimitKey, RateLimitLayer};
 ///
-/// let limit = RateLimit::per_principal("1000/hour")?
+/// let limit = RateLimitLayer::per_principal("1000/hour")
 ///     .exempt_keys(["monitoring"]) // the API key "monitoring"
-///     .exempt_keys([LimitKey::jwt("https://id.example", "batch-job")]);
-/// # let _ = limit.layer();
+///     .exempt_keys([LimitKey::jwt("https://id.example", "batch-job")])
+///     .build()?;
+/// # let _ = limit;
 /// # Ok::<(), axum_shield::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,7 +187,7 @@ impl From<String> for LimitKey {
 }
 
 /// The boxed future of a user key function.
-pub type KeyFuture = Pin<Box<dyn Future<Output = Option<LimitKey>> + Send + 'static>>;
+type KeyFuture = Pin<Box<dyn Future<Output = Option<LimitKey>> + Send + 'static>>;
 
 type KeyFn = Arc<dyn Fn(&Parts) -> KeyFuture + Send + Sync>;
 
@@ -242,7 +243,7 @@ impl KeySource {
 ///
 /// A `Misconfigured` rejection when the client address is unknown (no `Shield`, no
 /// `ConnectInfo`).
-pub fn client_ip_key(parts: &Parts) -> Result<LimitKey, Rejection> {
+pub(crate) fn client_ip_key(parts: &Parts) -> Result<LimitKey, Rejection> {
     ip_key_of(&parts.extensions)
 }
 

@@ -1,59 +1,45 @@
-//! [`RateLimit`] (builder and service) and [`RateLimitLayer`].
+//! [`RateLimitLayer`] (with its key constructors) and the service [`RateLimit`].
 
 use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::num::NonZeroU32;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::response::{IntoResponse, Response};
-use governor::clock::FakeRelativeClock;
+#[cfg(feature = "redis")]
+use axum::response::IntoResponse;
+use axum::response::Response;
 use http::request::Parts;
 use http::Request;
 use ipnet::IpNet;
-use pin_project_lite::pin_project;
 use tokio::sync::Notify;
 use tower_layer::Layer;
 use tower_service::Service;
 
+#[cfg(feature = "redis")]
+use super::builder::{FailureMode, RedisBackend};
+use super::builder::{KeyChoice, RateLimitBuilder, Settings, TierMatch};
+use super::future::ResponseFuture;
 use super::headers::{
-    is_safe_name, limit_value, policy_names, policy_value, retry_after_value, RateLimitFields,
-    RATELIMIT, RATELIMIT_POLICY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
+    limit_value, policy_names, policy_value, retry_after_value, RateLimitFields, RATELIMIT,
+    RATELIMIT_POLICY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
 };
 use super::key::{client_ip_key, ip_key_of, sync_key, Head, KeySource, LimitKey};
-use super::memory::{
-    Evict, EvictorStart, KeyCapPolicy, LimiterClock, MemoryLimiter, DEFAULT_EVICTION_INTERVAL,
-    DEFAULT_MAX_KEYS,
-};
 use super::quota::{ceil_secs, IntoQuotas, Quota};
+use super::store::memory::{Evict, EvictorStart, LimiterClock, MemoryLimiter};
+use super::store::Decision;
+#[cfg(feature = "redis")]
+use super::store::{self, redis::RedisQuota};
 use crate::audit::{SecurityEvent, SecurityEventKind};
 use crate::client_ip::{ClientIp, UNKNOWN_CLIENT};
 use crate::principal::Principal;
 use crate::rejection::{Rejection, RejectionKind};
 use crate::ConfigError;
 
-/// A rate limit: build one with a key constructor, tune it, then call
-/// [`layer`](RateLimitBuilder::layer) (or hand it to
-/// [`ShieldBuilder::rate_limit`](crate::shield::ShieldBuilder::rate_limit)). As a service it is the
-/// `RateLimit<S>` that [`RateLimitLayer`] wraps around your router or route.
-///
-/// ```
-/// use axum::{routing::{get, post}, Router};
-/// use axum_shield::rate_limit::RateLimit;
-///
-/// # fn main() -> Result<(), axum_shield::ConfigError> {
-/// let app: Router = Router::new()
-///     .route("/", get(|| async { "hi" }))
-///     .route("/login", post(|| async { "ok" })
-///         .route_layer(RateLimit::per_ip("5/minute; 100/day")?.layer()));
-/// # let _ = app;
-/// # Ok(())
-/// # }
-/// ```
+/// The rate-limit service: what [`RateLimitLayer`] wraps around your router or route.
 pub struct RateLimit<S> {
     inner: S,
     shared: Arc<Shared>,
@@ -77,483 +63,24 @@ impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
     }
 }
 
-impl RateLimit<()> {
-    /// Limits each client IP, as resolved by [`Shield`](crate::Shield) from trusted proxies
-    /// only (IPv4-mapped addresses normalised, IPv6 grouped by the resolver's prefix, /64 by
-    /// default).
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] when the quota text does not parse.
-    pub fn per_ip(quotas: impl IntoQuotas) -> Result<RateLimitBuilder, ConfigError> {
-        RateLimitBuilder::new(KeySource::Ip, quotas)
-    }
-
-    /// Limits each authenticated principal, keyed by its kind, issuer and id
-    /// ([`PrincipalKey`](super::PrincipalKey)): a JWT whose `sub` equals an API key's id, or
-    /// one `sub` from two issuers, are different principals with buckets of their own. Name
-    /// principals in `exempt_keys` and tiers with [`LimitKey::api_key`], [`LimitKey::jwt`] or
-    /// [`LimitKey::principal`]. Requests without a principal are counted by client IP.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] when the quota text does not parse.
-    pub fn per_principal(quotas: impl IntoQuotas) -> Result<RateLimitBuilder, ConfigError> {
-        RateLimitBuilder::new(KeySource::Principal, quotas)
-    }
-
-    /// Limits each value of header `name` (e.g. a tenant id set by a trusted gateway).
-    /// Requests without it (or with a value over 256 bytes) are counted by client IP.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] for an invalid header name or quota.
-    pub fn per_header(
-        name: &str,
-        quotas: impl IntoQuotas,
-    ) -> Result<RateLimitBuilder, ConfigError> {
-        let header = ConfigError::header_name(
-            "rate_limit.header",
-            name,
-            "use a header name such as \"x-tenant-id\"",
-        )?;
-        RateLimitBuilder::new(KeySource::Header(header), quotas)
-    }
-
-    /// One bucket per route (the matched route pattern when used as a `route_layer`, else the
-    /// path), shared by every client.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] when the quota text does not parse.
-    pub fn per_route(quotas: impl IntoQuotas) -> Result<RateLimitBuilder, ConfigError> {
-        RateLimitBuilder::new(KeySource::Route, quotas)
-    }
-
-    /// One bucket for every request.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] when the quota text does not parse.
-    pub fn global(quotas: impl IntoQuotas) -> Result<RateLimitBuilder, ConfigError> {
-        RateLimitBuilder::new(KeySource::Global, quotas)
-    }
-
-    /// Keys requests with your own async function; `None` falls back to the client IP.
-    ///
-    /// ```
-    /// use axum_shield::rate_limit::{LimitKey, RateLimit};
-    ///
-    /// let limit = RateLimit::per_key("1000/hour", |parts: &http::request::Parts| {
-    ///     let tenant = parts.headers.get("x-tenant").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    ///     async move { tenant.map(LimitKey::from) }
-    /// })?;
-    /// # let _ = limit.layer();
-    /// # Ok::<(), axum_shield::ConfigError>(())
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] when the quota text does not parse.
-    pub fn per_key<F, Fut>(quotas: impl IntoQuotas, key: F) -> Result<RateLimitBuilder, ConfigError>
-    where
-        F: Fn(&Parts) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Option<LimitKey>> + Send + 'static,
-    {
-        RateLimitBuilder::new(KeySource::custom(key), quotas)
-    }
-}
-
-#[derive(Debug, Clone)]
-enum TierMatch {
-    Keys(HashSet<LimitKey>),
-    Role(String),
-}
-
-/// Builder of a rate limit; every setter validates at once.
-#[derive(Clone)]
-pub struct RateLimitBuilder {
-    name: Option<String>,
-    source: KeySource,
-    quotas: Vec<Quota>,
-    tiers: Vec<(TierMatch, String, Vec<Quota>)>,
-    exempt_nets: Vec<IpNet>,
-    exempt_keys: HashSet<LimitKey>,
-    exempt_paths: Vec<String>,
-    cost: NonZeroU32,
-    headers_on_success: bool,
-    legacy_headers: bool,
-    dry_run: bool,
-    max_keys: usize,
-    when_full: KeyCapPolicy,
-    eviction_interval: Duration,
-    clock: Option<FakeRelativeClock>,
-    #[cfg(feature = "redis")]
-    redis: Option<super::redis::RedisBackendConfig>,
-}
-
-impl fmt::Debug for RateLimitBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RateLimitBuilder")
-            .field("name", &self.name)
-            .field("key", &self.source)
-            .field("quotas", &self.quotas)
-            .field("tiers", &self.tiers)
-            .field("cost", &self.cost)
-            .field("dry_run", &self.dry_run)
-            .field("max_keys", &self.max_keys)
-            .finish_non_exhaustive()
-    }
-}
-
-fn cost_error(cost: u32, quota: &Quota) -> ConfigError {
-    ConfigError::new(
-        "rate_limit.cost",
-        format!(
-            "a cost of {cost} exceeds the burst {} of quota {quota}",
-            quota.burst()
-        ),
-        "lower the cost or raise the quota's burst, or every request would be refused",
-    )
-}
-
-/// The keys, each plain string followed by the API key of that id (API key ids are chosen by
-/// the operator; JWT subjects are not, so a string never names one).
-fn with_api_key_aliases<I, K>(keys: I) -> impl Iterator<Item = LimitKey>
-where
-    I: IntoIterator<Item = K>,
-    K: Into<LimitKey>,
-{
-    keys.into_iter().flat_map(|key| {
-        let key = key.into();
-        let alias = match &key {
-            LimitKey::Text(id) => Some(LimitKey::api_key(id)),
-            _ => None,
-        };
-        std::iter::once(key).chain(alias)
-    })
-}
-
-impl RateLimitBuilder {
-    fn new(source: KeySource, quotas: impl IntoQuotas) -> Result<Self, ConfigError> {
-        Ok(Self {
-            name: None,
-            source,
-            quotas: quotas.into_quotas()?,
-            tiers: Vec::new(),
-            exempt_nets: Vec::new(),
-            exempt_keys: HashSet::new(),
-            exempt_paths: Vec::new(),
-            cost: NonZeroU32::MIN,
-            headers_on_success: true,
-            legacy_headers: false,
-            dry_run: false,
-            max_keys: DEFAULT_MAX_KEYS,
-            when_full: KeyCapPolicy::default(),
-            eviction_interval: DEFAULT_EVICTION_INTERVAL,
-            clock: None,
-            #[cfg(feature = "redis")]
-            redis: None,
-        })
-    }
-
-    fn check_cost(&self, cost: u32, quotas: &[Quota]) -> Result<(), ConfigError> {
-        match quotas.iter().find(|q| q.burst() < cost) {
-            Some(q) => Err(cost_error(cost, q)),
-            None => Ok(()),
-        }
-    }
-
-    /// Names the limit in the `RateLimit-Policy` field, events and Redis keys (default: the
-    /// key kind, e.g. `ip`).
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] unless the name is 1–64 characters of `A-Z a-z 0-9 - _ . :`.
-    pub fn name(mut self, name: &str) -> Result<Self, ConfigError> {
-        if !is_safe_name(name) {
-            return Err(ConfigError::new(
-                "rate_limit.name",
-                format!("{name:?} is not a usable limit name"),
-                "use 1-64 characters of letters, digits, '-', '_', '.' or ':'",
-            ));
-        }
-        self.name = Some(name.to_owned());
-        Ok(self)
-    }
-
-    /// Units each request spends (default 1), for expensive endpoints.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] for 0, or a cost above the burst of any quota (it could never pass).
-    pub fn cost(mut self, cost: u32) -> Result<Self, ConfigError> {
-        let nz = NonZeroU32::new(cost).ok_or_else(|| {
-            ConfigError::new(
-                "rate_limit.cost",
-                "a cost of 0 would make the limit count nothing",
-                "use a cost of at least 1, or remove the limit",
-            )
-        })?;
-        self.check_cost(cost, &self.quotas)?;
-        for (_, _, quotas) in &self.tiers {
-            self.check_cost(cost, quotas)?;
-        }
-        self.cost = nz;
-        Ok(self)
-    }
-
-    /// Never limits clients whose IP is inside one of these CIDRs (e.g. health checkers).
-    /// The unknown client ([`UNKNOWN_CLIENT`], a malformed forwarding header from a trusted
-    /// proxy) is never exempt, whatever the CIDRs cover.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] naming the first malformed entry.
-    pub fn exempt_ips<I, T>(mut self, cidrs: I) -> Result<Self, ConfigError>
-    where
-        I: IntoIterator<Item = T>,
-        T: AsRef<str>,
-    {
-        for cidr in cidrs {
-            let text = cidr.as_ref().trim();
-            let net = text
-                .parse::<IpNet>()
-                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    ConfigError::new(
-                        "rate_limit.exempt_ips",
-                        format!("{text:?} is not an address or CIDR"),
-                        "use CIDRs such as \"10.0.0.0/8\" or addresses such as \"192.0.2.1\"",
-                    )
-                })?;
-            self.exempt_nets.push(net);
-        }
-        Ok(self)
-    }
-
-    /// Never limits these keys (e.g. an internal service's API key).
-    ///
-    /// A plain string names that text key and the API key with that id; a JWT subject must be
-    /// named with its issuer ([`LimitKey::jwt`]), since subjects are chosen by issuers and
-    /// may collide with your API key ids.
-    pub fn exempt_keys<I, K>(mut self, keys: I) -> Self
-    where
-        I: IntoIterator<Item = K>,
-        K: Into<LimitKey>,
-    {
-        self.exempt_keys.extend(with_api_key_aliases(keys));
-        self
-    }
-
-    /// Never limits these paths: exact paths, or prefixes ending in `*` (e.g. `/health`,
-    /// `/metrics/*`).
-    pub fn exempt_paths<I, T>(mut self, paths: I) -> Self
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<String>,
-    {
-        self.exempt_paths.extend(paths.into_iter().map(Into::into));
-        self
-    }
-
-    /// Gives these keys other quotas (a tier, e.g. paying customers), checked before the
-    /// default quotas. Keys are named as in [`exempt_keys`](Self::exempt_keys): a plain
-    /// string also names the API key with that id, never a JWT subject.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] for a bad name or quota, or quotas too small for the cost.
-    pub fn tier<I, K>(
-        mut self,
-        name: &str,
-        quotas: impl IntoQuotas,
-        keys: I,
-    ) -> Result<Self, ConfigError>
-    where
-        I: IntoIterator<Item = K>,
-        K: Into<LimitKey>,
-    {
-        let quotas = self.tier_quotas(name, quotas)?;
-        let keys = with_api_key_aliases(keys).collect();
-        self.tiers
-            .push((TierMatch::Keys(keys), name.to_owned(), quotas));
-        Ok(self)
-    }
-
-    /// Gives principals with `role` other quotas (a tier), checked before the defaults.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] for a bad name or quota, or quotas too small for the cost.
-    pub fn tier_for_role(
-        mut self,
-        role: &str,
-        quotas: impl IntoQuotas,
-    ) -> Result<Self, ConfigError> {
-        let quotas = self.tier_quotas(role, quotas)?;
-        self.tiers
-            .push((TierMatch::Role(role.to_owned()), role.to_owned(), quotas));
-        Ok(self)
-    }
-
-    fn tier_quotas(&self, name: &str, quotas: impl IntoQuotas) -> Result<Vec<Quota>, ConfigError> {
-        if !is_safe_name(name) {
-            return Err(ConfigError::new(
-                "rate_limit.tier",
-                format!("{name:?} is not a usable tier name"),
-                "use 1-64 characters of letters, digits, '-', '_', '.' or ':'",
-            ));
-        }
-        let quotas = quotas.into_quotas()?;
-        self.check_cost(self.cost.get(), &quotas)?;
-        Ok(quotas)
-    }
-
-    /// Whether allowed responses carry `RateLimit-Policy` and `RateLimit` too (default: yes;
-    /// refusals always do).
-    pub fn headers_on_success(mut self, enabled: bool) -> Self {
-        self.headers_on_success = enabled;
-        self
-    }
-
-    /// Also sends the legacy `X-RateLimit-Limit`, `-Remaining` and `-Reset` fields (default:
-    /// no).
-    pub fn legacy_headers(mut self, enabled: bool) -> Self {
-        self.legacy_headers = enabled;
-        self
-    }
-
-    /// Only reports: requests over the limit pass, with an `excess_rate_limit_exceeded` event
-    /// whose reason is `dry_run`. Use it to size a limit on real traffic.
-    pub fn dry_run(mut self, enabled: bool) -> Self {
-        self.dry_run = enabled;
-        self
-    }
-
-    /// The most keys tracked in memory (default 100 000), for the default quotas and for each
-    /// tier; each key holds the state of all of its tier's quotas.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] for 0.
-    pub fn max_keys(mut self, max: usize) -> Result<Self, ConfigError> {
-        if max == 0 {
-            return Err(ConfigError::new(
-                "rate_limit.max_keys",
-                "a key cap of 0 cannot track any client",
-                "use a cap such as 100000 (the default)",
-            ));
-        }
-        self.max_keys = max;
-        Ok(self)
-    }
-
-    /// What happens to new keys once `max_keys` are tracked (default: room is made by
-    /// forgetting the keys closest to refilled, and the new key gets a fresh bucket; see
-    /// [`KeyCapPolicy`]).
-    pub fn when_full(mut self, policy: KeyCapPolicy) -> Self {
-        self.when_full = policy;
-        self
-    }
-
-    /// How often the background task forgets idle keys (default 60 s).
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] below one second.
-    pub fn evict_idle_every(mut self, interval: Duration) -> Result<Self, ConfigError> {
-        if interval < Duration::from_secs(1) {
-            return Err(ConfigError::new(
-                "rate_limit.eviction_interval",
-                format!("{interval:?} would sweep the key map continuously"),
-                "use an interval of at least one second, such as 60 s",
-            ));
-        }
-        self.eviction_interval = interval;
-        Ok(self)
-    }
-
-    /// Drives the in-memory limiter from a manual clock instead of the monotonic clock — for
-    /// exact tests: advance it with `FakeRelativeClock::advance`.
-    pub fn clock(mut self, clock: FakeRelativeClock) -> Self {
-        self.clock = Some(clock);
-        self
-    }
-
-    /// Shares the limit through Redis (see [`RedisStore`](crate::redis::RedisStore)); `on_failure`
-    /// decides what happens when Redis cannot answer.
-    #[cfg(feature = "redis")]
-    pub fn redis(
-        mut self,
-        store: crate::redis::RedisStore,
-        on_failure: super::FailureMode,
-    ) -> Self {
-        self.redis = Some(super::redis::RedisBackendConfig { store, on_failure });
-        self
-    }
-
-    /// Builds the layer. Its in-memory state and its one eviction task are shared by every
-    /// clone of the layer and end when the last clone is dropped.
-    pub fn layer(self) -> RateLimitLayer {
-        let name = self
-            .name
-            .clone()
-            .unwrap_or_else(|| self.source.short_name().to_owned());
-        let clock = match &self.clock {
-            Some(c) => LimiterClock::Manual(c.clone()),
-            None => LimiterClock::monotonic(),
-        };
-        let wake = Arc::new(Notify::new());
-        let make_tier = |tier_name: String, quotas: Vec<Quota>| {
-            let names = policy_names(&tier_name, &quotas);
-            Tier {
-                policy: policy_value(&names, &quotas),
-                limiter: MemoryLimiter::new(
-                    &quotas,
-                    self.max_keys,
-                    self.when_full,
-                    clock.clone(),
-                    wake.clone(),
-                ),
-                #[cfg(feature = "redis")]
-                redis: names
-                    .iter()
-                    .zip(&quotas)
-                    .map(|(name, q)| super::redis::RedisQuota::new(name, q))
-                    .collect(),
-                names,
-                quotas,
-            }
-        };
-        let default = make_tier(name.clone(), self.quotas.clone());
-        let tiers = self
-            .tiers
-            .iter()
-            .map(|(m, tier, q)| (m.clone(), make_tier(format!("{name}.{tier}"), q.clone())))
-            .collect();
-        let shared = Arc::new(Shared {
-            name: name.into(),
-            source: self.source,
-            default,
-            tiers,
-            exempt_nets: self.exempt_nets,
-            exempt_keys: self.exempt_keys,
-            exempt_paths: self.exempt_paths,
-            cost: self.cost,
-            headers_on_success: self.headers_on_success,
-            legacy_headers: self.legacy_headers,
-            dry_run: self.dry_run,
-            evictor: EvictorStart::new(self.eviction_interval, wake),
-            #[cfg(feature = "redis")]
-            redis: self.redis,
-        });
-        shared.evictor.ensure(&shared);
-        RateLimitLayer { shared }
-    }
-}
-
-/// The tower layer of a [`RateLimit`].
+/// A rate limit, as a tower layer: start with a key constructor, which returns a
+/// [`RateLimitBuilder`], tune it, and [`build`](RateLimitBuilder::build) it. Pass the layer to
+/// `.layer()`, `.route_layer()` or
+/// [`ShieldBuilder::rate_limit`](crate::ShieldBuilder::rate_limit).
+///
+/// ```
+/// use axum::{routing::{get, post}, Router};
+/// use axum_shield::rate_limit::RateLimitLayer;
+///
+/// # fn main() -> Result<(), axum_shield::ConfigError> {
+/// let app: Router = Router::new()
+///     .route("/", get(|| async { "hi" }))
+///     .route("/login", post(|| async { "ok" })
+///         .route_layer(RateLimitLayer::per_ip("5/minute; 100/day").build()?));
+/// # let _ = app;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct RateLimitLayer {
     shared: Arc<Shared>,
@@ -567,9 +94,138 @@ impl fmt::Debug for RateLimitLayer {
     }
 }
 
-impl From<RateLimitBuilder> for RateLimitLayer {
-    fn from(builder: RateLimitBuilder) -> Self {
-        builder.layer()
+/// The key constructors: each starts a [`RateLimitBuilder`] with the quotas given as a
+/// [`Quota`], a list of them, or text such as `"100/hour"` or `"5/minute; 100/day"` (checked
+/// by [`build`](RateLimitBuilder::build)).
+impl RateLimitLayer {
+    /// Limits each client IP, as resolved by [`Shield`](crate::Shield) from trusted proxies
+    /// only (IPv4-mapped addresses normalised, IPv6 grouped by the resolver's prefix, /64 by
+    /// default).
+    pub fn per_ip(quotas: impl IntoQuotas) -> RateLimitBuilder {
+        RateLimitBuilder::new(KeyChoice::Source(KeySource::Ip), quotas)
+    }
+
+    /// Limits each authenticated principal, keyed by its kind, issuer and id
+    /// ([`PrincipalKey`](super::PrincipalKey)): a JWT whose `sub` equals an API key's id, or
+    /// one `sub` from two issuers, are different principals with buckets of their own. Name
+    /// principals in `exempt_keys` and tiers with [`LimitKey::api_key`], [`LimitKey::jwt`] or
+    /// [`LimitKey::principal`]. Requests without a principal are counted by client IP.
+    pub fn per_principal(quotas: impl IntoQuotas) -> RateLimitBuilder {
+        RateLimitBuilder::new(KeyChoice::Source(KeySource::Principal), quotas)
+    }
+
+    /// Limits each value of header `name` (e.g. a tenant id set by a trusted gateway; the name
+    /// is checked by [`build`](RateLimitBuilder::build)). Requests without it (or with a value
+    /// over 256 bytes) are counted by client IP.
+    pub fn per_header(name: &str, quotas: impl IntoQuotas) -> RateLimitBuilder {
+        RateLimitBuilder::new(KeyChoice::Header(name.to_owned()), quotas)
+    }
+
+    /// One bucket per route (the matched route pattern when used as a `route_layer`, else the
+    /// path), shared by every client.
+    pub fn per_route(quotas: impl IntoQuotas) -> RateLimitBuilder {
+        RateLimitBuilder::new(KeyChoice::Source(KeySource::Route), quotas)
+    }
+
+    /// One bucket for every request.
+    pub fn global(quotas: impl IntoQuotas) -> RateLimitBuilder {
+        RateLimitBuilder::new(KeyChoice::Source(KeySource::Global), quotas)
+    }
+
+    /// Keys requests with your own async function; `None` falls back to the client IP.
+    ///
+    /// ```
+    /// use axum_shield::rate_limit::{LimitKey, RateLimitLayer};
+    ///
+    /// let limit = RateLimitLayer::per_key("1000/hour", |parts: &http::request::Parts| {
+    ///     let tenant = parts.headers.get("x-tenant").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    ///     async move { tenant.map(LimitKey::from) }
+    /// })
+    /// .build()?;
+    /// # let _ = limit;
+    /// # Ok::<(), axum_shield::ConfigError>(())
+    /// ```
+    pub fn per_key<F, Fut>(quotas: impl IntoQuotas, key: F) -> RateLimitBuilder
+    where
+        F: Fn(&Parts) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<LimitKey>> + Send + 'static,
+    {
+        RateLimitBuilder::new(KeyChoice::Source(KeySource::custom(key)), quotas)
+    }
+
+    /// The layer of validated settings (see [`RateLimitBuilder::build`]).
+    fn new(settings: Settings) -> Self {
+        #[cfg(test)]
+        let clock = settings
+            .clock
+            .as_ref()
+            .map_or_else(LimiterClock::monotonic, |c| c.limiter_clock());
+        #[cfg(not(test))]
+        let clock = LimiterClock::monotonic();
+        let wake = Arc::new(Notify::new());
+        let make_tier = |tier_name: String, quotas: Vec<Quota>| {
+            let names = policy_names(&tier_name, &quotas);
+            Tier {
+                policy: policy_value(&names, &quotas),
+                limiter: MemoryLimiter::new(
+                    &quotas,
+                    settings.max_keys,
+                    settings.when_full,
+                    clock.clone(),
+                    wake.clone(),
+                ),
+                #[cfg(feature = "redis")]
+                redis: names
+                    .iter()
+                    .zip(&quotas)
+                    .map(|(name, q)| RedisQuota::new(name, q))
+                    .collect(),
+                names,
+                quotas,
+            }
+        };
+        let name = settings.name;
+        let default = make_tier(name.clone(), settings.quotas);
+        let tiers = settings
+            .tiers
+            .into_iter()
+            .map(|(m, tier, q)| (m, make_tier(format!("{name}.{tier}"), q)))
+            .collect();
+        let shared = Arc::new(Shared {
+            name: name.into(),
+            source: settings.source,
+            default,
+            tiers,
+            exempt_nets: settings.exempt_nets,
+            exempt_keys: settings.exempt_keys,
+            exempt_paths: settings.exempt_paths,
+            cost: settings.cost,
+            headers_on_success: settings.headers_on_success,
+            legacy_headers: settings.legacy_headers,
+            dry_run: settings.dry_run,
+            evictor: EvictorStart::new(settings.eviction_interval, wake),
+            #[cfg(feature = "redis")]
+            redis: settings.redis,
+        });
+        shared.evictor.ensure(&shared);
+        Self { shared }
+    }
+}
+
+impl RateLimitBuilder {
+    /// Checks every setting and builds the layer. Its in-memory state and its one eviction
+    /// task are shared by every clone of the layer and end when the last clone is dropped.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for the first bad setting, in this order: the header name of
+    /// [`per_header`](RateLimitLayer::per_header); the quotas (text that does not parse, or a
+    /// quota of 0 requests); the [`name`](Self::name); the [`cost`](Self::cost) (0, or above
+    /// a quota's burst); each [`tier`](Self::tier) (name, quotas, cost); the
+    /// [`exempt_ips`](Self::exempt_ips); a [`max_keys`](Self::max_keys) of 0; an
+    /// [`evict_idle_every`](Self::evict_idle_every) under one second.
+    pub fn build(self) -> Result<RateLimitLayer, ConfigError> {
+        self.validate().map(RateLimitLayer::new)
     }
 }
 
@@ -583,9 +239,9 @@ impl RateLimitLayer {
     /// example per WebSocket message. `Err` carries the time until it would be allowed.
     ///
     /// ```
-    /// use axum_shield::rate_limit::{LimitKey, RateLimit};
+    /// use axum_shield::rate_limit::{LimitKey, RateLimitLayer};
     ///
-    /// let limit = RateLimit::global("2/second")?.layer();
+    /// let limit = RateLimitLayer::global("2/second").build()?;
     /// assert!(limit.check(&LimitKey::Global).is_ok());
     /// assert!(limit.check(&LimitKey::Global).is_ok());
     /// assert!(limit.check(&LimitKey::Global).is_err());
@@ -597,17 +253,10 @@ impl RateLimitLayer {
     /// The wait until the key would be allowed again.
     #[inline]
     pub fn check(&self, key: &LimitKey) -> Result<(), Duration> {
-        let d = self.shared.decide_memory(&self.shared.default, key);
-        if d.allowed {
-            Ok(())
-        } else {
-            Err(d.retry_after)
+        match self.shared.decide_memory(&self.shared.default, key) {
+            Decision::Allowed { .. } => Ok(()),
+            Decision::Refused { retry_after, .. } => Err(retry_after),
         }
-    }
-
-    /// Forgets idle keys now (the background task does this on its own).
-    pub fn evict_idle(&self) {
-        self.shared.evict();
     }
 }
 
@@ -622,33 +271,33 @@ impl<S> Layer<S> for RateLimitLayer {
     }
 }
 
-pub(crate) struct Tier {
-    pub(crate) quotas: Vec<Quota>,
-    pub(crate) names: Vec<String>,
-    pub(crate) policy: http::HeaderValue,
+struct Tier {
+    quotas: Vec<Quota>,
+    names: Vec<String>,
+    policy: http::HeaderValue,
     /// Every quota of the tier, checked together in memory.
-    pub(crate) limiter: MemoryLimiter,
+    limiter: MemoryLimiter,
     /// What the Redis script needs of each quota, worked out once here.
     #[cfg(feature = "redis")]
-    pub(crate) redis: Vec<super::redis::RedisQuota>,
+    redis: Vec<RedisQuota>,
 }
 
-pub(crate) struct Shared {
-    pub(crate) name: Arc<str>,
+struct Shared {
+    name: Arc<str>,
     source: KeySource,
     default: Tier,
     tiers: Vec<(TierMatch, Tier)>,
     exempt_nets: Vec<IpNet>,
     exempt_keys: HashSet<LimitKey>,
     exempt_paths: Vec<String>,
-    pub(crate) cost: NonZeroU32,
+    cost: NonZeroU32,
     headers_on_success: bool,
     legacy_headers: bool,
     dry_run: bool,
     /// Starts the eviction task (at build, or on the first request without a runtime then).
     evictor: EvictorStart,
     #[cfg(feature = "redis")]
-    redis: Option<super::redis::RedisBackendConfig>,
+    redis: Option<RedisBackend>,
 }
 
 impl fmt::Debug for Shared {
@@ -677,18 +326,8 @@ impl Evict for Shared {
     }
 }
 
-/// The result of checking one request against the quotas of one tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Decision {
-    pub(crate) allowed: bool,
-    /// The quota reported: the first refusing one, else the one with the fewest units left.
-    pub(crate) index: usize,
-    pub(crate) remaining: u32,
-    pub(crate) reset: Duration,
-    pub(crate) retry_after: Duration,
-}
-
-pub(crate) enum Verdict {
+/// What the service does with a request.
+enum Verdict {
     Pass(Option<RateLimitFields>),
     Refuse(Response),
 }
@@ -716,7 +355,7 @@ impl Shared {
                 .unwrap_or(false)
     }
 
-    pub(crate) fn tier_for<H: Head>(&self, key: &LimitKey, head: &H) -> &Tier {
+    fn tier_for<H: Head>(&self, key: &LimitKey, head: &H) -> &Tier {
         for (m, tier) in &self.tiers {
             let hit = match m {
                 TierMatch::Keys(keys) => keys.contains(key),
@@ -736,36 +375,63 @@ impl Shared {
     /// refusal reports the refusing quota with the longest wait (its `Retry-After` is when
     /// every quota allows); an allowed request reports the quota with the fewest units left.
     #[inline]
-    pub(crate) fn decide_memory(&self, tier: &Tier, key: &LimitKey) -> Decision {
-        let o = tier.limiter.check(key, self.cost);
-        Decision {
-            allowed: o.allowed,
-            index: o.index,
-            remaining: o.remaining,
-            reset: o.reset,
-            retry_after: o.retry_after,
-        }
+    fn decide_memory(&self, tier: &Tier, key: &LimitKey) -> Decision {
+        tier.limiter.check(key, self.cost)
     }
 
     #[inline]
     fn fields(&self, tier: &Tier, d: &Decision) -> RateLimitFields {
-        let quota = tier.quotas[d.index];
+        let index = d.quota();
+        let (remaining, reset) = (d.remaining(), d.reset());
         RateLimitFields {
             policy: tier.policy.clone(),
-            limit: limit_value(&tier.names[d.index], d.remaining, d.reset),
+            limit: limit_value(&tier.names[index], remaining, reset),
             legacy: self
                 .legacy_headers
-                .then(|| (quota.count(), d.remaining, ceil_secs(d.reset))),
+                .then(|| (tier.quotas[index].count(), remaining, ceil_secs(reset))),
         }
     }
 
-    /// Turns a decision into what the service does.
+    /// Turns a store's decision into what the service does: the one refusal policy of every
+    /// store.
     #[inline]
-    pub(crate) fn verdict<H: Head>(&self, head: &H, tier: &Tier, d: Decision) -> Verdict {
-        if d.allowed {
+    fn verdict<H: Head>(&self, head: &H, tier: &Tier, d: Decision) -> Verdict {
+        if d.is_allowed() {
             return Verdict::Pass(self.headers_on_success.then(|| self.fields(tier, &d)));
         }
         self.refusal(head, tier, d)
+    }
+
+    /// A store could not answer: the failure mode decides, and the failure is reported.
+    #[cfg(feature = "redis")]
+    #[cold]
+    fn store_failed(
+        &self,
+        parts: &Parts,
+        tier: &Tier,
+        key: &LimitKey,
+        mode: FailureMode,
+    ) -> Verdict {
+        SecurityEvent::for_parts(SecurityEventKind::SysDependencyFail, parts)
+            .reason("redis_unavailable")
+            .field("limit", self.name.to_string())
+            .field("failure_mode", mode.name())
+            .emit();
+        match mode {
+            FailureMode::Closed => Verdict::Refuse(
+                Rejection::new(RejectionKind::ServiceUnavailable)
+                    .with_header(
+                        http::header::RETRY_AFTER,
+                        http::HeaderValue::from_static("1"),
+                    )
+                    .into_response(),
+            ),
+            FailureMode::Open => Verdict::Pass(None),
+            FailureMode::Local => {
+                let d = self.decide_memory(tier, key);
+                self.verdict(parts, tier, d)
+            }
+        }
     }
 
     /// The refusal (or, in dry-run mode, the report) of a request over its quota: kept out of
@@ -782,7 +448,7 @@ impl Shared {
                     "quota_exhausted"
                 })
                 .field("limit", self.name.to_string())
-                .field("policy", tier.names[d.index].clone())
+                .field("policy", tier.names[d.quota()].clone())
                 .emit();
         }
         if self.dry_run {
@@ -793,7 +459,7 @@ impl Shared {
             RejectionKind::RateLimited,
             head.extensions(),
             [
-                retry_after_value(d.retry_after),
+                retry_after_value(d.retry_after()),
                 (RATELIMIT_POLICY, fields.policy),
                 (RATELIMIT, fields.limit),
             ],
@@ -850,7 +516,12 @@ impl Shared {
                 return Verdict::Pass(None);
             }
             let tier = self.tier_for(&key, parts);
-            return super::redis::decide(&self, redis, parts, tier, &key).await;
+            return match store::redis::check(&redis.store, &self.name, &tier.redis, &key, self.cost)
+                .await
+            {
+                Ok(d) => self.verdict(parts, tier, d),
+                Err(_) => self.store_failed(parts, tier, &key, redis.on_failure),
+            };
         }
         self.decide_sync(parts, key)
     }
@@ -892,100 +563,26 @@ where
             let shared = shared.clone();
             let clone = self.inner.clone();
             let mut inner = std::mem::replace(&mut self.inner, clone);
-            return ResponseFuture {
-                state: State::Boxed {
-                    future: Box::pin(async move {
-                        match shared.decide_async(&parts).await {
-                            Verdict::Refuse(response) => Ok(response),
-                            Verdict::Pass(fields) => {
-                                let mut response = inner
-                                    .call(Request::from_parts(parts, body))
-                                    .await?
-                                    .map(Body::new);
-                                if let Some(fields) = fields {
-                                    fields.apply(response.headers_mut());
-                                }
-                                Ok(response)
-                            }
+            return ResponseFuture::boxed(Box::pin(async move {
+                match shared.decide_async(&parts).await {
+                    Verdict::Refuse(response) => Ok(response),
+                    Verdict::Pass(fields) => {
+                        let mut response = inner
+                            .call(Request::from_parts(parts, body))
+                            .await?
+                            .map(Body::new);
+                        if let Some(fields) = fields {
+                            fields.apply(response.headers_mut());
                         }
-                    }),
-                },
-            };
+                        Ok(response)
+                    }
+                }
+            }));
         }
         let key = sync_key(&shared.source, &req).unwrap_or_else(|| ip_key_of(req.extensions()));
         match shared.decide_sync(&req, key) {
-            Verdict::Refuse(response) => ResponseFuture {
-                state: State::Ready {
-                    response: Some(response),
-                },
-            },
+            Verdict::Refuse(response) => ResponseFuture::refused(response),
             Verdict::Pass(fields) => ResponseFuture::inner(self.inner.call(req), fields),
-        }
-    }
-}
-
-type BoxedResponse<E> = Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>;
-
-pin_project! {
-    /// Response future of [`RateLimit`].
-    pub struct ResponseFuture<F, E> {
-        #[pin]
-        state: State<F, E>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<F, E> {
-        Inner {
-            #[pin]
-            future: F,
-            fields: Option<RateLimitFields>,
-        },
-        Ready {
-            response: Option<Response>,
-        },
-        Boxed {
-            future: BoxedResponse<E>,
-        },
-    }
-}
-
-impl<F, E> ResponseFuture<F, E> {
-    fn inner(future: F, fields: Option<RateLimitFields>) -> Self {
-        Self {
-            state: State::Inner { future, fields },
-        }
-    }
-}
-
-impl<F, E> fmt::Debug for ResponseFuture<F, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<F, E, ResBody> Future for ResponseFuture<F, E>
-where
-    F: Future<Output = Result<http::Response<ResBody>, E>>,
-    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    ResBody::Error: Into<axum::BoxError>,
-{
-    type Output = Result<Response, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Inner { future, fields } => {
-                let mut response = ready!(future.poll(cx))?.map(Body::new);
-                if let Some(fields) = fields.take() {
-                    fields.apply(response.headers_mut());
-                }
-                Poll::Ready(Ok(response))
-            }
-            StateProj::Ready { response } => Poll::Ready(Ok(response
-                .take()
-                .unwrap_or_else(|| Rejection::new(RejectionKind::Internal).into_response()))),
-            StateProj::Boxed { future } => future.as_mut().poll(cx),
         }
     }
 }
@@ -994,6 +591,7 @@ where
 mod tests {
     use super::*;
     use crate::audit::SecurityEvent;
+    use crate::rate_limit::store::memory::ManualClock;
     use crate::Shield;
     use axum::extract::ConnectInfo;
     use axum::routing::get;
@@ -1020,7 +618,7 @@ mod tests {
     fn app(limit: RateLimitBuilder, trusted: &[&str]) -> Router {
         let shield = Shield::api()
             .trusted_proxies(trusted)
-            .rate_limit(limit)
+            .rate_limit(limit.build().unwrap())
             .build()
             .unwrap();
         Router::new()
@@ -1033,9 +631,9 @@ mod tests {
         app.clone().oneshot(req).await.unwrap().status().as_u16()
     }
 
-    fn manual(q: &str) -> (RateLimitBuilder, FakeRelativeClock) {
-        let clock = FakeRelativeClock::default();
-        (RateLimit::per_ip(q).unwrap().clock(clock.clone()), clock)
+    fn manual(q: &str) -> (RateLimitBuilder, ManualClock) {
+        let clock = ManualClock::default();
+        (RateLimitLayer::per_ip(q).clock(clock.clone()), clock)
     }
 
     #[tokio::test]
@@ -1100,11 +698,12 @@ mod tests {
             let events = events.clone();
             move |e: &SecurityEvent| events.lock().unwrap().push(e.kind().name().to_owned())
         };
-        let clock = FakeRelativeClock::default();
-        let limit = RateLimit::per_ip("2/second; 100/day")
-            .unwrap()
+        let clock = ManualClock::default();
+        let limit = RateLimitLayer::per_ip("2/second; 100/day")
             .legacy_headers(true)
-            .clock(clock.clone());
+            .clock(clock.clone())
+            .build()
+            .unwrap();
         let shield = Shield::api()
             .rate_limit(limit)
             .event_sink(sink)
@@ -1182,15 +781,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_route_refusal_keeps_its_own_policy_under_the_default_limit() {
-        let clock = FakeRelativeClock::default();
-        let route = RateLimit::per_ip("1/minute")
-            .unwrap()
+        let clock = ManualClock::default();
+        let route = RateLimitLayer::per_ip("1/minute")
             .name("login")
-            .unwrap()
             .clock(clock.clone())
-            .layer();
+            .build()
+            .unwrap();
         let shield = Shield::api()
-            .rate_limit(RateLimit::per_ip("100/hour").unwrap().clock(clock))
+            .rate_limit(
+                RateLimitLayer::per_ip("100/hour")
+                    .clock(clock)
+                    .build()
+                    .unwrap(),
+            )
             .build()
             .unwrap();
         let app = Router::new()
@@ -1231,13 +834,11 @@ mod tests {
         let limit = limit
             .exempt_paths(["/health"])
             .exempt_ips(["192.0.2.100"])
-            .unwrap()
             .tier(
                 "gold",
                 "3/minute",
                 ["198.51.100.7".parse::<std::net::IpAddr>().unwrap()],
-            )
-            .unwrap();
+            );
         let app = app(limit, &[]);
         for _ in 0..5 {
             let mut req = request("192.0.2.1", &[]);
@@ -1252,11 +853,11 @@ mod tests {
 
     #[tokio::test]
     async fn principal_keys_and_custom_keys() {
-        let clock = FakeRelativeClock::default();
-        let limit = RateLimit::per_principal("1/minute")
-            .unwrap()
+        let clock = ManualClock::default();
+        let limit = RateLimitLayer::per_principal("1/minute")
             .clock(clock.clone())
-            .layer();
+            .build()
+            .unwrap();
         let svc = tower::ServiceBuilder::new()
             .layer(limit)
             .service(Router::new().route("/", get(|| async { "ok" })));
@@ -1266,7 +867,7 @@ mod tests {
                 .insert(Principal::new(crate::principal::PrincipalKind::Jwt, who));
             assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), expected);
         }
-        let custom = RateLimit::per_key("1/minute", |parts: &Parts| {
+        let custom = RateLimitLayer::per_key("1/minute", |parts: &Parts| {
             let t = parts
                 .headers
                 .get("x-tenant")
@@ -1274,9 +875,9 @@ mod tests {
                 .map(str::to_owned);
             async move { t.map(LimitKey::from) }
         })
-        .unwrap()
         .clock(clock)
-        .layer();
+        .build()
+        .unwrap();
         let svc = tower::ServiceBuilder::new()
             .layer(custom)
             .service(Router::new().route("/", get(|| async { "ok" })));
@@ -1289,7 +890,7 @@ mod tests {
     #[tokio::test]
     async fn unknown_client_of_a_malformed_forwarding_header_is_never_exempt() {
         let (limit, _) = manual("1/minute");
-        let limit = limit.exempt_ips(["0.0.0.0/0", "10.0.0.0/8"]).unwrap();
+        let limit = limit.exempt_ips(["0.0.0.0/0", "10.0.0.0/8"]);
         let app = app(limit, &["10.0.0.0/8"]);
         for expected in [200, 429, 429] {
             let req = request("10.0.0.1", &[("x-forwarded-for", "garbage, 10.0.0.2")]);
@@ -1357,14 +958,13 @@ mod tests {
     #[tokio::test]
     async fn jwt_subject_equal_to_an_api_key_id_has_its_own_bucket_exemption_and_tier() {
         use crate::principal::PrincipalKind::{ApiKey, Jwt};
-        let clock = FakeRelativeClock::default();
-        let limit = RateLimit::per_principal("1/minute")
-            .unwrap()
+        let clock = ManualClock::default();
+        let limit = RateLimitLayer::per_principal("1/minute")
             .exempt_keys(["svc-internal"])
             .tier("gold", "3/minute", ["k-gold"])
-            .unwrap()
             .clock(clock)
-            .layer();
+            .build()
+            .unwrap();
         let svc = tower::ServiceBuilder::new()
             .layer(limit)
             .service(Router::new().route("/", get(|| async { "ok" })));
@@ -1409,10 +1009,10 @@ mod tests {
             .issuer("https://b.example")
             .build()
             .unwrap();
-        let limit = RateLimit::per_principal("1/minute")
-            .unwrap()
-            .clock(FakeRelativeClock::default())
-            .layer();
+        let limit = RateLimitLayer::per_principal("1/minute")
+            .clock(ManualClock::default())
+            .build()
+            .unwrap();
         let app = Router::new()
             .route("/", get(|| async { "ok" }))
             .route_layer(limit)
@@ -1442,7 +1042,7 @@ mod tests {
     #[tokio::test]
     async fn new_clients_get_their_own_bucket_when_the_key_cap_is_full() {
         let (limit, clock) = manual("2/minute");
-        let layer = limit.max_keys(16).unwrap().layer();
+        let layer = limit.max_keys(16).build().unwrap();
         let svc = tower::ServiceBuilder::new()
             .layer(layer.clone())
             .service(Router::new().route("/", get(|| async { "ok" })));
@@ -1481,7 +1081,7 @@ mod tests {
 
     #[tokio::test]
     async fn missing_client_address_is_a_clear_500_not_a_shared_bucket() {
-        let limit = RateLimit::per_ip("1/minute").unwrap().layer();
+        let limit = RateLimitLayer::per_ip("1/minute").build().unwrap();
         let svc = tower::ServiceBuilder::new()
             .layer(limit)
             .service(Router::new().route("/", get(|| async { "ok" })));
@@ -1491,29 +1091,62 @@ mod tests {
 
     #[test]
     fn bad_settings_are_config_errors() {
-        assert!(RateLimit::per_ip("5 per fortnight").is_err());
-        assert!(RateLimit::per_ip("5/minute").unwrap().cost(6).is_err());
-        assert!(RateLimit::per_ip("5/minute").unwrap().cost(0).is_err());
-        assert!(RateLimit::per_ip("5/minute").unwrap().max_keys(0).is_err());
-        assert!(RateLimit::per_ip("5/minute").unwrap().name("a b").is_err());
-        assert!(RateLimit::per_ip("5/minute")
-            .unwrap()
-            .exempt_ips(["nope"])
-            .is_err());
-        assert!(RateLimit::per_header("bad header", "5/minute").is_err());
-        let b = RateLimit::per_ip("5/minute").unwrap().cost(5).unwrap();
-        assert!(b.tier("t", "2/minute", ["x"]).is_err());
+        let setting = |b: RateLimitBuilder| b.build().unwrap_err().setting().to_owned();
+        let five = || RateLimitLayer::per_ip("5/minute");
+        assert_eq!(setting(RateLimitLayer::per_ip("5 per fortnight")), "quota");
+        assert_eq!(setting(five().cost(6)), "rate_limit.cost");
+        assert_eq!(setting(five().cost(0)), "rate_limit.cost");
+        assert_eq!(setting(five().max_keys(0)), "rate_limit.max_keys");
+        assert_eq!(setting(five().name("a b")), "rate_limit.name");
+        assert_eq!(
+            setting(five().exempt_ips(["nope"])),
+            "rate_limit.exempt_ips"
+        );
+        assert_eq!(
+            setting(RateLimitLayer::per_header("bad header", "5/minute")),
+            "rate_limit.header"
+        );
+        assert_eq!(
+            setting(five().evict_idle_every(Duration::from_millis(10))),
+            "rate_limit.eviction_interval"
+        );
+        assert_eq!(
+            setting(five().cost(5).tier("t", "2/minute", ["x"])),
+            "rate_limit.cost"
+        );
+        assert_eq!(
+            setting(five().tier("a b", "2/minute", ["x"])),
+            "rate_limit.tier"
+        );
+        assert_eq!(setting(five().tier_for_role("admin", "nope")), "quota");
+        // The first bad setting is reported, whatever order the setters ran in.
+        assert_eq!(setting(five().max_keys(0).name("a b")), "rate_limit.name");
+        assert!(five().cost(5).build().is_ok());
+    }
+
+    /// Issue 19: `Quota::per_hour(0)` was read as one request per hour; a quota of zero
+    /// requests is a configuration mistake, reported when the limit is built.
+    #[test]
+    fn zero_quota_is_a_config_error_when_the_limit_is_built() {
+        let err = RateLimitLayer::per_ip(Quota::per_hour(0))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.setting(), "quota");
+        assert!(err.problem().contains("0 requests"), "{err}");
+        let tier = RateLimitLayer::per_ip("5/minute").tier("gold", [Quota::per_minute(0)], ["k"]);
+        assert_eq!(tier.build().unwrap_err().setting(), "quota");
+        let list = RateLimitLayer::global(vec![Quota::per_minute(5), Quota::per_day(0)]);
+        assert!(list.build().is_err());
     }
 
     #[tokio::test(start_paused = true)]
     async fn idle_keys_are_evicted_by_the_background_task_which_ends_with_the_layer() {
-        let clock = FakeRelativeClock::default();
-        let layer = RateLimit::per_ip("6/minute")
-            .unwrap()
+        let clock = ManualClock::default();
+        let layer = RateLimitLayer::per_ip("6/minute")
             .clock(clock.clone())
             .evict_idle_every(Duration::from_secs(5))
-            .unwrap()
-            .layer();
+            .build()
+            .unwrap();
         let svc = tower::ServiceBuilder::new()
             .layer(layer.clone())
             .service(Router::new().route("/", get(|| async { "ok" })));

@@ -5,10 +5,14 @@
 //! - Failed attempts are counted per **account** (the username normalised with
 //!   [`normalize_account`]: NFKC, trimmed, lower-cased) and per **client IP** (the crate's
 //!   resolver; IPv6 by /64), over a window (default 15 minutes).
-//! - After `free_failures` failures (default 5 per account, 20 per IP) every further failure
-//!   doubles a backoff (1 s, 2 s, 4 s … capped at 15 minutes) during which attempts are refused
-//!   with 429 and `Retry-After` — a lockout that expires on its own, so an attacker cannot lock
-//!   a user out for good.
+//! - **When the 429 starts.** The first `free_failures` failures within the window (default
+//!   5 per account, 20 per IP) start no backoff. The next failure, number
+//!   `free_failures + 1`, is still answered by your handler (the 401) but starts a backoff of
+//!   the base (1 s); attempts during a backoff are refused with 429 and `Retry-After` before
+//!   your check runs; each later failure doubles the backoff (1 s, 2 s, 4 s … capped at 15
+//!   minutes). With the defaults, an account's first six failures in a row get 401 and an
+//!   attempt within a second of the sixth gets the 429. The backoff is a lockout that
+//!   expires on its own, so an attacker cannot lock a user out for good.
 //! - Unknown accounts are counted exactly like existing ones and every refusal is the same
 //!   429, so the guard reveals nothing about which accounts exist. Answer failures with
 //!   [`AccountAttempt::failed`], one generic 401 for wrong user and wrong password alike.
@@ -26,24 +30,30 @@
 //!   at the last failure's window would reset the count as the lock ends and grant a fresh
 //!   free allowance every lock; instead the first failure after a maximum lock locks again for
 //!   the maximum. The same holds in Redis (the count's TTL is the lock plus the window).
-//! - Memory is bounded; a full table evicts, it never shares an entry (see [`LoginGuard`]).
+//! - Memory is bounded; a full table evicts, it never shares an entry (see [`LoginGuardLayer`]).
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Extension, FromRequestParts};
-use dashmap::DashMap;
-use governor::clock::{Clock, FakeRelativeClock};
+use std::task::{Context, Poll};
+
+use axum::extract::FromRequestParts;
 use http::request::Parts;
-use http::{Extensions, Method, Uri};
+use http::{Extensions, Method, Request, Uri};
 use tokio::sync::Notify;
+use tower_layer::Layer;
+use tower_service::Service;
 use unicode_normalization::UnicodeNormalization;
 
 use super::headers::{retry_after_secs, retry_after_value};
 use super::key::{client_ip_key, LimitKey};
-use super::memory::{sweep, Evict, EvictorStart, LimiterClock};
+use super::store::failures::{Backoff, Charge, FailureTable, Receipt};
+#[cfg(test)]
+use super::store::memory::ManualClock;
+use super::store::memory::{
+    Evict, EvictorStart, LimiterClock, DEFAULT_EVICTION_INTERVAL, DEFAULT_MAX_KEYS,
+};
 use crate::audit::{SecurityEvent, SecurityEventKind};
 use crate::rejection::{Rejection, RejectionKind};
 use crate::ConfigError;
@@ -93,217 +103,6 @@ pub fn normalize_account(name: &str) -> String {
         .collect()
 }
 
-/// A duration in nanoseconds of the guard's clock (saturating; 584 years fit).
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Backoff {
-    pub(crate) free_failures: u32,
-    pub(crate) base: Duration,
-    pub(crate) max: Duration,
-    pub(crate) window: Duration,
-}
-
-impl Backoff {
-    /// The lock after the `failures`-th failure: none within the free allowance, then
-    /// `base · 2^(failures - free - 1)`, capped.
-    pub(crate) fn lock_after(&self, failures: u32) -> Duration {
-        if failures <= self.free_failures {
-            return Duration::ZERO;
-        }
-        let exp = (failures - self.free_failures - 1).min(30);
-        self.base.saturating_mul(1u32 << exp).min(self.max)
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct FailState {
-    failures: u32,
-    last: u64,
-    locked_until: u64,
-}
-
-impl FailState {
-    /// Whether the failures are forgotten at `now`: one window after the last failure or
-    /// after the end of the lock, whichever is later.
-    fn forgotten(&self, now: u64, window: u64) -> bool {
-        now.saturating_sub(self.last.max(self.locked_until)) > window
-    }
-
-    /// Eviction order: forgotten, then unlocked entries with the fewest failures, oldest
-    /// first, then locked ones (the fewest failures first).
-    fn eviction_rank(&self, now: u64, window: u64) -> (bool, u32, u64) {
-        if self.forgotten(now, window) {
-            return (false, 0, 0);
-        }
-        (self.locked_until > now, self.failures, self.last)
-    }
-}
-
-/// One attempt charged as a failure before the credential check, to refund on success.
-#[derive(Debug)]
-pub(crate) struct Charge {
-    /// The lock this charge started (zero within the free allowance).
-    pub(crate) lock: Duration,
-    pub(crate) receipt: Receipt,
-}
-
-/// Where a charge was made, and how to recognise the lock it started.
-#[derive(Debug)]
-pub(crate) enum Receipt {
-    /// In memory: the lock's end this charge wrote, and the (expired) one it replaced.
-    Memory { locked_until: u64, previous: u64 },
-    /// In Redis: the value this charge wrote into the lock key (empty when none).
-    #[cfg(feature = "redis")]
-    Redis { token: String },
-}
-
-/// Each eviction pass frees this fraction of the cap.
-const EVICTION_BATCH_DIVISOR: usize = 64;
-
-/// Failure counts for one dimension (accounts or IPs), with a key cap (see the module docs:
-/// a full table evicts, it never shares an entry).
-struct FailureTable {
-    map: DashMap<LimitKey, FailState>,
-    len: AtomicUsize,
-    max_keys: usize,
-    backoff: Backoff,
-    /// One eviction pass at a time.
-    making_room: Mutex<()>,
-}
-
-impl FailureTable {
-    fn new(max_keys: usize, backoff: Backoff) -> Self {
-        Self {
-            map: DashMap::new(),
-            len: AtomicUsize::new(0),
-            max_keys,
-            backoff,
-            making_room: Mutex::new(()),
-        }
-    }
-
-    fn window(&self) -> u64 {
-        nanos(self.backoff.window)
-    }
-
-    /// Remaining lock at `now`, if any. A key the table does not track is never locked.
-    fn locked(&self, key: &LimitKey, now: u64) -> Option<Duration> {
-        let state = self.map.get(key).map(|s| *s)?;
-        (state.locked_until > now).then(|| Duration::from_nanos(state.locked_until - now))
-    }
-
-    /// Charges one attempt to `key` as a failure, unless it is locked (then the remaining
-    /// lock, and nothing is charged). The check and the charge are one step under the
-    /// entry's lock, so concurrent attempts cannot all pass the check.
-    fn charge(&self, key: &LimitKey, now: u64) -> Result<Charge, Duration> {
-        if !self.map.contains_key(key) && self.len.load(Ordering::Acquire) >= self.max_keys {
-            self.make_room(now);
-        }
-        let mut entry = match self.map.entry(key.clone()) {
-            dashmap::Entry::Occupied(entry) => entry.into_ref(),
-            dashmap::Entry::Vacant(entry) => {
-                self.len.fetch_add(1, Ordering::AcqRel);
-                entry.insert(FailState::default())
-            }
-        };
-        if entry.locked_until > now {
-            return Err(Duration::from_nanos(entry.locked_until - now));
-        }
-        if entry.forgotten(now, self.window()) {
-            entry.failures = 0;
-        }
-        entry.failures = entry.failures.saturating_add(1);
-        entry.last = now;
-        let previous = entry.locked_until;
-        let lock = self.backoff.lock_after(entry.failures);
-        if !lock.is_zero() {
-            entry.locked_until = now.saturating_add(nanos(lock));
-        }
-        Ok(Charge {
-            lock,
-            receipt: Receipt::Memory {
-                locked_until: entry.locked_until,
-                previous,
-            },
-        })
-    }
-
-    /// Takes back one charge: one failure less, and the lock it started (if no later charge
-    /// replaced it). An entry left without failures or lock is removed.
-    fn refund(&self, key: &LimitKey, locked_until: u64, previous: u64, now: u64) {
-        let empty = |s: &FailState| s.failures == 0 && s.locked_until <= now;
-        let remove = match self.map.get_mut(key) {
-            Some(mut state) => {
-                state.failures = state.failures.saturating_sub(1);
-                if state.locked_until == locked_until {
-                    state.locked_until = previous;
-                }
-                empty(&state)
-            }
-            None => false,
-        };
-        if remove && self.map.remove_if(key, |_, s| empty(s)).is_some() {
-            self.len.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-
-    /// Makes room for a new key in a full table: evicts a batch of the entries that matter
-    /// least ([`FailState::eviction_rank`]), so a newcomer always gets its own entry and the
-    /// one scan is paid once per batch of new keys.
-    fn make_room(&self, now: u64) {
-        let _one_pass = self
-            .making_room
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let len = self.len.load(Ordering::Acquire);
-        if len < self.max_keys {
-            return; // another pass made room meanwhile
-        }
-        let window = self.window();
-        let mut ranked: Vec<((bool, u32, u64), LimitKey)> = self
-            .map
-            .iter()
-            .map(|e| (e.value().eviction_rank(now, window), e.key().clone()))
-            .collect();
-        let batch = len - self.max_keys + self.max_keys.div_ceil(EVICTION_BATCH_DIVISOR);
-        let batch = batch.min(ranked.len());
-        if batch == 0 {
-            return;
-        }
-        if batch < ranked.len() {
-            ranked.select_nth_unstable_by_key(batch - 1, |(rank, _)| *rank);
-        }
-        for (rank, key) in ranked.into_iter().take(batch) {
-            // Skip an entry charged since the scan: it may no longer rank among the least.
-            if self
-                .map
-                .remove_if(&key, |_, s| s.eviction_rank(now, window) == rank)
-                .is_some()
-            {
-                self.len.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
-    }
-
-    fn clear(&self, key: &LimitKey) {
-        if self.map.remove(key).is_some() {
-            self.len.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-
-    fn evict(&self, now: u64) {
-        let window = self.window();
-        sweep(&self.map, &self.len, |s| !s.forgotten(now, window));
-    }
-
-    fn tracked(&self) -> usize {
-        self.map.len()
-    }
-}
-
 struct GuardInner {
     accounts: FailureTable,
     ips: FailureTable,
@@ -311,7 +110,7 @@ struct GuardInner {
     /// Starts the eviction task (at build, or on the first attempt without a runtime then).
     evictor: EvictorStart,
     #[cfg(feature = "redis")]
-    redis: Option<super::redis::RedisGuard>,
+    redis: Option<super::store::redis::RedisFailures>,
 }
 
 impl Drop for GuardInner {
@@ -332,18 +131,19 @@ impl GuardInner {
     fn now(&self) -> u64 {
         // Nanoseconds since the guard was built (or of the manual clock); never 0-based
         // wrap-around since both clocks are monotonic.
-        self.clock.now().as_u64().saturating_add(1)
+        self.clock.now().saturating_add(1)
     }
 }
 
-/// Counts failed logins per account and per IP and refuses attempts during backoff.
+/// The login guard, as a tower layer: counts failed logins per account and per IP and
+/// refuses attempts during backoff.
 ///
-/// Install it with [`layer`](Self::layer) on the login route (or the router) and take a
-/// [`LoginAttempt`] in the handler:
+/// Build it with [`LoginGuardLayer::builder`], put it on the login route (or the router) and
+/// take a [`LoginAttempt`] in the handler:
 ///
 /// ```
 /// use axum::{routing::post, Json, Router};
-/// use axum_shield::rate_limit::{LoginAttempt, LoginGuard};
+/// use axum_shield::rate_limit::{LoginAttempt, LoginGuardLayer};
 /// use axum_shield::Rejection;
 /// use serde::Deserialize;
 ///
@@ -361,8 +161,8 @@ impl GuardInner {
 /// }
 ///
 /// # fn main() -> Result<(), axum_shield::ConfigError> {
-/// let guard = LoginGuard::builder().build()?;
-/// let app: Router = Router::new().route("/login", post(login)).layer(guard.layer());
+/// let guard = LoginGuardLayer::builder().build()?;
+/// let app: Router = Router::new().route("/login", post(login)).layer(guard);
 /// # let _ = app;
 /// # Ok(())
 /// # }
@@ -391,11 +191,11 @@ impl GuardInner {
 /// the locks that matter: to evict a locked account the attacker must lock every other
 /// tracked entry first, and entries with more failures (the account under attack) go last.
 #[derive(Clone)]
-pub struct LoginGuard(Arc<GuardInner>);
+pub struct LoginGuardLayer(Arc<GuardInner>);
 
-impl fmt::Debug for LoginGuard {
+impl fmt::Debug for LoginGuardLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoginGuard")
+        f.debug_struct("LoginGuardLayer")
             .field("accounts", &self.0.accounts.backoff)
             .field("ips", &self.0.ips.backoff)
             .field("tracked_accounts", &self.0.accounts.tracked())
@@ -404,13 +204,65 @@ impl fmt::Debug for LoginGuard {
     }
 }
 
-/// Builder of a [`LoginGuard`].
+impl<S> Layer<S> for LoginGuardLayer {
+    type Service = LoginGuard<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        LoginGuard {
+            inner,
+            guard: GuardRef(self.0.clone()),
+        }
+    }
+}
+
+/// The login-guard service: makes the guard available to the [`LoginAttempt`] extractor of
+/// the requests it passes on (it refuses nothing itself).
+#[derive(Clone)]
+pub struct LoginGuard<S> {
+    inner: S,
+    guard: GuardRef,
+}
+
+impl<S: fmt::Debug> fmt::Debug for LoginGuard<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginGuard")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<Request<B>> for LoginGuard<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.guard.clone());
+        self.inner.call(req)
+    }
+}
+
+/// The guard in request extensions, where [`LoginAttempt`] finds it.
+#[derive(Clone)]
+struct GuardRef(Arc<GuardInner>);
+
+/// Builder of a [`LoginGuardLayer`]: infallible setters, checked once by
+/// [`build`](Self::build).
 #[derive(Debug, Clone)]
 pub struct LoginGuardBuilder {
     account: Backoff,
     ip: Backoff,
     max_keys: usize,
-    clock: Option<FakeRelativeClock>,
+    #[cfg(test)]
+    clock: Option<ManualClock>,
     eviction_interval: Duration,
     #[cfg(feature = "redis")]
     redis: Option<crate::redis::RedisStore>,
@@ -432,36 +284,32 @@ impl Default for LoginGuardBuilder {
                 max: window,
                 window,
             },
-            max_keys: super::DEFAULT_MAX_KEYS,
+            max_keys: DEFAULT_MAX_KEYS,
+            #[cfg(test)]
             clock: None,
-            eviction_interval: super::DEFAULT_EVICTION_INTERVAL,
+            eviction_interval: DEFAULT_EVICTION_INTERVAL,
             #[cfg(feature = "redis")]
             redis: None,
         }
     }
 }
 
-impl LoginGuard {
+impl LoginGuardLayer {
     /// A builder with the defaults: 5 free failures per account and 20 per IP within 15
     /// minutes, then a backoff from 1 s doubling up to 15 minutes.
     pub fn builder() -> LoginGuardBuilder {
         LoginGuardBuilder::default()
     }
 
-    /// The layer that makes the guard available to [`LoginAttempt`] (an `Extension`).
-    pub fn layer(&self) -> Extension<LoginGuard> {
-        Extension(self.clone())
-    }
-
-    /// Starts an attempt from `client` (already the grouped key, see
-    /// [`client_ip_key`]) without an HTTP request — for custom flows and tests.
+    /// Starts an attempt from `client` (the client's rate-limit key, e.g.
+    /// `LimitKey::from(ip)`) without an HTTP request — for custom flows and tests.
     ///
     /// # Errors
     ///
     /// A 429 [`Rejection`] while the client IP is in backoff.
     pub async fn attempt(&self, client: LimitKey) -> Result<LoginAttempt, Rejection> {
         let attempt = LoginAttempt {
-            guard: self.clone(),
+            guard: self.0.clone(),
             ip: client,
             context: None,
         };
@@ -484,101 +332,99 @@ fn lock_error(kind: &'static str) -> ConfigError {
 }
 
 impl LoginGuardBuilder {
-    /// Failures per account allowed within the window before backoff starts (default 5).
+    /// Failures per account within the window that start no backoff (default 5). Failure
+    /// `n + 1` is still answered (401) and starts the first backoff; the 429 starts with the
+    /// next attempt made during that backoff (see the [module docs](super#login-brute-force)).
     pub fn account_free_failures(mut self, n: u32) -> Self {
         self.account.free_failures = n;
         self
     }
 
-    /// Failures per client IP allowed within the window before backoff starts (default 20).
+    /// Failures per client IP within the window that start no backoff (default 20), counted
+    /// like [`account_free_failures`](Self::account_free_failures).
     pub fn ip_free_failures(mut self, n: u32) -> Self {
         self.ip.free_failures = n;
         self
     }
 
     /// The first backoff and its cap (defaults 1 s and 15 minutes), for accounts and IPs.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] when `base` is under 1 ms or `max < base`.
-    pub fn backoff(mut self, base: Duration, max: Duration) -> Result<Self, ConfigError> {
-        if base < Duration::from_millis(1) || max < base {
-            return Err(lock_error("login_guard.backoff"));
-        }
+    /// [`build`](Self::build) refuses a `base` under 1 ms or a `max` below `base`.
+    pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
         for b in [&mut self.account, &mut self.ip] {
             b.base = base;
             b.max = max;
         }
-        Ok(self)
+        self
     }
 
-    /// How long failures are remembered (default 15 minutes).
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] under one second.
-    pub fn window(mut self, window: Duration) -> Result<Self, ConfigError> {
-        if window < Duration::from_secs(1) {
-            return Err(ConfigError::new(
-                "login_guard.window",
-                "a window under one second forgets failures at once",
-                "use a window such as 15 minutes",
-            ));
-        }
+    /// How long failures are remembered (default 15 minutes; [`build`](Self::build) refuses
+    /// less than one second).
+    pub fn window(mut self, window: Duration) -> Self {
         self.account.window = window;
         self.ip.window = window;
-        Ok(self)
+        self
     }
 
-    /// The most accounts and IPs tracked in memory (each; default 100 000). A new account or
-    /// IP at a full table evicts the entries that matter least (forgotten ones, then those
-    /// with the fewest failures, oldest first; locked ones last): it is never refused and
-    /// never shares another's count (attempts racing in at the same moment may pass the cap
-    /// by one each, briefly). See
-    /// [`LoginGuard`](LoginGuard#memory-a-full-table-evicts-it-never-shares).
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] for 0.
-    pub fn max_keys(mut self, max: usize) -> Result<Self, ConfigError> {
-        if max == 0 {
-            return Err(ConfigError::new(
-                "login_guard.max_keys",
-                "a key cap of 0 cannot track any account",
-                "use a cap such as 100000",
-            ));
-        }
+    /// The most accounts and IPs tracked in memory (each; default 100 000;
+    /// [`build`](Self::build) refuses 0). A new account or IP at a full table evicts the
+    /// entries that matter least (forgotten ones, then those with the fewest failures, oldest
+    /// first; locked ones last): it is never refused and never shares another's count
+    /// (attempts racing in at the same moment may pass the cap by one each, briefly). See
+    /// [`LoginGuardLayer`](LoginGuardLayer#memory-a-full-table-evicts-it-never-shares).
+    pub fn max_keys(mut self, max: usize) -> Self {
         self.max_keys = max;
-        Ok(self)
+        self
     }
 
-    /// Drives the guard from a manual clock (tests).
-    pub fn clock(mut self, clock: FakeRelativeClock) -> Self {
+    /// Drives the guard from a manual clock (the crate's tests).
+    #[cfg(test)]
+    pub(crate) fn clock(mut self, clock: ManualClock) -> Self {
         self.clock = Some(clock);
         self
     }
 
-    /// Keeps the failure counts in Redis so every instance shares them.
+    /// Keeps the failure counts in Redis so every instance shares them. When Redis cannot
+    /// answer, the guard goes on with this instance's counts in memory and reports a
+    /// `sys_dependency_fail` event.
     #[cfg(feature = "redis")]
     pub fn redis(mut self, store: crate::redis::RedisStore) -> Self {
         self.redis = Some(store);
         self
     }
 
-    /// Builds the guard and starts its eviction task: now when a Tokio runtime is running,
-    /// otherwise on the first login attempt.
+    /// Checks the settings and builds the layer; starts its eviction task now when a Tokio
+    /// runtime is running, otherwise on the first login attempt.
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] for inconsistent settings.
-    pub fn build(self) -> Result<LoginGuard, ConfigError> {
-        if self.account.max < self.account.base {
+    /// A [`ConfigError`] for the first bad setting: a backoff base under 1 ms or a maximum
+    /// below it, a window under one second, a `max_keys` of 0.
+    pub fn build(self) -> Result<LoginGuardLayer, ConfigError> {
+        let (base, max) = (self.account.base, self.account.max);
+        if base < Duration::from_millis(1) || max < base {
             return Err(lock_error("login_guard.backoff"));
         }
-        let clock = match self.clock {
-            Some(c) => LimiterClock::Manual(c),
-            None => LimiterClock::monotonic(),
-        };
+        if self.account.window < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "login_guard.window",
+                "a window under one second forgets failures at once",
+                "use a window such as 15 minutes",
+            ));
+        }
+        if self.max_keys == 0 {
+            return Err(ConfigError::new(
+                "login_guard.max_keys",
+                "a key cap of 0 cannot track any account",
+                "use a cap such as 100000",
+            ));
+        }
+        #[cfg(test)]
+        let clock = self
+            .clock
+            .as_ref()
+            .map_or_else(LimiterClock::monotonic, ManualClock::limiter_clock);
+        #[cfg(not(test))]
+        let clock = LimiterClock::monotonic();
         let inner = Arc::new(GuardInner {
             accounts: FailureTable::new(self.max_keys, self.account),
             ips: FailureTable::new(self.max_keys, self.ip),
@@ -588,10 +434,10 @@ impl LoginGuardBuilder {
             #[cfg(feature = "redis")]
             redis: self
                 .redis
-                .map(|store| super::redis::RedisGuard::new(store, self.account, self.ip)),
+                .map(|store| super::store::redis::RedisFailures::new(store, self.account, self.ip)),
         });
         inner.evictor.ensure(&inner);
-        Ok(LoginGuard(inner))
+        Ok(LoginGuardLayer(inner))
     }
 }
 
@@ -604,10 +450,10 @@ struct RequestContext {
 /// Extractor of a login attempt: refuses at once (429) while the client IP is in backoff.
 ///
 /// Call [`account`](Self::account) with the submitted username to check the account too.
-/// Needs [`LoginGuard::layer`] on the route; without it the request fails with a 500 and an
+/// Needs a [`LoginGuardLayer`] on the route; without it the request fails with a 500 and an
 /// error log.
 pub struct LoginAttempt {
-    guard: LoginGuard,
+    guard: Arc<GuardInner>,
     ip: LimitKey,
     context: Option<Arc<RequestContext>>,
 }
@@ -628,6 +474,9 @@ impl LoginAttempt {
         }
     }
 
+    /// The guard's one refusal: a 429 with `Retry-After`, the same whether the account
+    /// exists or not and whichever scope (account or IP) is in backoff. Every refusal of the
+    /// guard is made here, so its problem `code` is chosen in this one place.
     fn refuse(&self, wait: Duration, scope: &'static str) -> Rejection {
         self.event(SecurityEventKind::ExcessRateLimitExceeded)
             .reason("login_backoff")
@@ -635,25 +484,33 @@ impl LoginAttempt {
             .field("retry_after", retry_after_secs(wait).to_string())
             .emit();
         let (name, value) = retry_after_value(wait);
-        // The same answer whether the account exists or not, and whichever scope locked.
-        Rejection::new(RejectionKind::RateLimited)
+        // LoginLocked: becomes `RejectionKind::LoginLocked` (code `login_locked`, issue 17)
+        // once rejection.rs has it, so clients can tell it from the rate limiter's 429.
+        let kind = RejectionKind::RateLimited;
+        Rejection::new(kind)
             .with_detail("Too many failed login attempts; retry later.")
             .with_header(name, value)
     }
 
+    /// Redis could not answer: the guard goes on in memory (this instance's counts only)
+    /// and reports it.
+    #[cfg(feature = "redis")]
+    fn redis_failed(&self) {
+        self.event(SecurityEventKind::SysDependencyFail)
+            .reason("redis_unavailable")
+            .field("use", "login_guard")
+            .emit();
+    }
+
+    /// The remaining lock of `key`, if any: from Redis when the guard has it and it answers,
+    /// else from memory.
     async fn locked(&self, key: &LimitKey, account: bool) -> Option<Duration> {
-        let inner = &self.guard.0;
+        let inner = &self.guard;
         #[cfg(feature = "redis")]
         if let Some(redis) = &inner.redis {
-            if let Some(answer) = redis
-                .locked(
-                    key,
-                    account,
-                    &self.event(SecurityEventKind::SysDependencyFail),
-                )
-                .await
-            {
-                return answer;
+            match redis.locked(key, account).await {
+                Ok(answer) => return answer,
+                Err(_) => self.redis_failed(),
             }
         }
         let table = if account { &inner.accounts } else { &inner.ips };
@@ -663,18 +520,12 @@ impl LoginAttempt {
     /// Charges this attempt to `key` unless it is locked (then the remaining lock): in Redis
     /// when it has one and answers, else in memory.
     async fn charge(&self, key: &LimitKey, account: bool) -> Result<Charge, Duration> {
-        let inner = &self.guard.0;
+        let inner = &self.guard;
         #[cfg(feature = "redis")]
         if let Some(redis) = &inner.redis {
-            if let Some(answer) = redis
-                .charge(
-                    key,
-                    account,
-                    &self.event(SecurityEventKind::SysDependencyFail),
-                )
-                .await
-            {
-                return answer;
+            match redis.charge(key, account).await {
+                Ok(answer) => return answer,
+                Err(_) => self.redis_failed(),
             }
         }
         let table = if account { &inner.accounts } else { &inner.ips };
@@ -683,7 +534,7 @@ impl LoginAttempt {
 
     /// Takes back a charge, in the store that took it.
     async fn refund(&self, key: &LimitKey, account: bool, charge: Charge) {
-        let inner = &self.guard.0;
+        let inner = &self.guard;
         match charge.receipt {
             Receipt::Memory {
                 locked_until,
@@ -695,14 +546,9 @@ impl LoginAttempt {
             #[cfg(feature = "redis")]
             Receipt::Redis { token } => {
                 if let Some(redis) = &inner.redis {
-                    redis
-                        .refund(
-                            key,
-                            account,
-                            &token,
-                            &self.event(SecurityEventKind::SysDependencyFail),
-                        )
-                        .await;
+                    if redis.refund(key, account, &token).await.is_err() {
+                        self.redis_failed();
+                    }
                 }
             }
         }
@@ -711,7 +557,7 @@ impl LoginAttempt {
     async fn check_ip(&self) -> Result<(), Rejection> {
         // Every attempt starts here: a guard built outside a runtime starts its eviction task
         // on the first one.
-        self.guard.0.evictor.ensure(&self.guard.0);
+        self.guard.evictor.ensure(&self.guard);
         match self.locked(&self.ip, false).await {
             Some(wait) => Err(self.refuse(wait, "ip")),
             None => Ok(()),
@@ -721,8 +567,9 @@ impl LoginAttempt {
     /// Checks the account named `username` (normalised with [`normalize_account`]), charges
     /// the attempt as a failure to the account and the client IP (before your credential
     /// check runs, so concurrent guesses cannot all get through; see
-    /// [`LoginGuard`](LoginGuard#concurrent-attempts)), and returns the attempt to settle with
-    /// [`AccountAttempt::succeeded`] (which refunds the charge) or [`AccountAttempt::failed`].
+    /// [`LoginGuardLayer`](LoginGuardLayer#concurrent-attempts)), and returns the attempt to
+    /// settle with [`AccountAttempt::succeeded`] (which refunds the charge) or
+    /// [`AccountAttempt::failed`].
     ///
     /// # Errors
     ///
@@ -794,10 +641,10 @@ impl<S: Send + Sync> FromRequestParts<S> for LoginAttempt {
     type Rejection = Rejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let Some(guard) = parts.extensions.get::<LoginGuard>().cloned() else {
+        let Some(GuardRef(guard)) = parts.extensions.get::<GuardRef>().cloned() else {
             return Err(crate::rejection::misconfigured(
-                "LoginAttempt used without a LoginGuard: add `.route_layer(guard.layer())` to \
-                 the login route",
+                "LoginAttempt used without a LoginGuardLayer: add `.route_layer(guard)`, where \
+                 `guard` is `LoginGuardLayer::builder().build()?`, to the login route",
             ));
         };
         let ip = client_ip_key(parts)?;
@@ -842,15 +689,12 @@ impl AccountAttempt {
         let Some(attempt) = self.attempt.take() else {
             return;
         };
-        let inner = &attempt.guard.0;
+        let inner = &attempt.guard;
         #[cfg(feature = "redis")]
         if let Some(redis) = &inner.redis {
-            redis
-                .clear(
-                    &self.account,
-                    &attempt.event(SecurityEventKind::SysDependencyFail),
-                )
-                .await;
+            if redis.clear(&self.account).await.is_err() {
+                attempt.redis_failed();
+            }
         }
         inner.accounts.clear(&self.account);
         if let Some(charge) = self.ip_charge.take() {
@@ -926,10 +770,10 @@ impl Drop for AccountAttempt {
 mod tests {
     use super::*;
     use std::net::IpAddr;
-    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    fn guard(clock: &FakeRelativeClock) -> LoginGuard {
-        LoginGuard::builder()
+    fn guard(clock: &ManualClock) -> LoginGuardLayer {
+        LoginGuardLayer::builder()
             .account_free_failures(3)
             .ip_free_failures(10)
             .clock(clock.clone())
@@ -941,77 +785,56 @@ mod tests {
         LimitKey::Ip(s.parse::<IpAddr>().unwrap())
     }
 
-    async fn fail(g: &LoginGuard, from: &str, user: &str) -> Result<Rejection, Rejection> {
+    async fn fail(g: &LoginGuardLayer, from: &str, user: &str) -> Result<Rejection, Rejection> {
         let attempt = g.attempt(ip(from)).await?;
         Ok(attempt.account(user).await?.failed().await)
     }
 
-    #[test]
-    fn table_count_stays_exact_under_concurrent_fail_clear_and_evict() {
-        // `clear` (a success) and new failures during a sweep must neither be subtracted twice
-        // nor hide removals: a drifting count sends every new account to the overflow entry
-        // (or wraps below zero).
-        let table = FailureTable::new(1_000_000, LoginGuardBuilder::default().account);
-        let now = AtomicU64::new(1);
-        let done = AtomicBool::new(false);
-        std::thread::scope(|s| {
-            for t in 0..2u32 {
-                let (table, now, done) = (&table, &now, &done);
-                s.spawn(move || {
-                    for i in 0..20_000u32 {
-                        let key = LimitKey::Text(format!("user{t}-{i}").into());
-                        let _ = table.charge(&key, now.load(Ordering::Relaxed));
-                        if i % 2 == 0 {
-                            table.clear(&key);
-                        }
-                    }
-                    done.store(true, Ordering::Release);
-                });
-            }
-            let (table, now, done) = (&table, &now, &done);
-            s.spawn(move || {
-                for _ in 0..10_000 {
-                    // Past the window: every entry not locked is idle.
-                    let t = now.fetch_add(3_600_000_000_000, Ordering::Relaxed);
-                    table.evict(t + 3_600_000_000_000);
-                    if done.load(Ordering::Acquire) {
-                        break;
-                    }
-                }
-            });
-        });
-        assert_eq!(table.len.load(Ordering::Acquire), table.map.len());
-        table.evict(u64::MAX);
-        assert_eq!(table.len.load(Ordering::Acquire), 0);
-        assert_eq!(table.map.len(), 0);
+    /// What `build()` returns is the layer: it makes the guard available to `LoginAttempt`,
+    /// and without it the extractor answers a 500 that names the fix.
+    #[tokio::test]
+    async fn the_built_guard_is_the_layer_that_login_attempt_needs() {
+        use axum::{body::Body, routing::post, Router};
+        use tower::ServiceExt;
+
+        async fn handler(attempt: LoginAttempt) -> Result<&'static str, Rejection> {
+            attempt.verify("alice", || async { Some("welcome") }).await
+        }
+        let request = || {
+            let mut req = Request::post("/login").body(Body::empty()).unwrap();
+            let peer = std::net::SocketAddr::from(([192, 0, 2, 1], 4000));
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            req
+        };
+        let guard = LoginGuardLayer::builder().build().unwrap();
+        let guarded = Router::new().route("/login", post(handler).route_layer(guard));
+        assert_eq!(guarded.oneshot(request()).await.unwrap().status(), 200);
+        let unguarded = Router::new().route("/login", post(handler));
+        assert_eq!(unguarded.oneshot(request()).await.unwrap().status(), 500);
     }
 
     #[test]
-    fn a_full_table_keeps_an_exact_count_while_threads_make_room_concurrently() {
-        let table = FailureTable::new(100, LoginGuardBuilder::default().account);
-        std::thread::scope(|s| {
-            for t in 0..2u32 {
-                let table = &table;
-                s.spawn(move || {
-                    for i in 0..5_000u32 {
-                        let key = LimitKey::Text(format!("user{t}-{i}").into());
-                        assert!(table.charge(&key, u64::from(i) + 1).is_ok());
-                        if i % 3 == 0 {
-                            table.clear(&key);
-                        }
-                    }
-                });
-            }
-        });
-        let len = table.len.load(Ordering::Acquire);
-        assert_eq!(len, table.map.len());
-        // A racer may insert between another's check and its pass: at most one per thread.
-        assert!(len <= 102, "{len}");
+    fn bad_login_guard_settings_are_config_errors_from_build() {
+        let setting = |b: LoginGuardBuilder| b.build().unwrap_err().setting().to_owned();
+        let secs = Duration::from_secs;
+        let builder = LoginGuardLayer::builder;
+        assert_eq!(setting(builder().max_keys(0)), "login_guard.max_keys");
+        assert_eq!(setting(builder().window(secs(0))), "login_guard.window");
+        let backoff = |base, max| setting(builder().backoff(base, max));
+        assert_eq!(backoff(Duration::ZERO, secs(1)), "login_guard.backoff");
+        assert_eq!(backoff(secs(2), secs(1)), "login_guard.backoff");
+        // The setters never fail; the first bad setting is reported by `build`.
+        assert_eq!(
+            setting(builder().max_keys(0).backoff(secs(2), secs(1))),
+            "login_guard.backoff"
+        );
+        assert!(builder().backoff(secs(1), secs(1)).build().is_ok());
     }
 
     #[test]
     fn a_guard_built_without_a_runtime_starts_eviction_on_first_use() {
-        let guard = LoginGuard::builder().build().unwrap();
+        let guard = LoginGuardLayer::builder().build().unwrap();
         assert!(!guard.0.evictor.is_started(), "no runtime at build");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -1023,9 +846,33 @@ mod tests {
         assert!(guard.0.evictor.is_started());
     }
 
+    /// Issue 17: the docs said the account locks "after 5 failures", yet the sixth failure
+    /// still got a 401. With the defaults the first six failures get 401 (the sixth starts
+    /// the 1 s backoff), and the 429 starts with the next attempt during it.
+    #[tokio::test]
+    async fn with_the_defaults_the_sixth_failure_gets_401_and_the_next_attempt_429() {
+        let clock = ManualClock::default();
+        let g = LoginGuardLayer::builder()
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        for n in 1..=6 {
+            let answered = fail(&g, "192.0.2.1", "alice").await.unwrap();
+            assert_eq!(answered.status(), 401, "failure {n}");
+        }
+        let refused = fail(&g, "192.0.2.1", "alice").await.unwrap_err();
+        assert_eq!(refused.status(), 429);
+        assert_eq!(refused.headers()["retry-after"], "1");
+        clock.advance(Duration::from_secs(1));
+        // The backoff over, the 7th failure is answered and doubles it.
+        assert_eq!(fail(&g, "192.0.2.1", "alice").await.unwrap().status(), 401);
+        let refused = fail(&g, "192.0.2.1", "alice").await.unwrap_err();
+        assert_eq!(refused.headers()["retry-after"], "2");
+    }
+
     #[tokio::test]
     async fn brute_force_on_one_account_is_slowed_exponentially() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let g = guard(&clock);
         for _ in 0..3 {
             let r = fail(&g, "192.0.2.1", "alice").await.unwrap();
@@ -1052,7 +899,7 @@ mod tests {
 
     #[tokio::test]
     async fn distributed_guessing_from_many_ips_still_locks_the_account() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let g = guard(&clock);
         for i in 0..4 {
             fail(&g, &format!("198.51.100.{i}"), "Alice").await.unwrap();
@@ -1063,7 +910,7 @@ mod tests {
 
     #[tokio::test]
     async fn credential_stuffing_from_one_ip_is_slowed_across_accounts() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let g = guard(&clock);
         for i in 0..11 {
             fail(&g, "192.0.2.7", &format!("user{i}")).await.unwrap();
@@ -1076,7 +923,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_and_existing_accounts_get_identical_answers() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let g = guard(&clock);
         for _ in 0..4 {
             fail(&g, "192.0.2.1", "alice").await.unwrap();
@@ -1091,7 +938,7 @@ mod tests {
 
     #[tokio::test]
     async fn success_clears_the_account_and_only_failures_charge() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let g = guard(&clock);
         for _ in 0..3 {
             fail(&g, "192.0.2.1", "bob").await.unwrap();
@@ -1107,7 +954,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_attempt_dropped_without_verdict_counts_as_a_failure() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let g = guard(&clock);
         for _ in 0..4 {
             let a = g.attempt(ip("192.0.2.1")).await.unwrap();
@@ -1118,10 +965,9 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_forgotten_after_the_window_and_tables_stay_bounded() {
-        let clock = FakeRelativeClock::default();
-        let g = LoginGuard::builder()
+        let clock = ManualClock::default();
+        let g = LoginGuardLayer::builder()
             .max_keys(50)
-            .unwrap()
             .clock(clock.clone())
             .build()
             .unwrap();
@@ -1144,7 +990,7 @@ mod tests {
     /// failure recorded after it, so every concurrent guess reached the check.
     #[tokio::test(start_paused = true)]
     async fn concurrent_guesses_on_one_account_cannot_all_reach_the_password_check() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let g = guard(&clock); // 3 free failures per account
         let reached = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
@@ -1176,7 +1022,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_successful_login_refunds_its_charge_to_the_client_ip() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let g = guard(&clock); // 10 free failures per IP
         for i in 0..10 {
             fail(&g, "192.0.2.1", &format!("user{i}")).await.unwrap();
@@ -1195,12 +1041,11 @@ mod tests {
     /// overflow entry, so failures on new names locked out users with no failures at all.
     #[tokio::test]
     async fn a_full_account_table_never_locks_out_an_account_without_failures() {
-        let clock = FakeRelativeClock::default();
-        let g = LoginGuard::builder()
+        let clock = ManualClock::default();
+        let g = LoginGuardLayer::builder()
             .account_free_failures(3)
             .ip_free_failures(1000)
             .max_keys(50)
-            .unwrap()
             .clock(clock.clone())
             .build()
             .unwrap();
@@ -1224,12 +1069,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_ip_table_never_locks_out_a_client_without_failures() {
-        let clock = FakeRelativeClock::default();
-        let g = LoginGuard::builder()
+        let clock = ManualClock::default();
+        let g = LoginGuardLayer::builder()
             .account_free_failures(1000)
             .ip_free_failures(3)
             .max_keys(50)
-            .unwrap()
             .clock(clock.clone())
             .build()
             .unwrap();
@@ -1250,12 +1094,11 @@ mod tests {
 
     #[tokio::test]
     async fn flooding_a_full_table_with_new_names_does_not_unlock_a_locked_account() {
-        let clock = FakeRelativeClock::default();
-        let g = LoginGuard::builder()
+        let clock = ManualClock::default();
+        let g = LoginGuardLayer::builder()
             .account_free_failures(3)
             .ip_free_failures(1000)
             .max_keys(50)
-            .unwrap()
             .clock(clock.clone())
             .build()
             .unwrap();
@@ -1273,8 +1116,8 @@ mod tests {
     /// when the lock ended and the next failure started over at the free allowance.
     #[tokio::test]
     async fn after_a_maximum_lock_the_next_failure_locks_again_for_the_maximum() {
-        let clock = FakeRelativeClock::default();
-        let g = LoginGuard::builder()
+        let clock = ManualClock::default();
+        let g = LoginGuardLayer::builder()
             .account_free_failures(3)
             .ip_free_failures(100_000)
             .clock(clock.clone())

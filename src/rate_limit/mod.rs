@@ -3,26 +3,29 @@
 //!
 //! # Limits
 //!
-//! A [`RateLimit`] counts requests under a key — the client IP ([`RateLimit::per_ip`], from the
-//! crate's one client-IP resolver: trusted proxies only, IPv4-mapped normalised, IPv6 grouped
-//! by /64), the authenticated principal ([`RateLimit::per_principal`]: its kind, issuer and
-//! id, so a JWT `sub` never shares an API key's bucket), a header, the route, one
-//! global key, or your own async function ([`RateLimit::per_key`]) — against one or more
-//! [`Quota`]s written as `Quota::per_minute(5)` or as text parsed when the layer is built
-//! (`"100/hour"`, `"5 per minute"`, `"10 per 30 seconds"`, `"5/minute; 100/day"`).
+//! A [`RateLimitLayer`] counts requests under a key — the client IP
+//! ([`RateLimitLayer::per_ip`], from the crate's one client-IP resolver: trusted proxies only,
+//! IPv4-mapped normalised, IPv6 grouped by /64), the authenticated principal
+//! ([`RateLimitLayer::per_principal`]: its kind, issuer and id, so a JWT `sub` never shares an
+//! API key's bucket), a header, the route, one global key, or your own async function
+//! ([`RateLimitLayer::per_key`]) — against one or more [`Quota`]s written as
+//! `Quota::per_minute(5)` or as text (`"100/hour"`, `"5 per minute"`, `"10 per 30 seconds"`,
+//! `"5/minute; 100/day"`). Each key constructor returns a [`RateLimitBuilder`] whose setters
+//! never fail; [`build`](RateLimitBuilder::build) checks every setting once and returns the
+//! layer, or a [`ConfigError`](crate::ConfigError) saying what to fix.
 //!
 //! ```
 //! use axum::{routing::{get, post}, Router};
-//! use axum_shield::{rate_limit::RateLimit, Shield};
+//! use axum_shield::{rate_limit::RateLimitLayer, Shield};
 //!
 //! # fn main() -> Result<(), axum_shield::ConfigError> {
 //! let shield = Shield::api()
-//!     .rate_limit(RateLimit::per_ip("100/hour")?.exempt_paths(["/health"]))
+//!     .rate_limit(RateLimitLayer::per_ip("100/hour").exempt_paths(["/health"]).build()?)
 //!     .build()?;
+//! let login_limit = RateLimitLayer::per_ip("5/minute").name("login").build()?;
 //! let app: Router = Router::new()
 //!     .route("/health", get(|| async { "ok" }))
-//!     .route("/login", post(|| async { "…" })
-//!         .route_layer(RateLimit::per_ip("5/minute")?.name("login")?.layer()))
+//!     .route("/login", post(|| async { "…" }).route_layer(login_limit))
 //!     .layer(shield);
 //! # let _ = app;
 //! # Ok(())
@@ -72,40 +75,59 @@
 //!
 //! # Login brute force
 //!
-//! [`LoginGuard`] follows the OWASP Authentication Cheat Sheet: failures are counted per
+//! [`LoginGuardLayer`] follows the OWASP Authentication Cheat Sheet: failures are counted per
 //! normalised account and per IP, with exponential backoff, the same answer for existing and
 //! unknown accounts, and only the handler's failures kept: every attempt is charged before
 //! the credential check, so concurrent guesses cannot outrun the count, and refunded on
 //! success ([`LoginAttempt`]). A full table evicts the least-failed entries; it never makes
-//! users share a lock ([`LoginGuard`]).
+//! users share a lock ([`LoginGuardLayer`]).
+//!
+//! When the 429 starts: the first `free_failures` failures (default 5 per account) start no
+//! backoff; failure `free_failures + 1` is still answered by your handler (401) and starts a
+//! 1 s backoff, during which attempts get 429; each later failure doubles it. With the
+//! defaults, six failures in a row get 401, and an attempt within a second of the sixth gets
+//! the 429.
+//!
+//! ```
+//! use axum::{routing::post, Router};
+//! use axum_shield::rate_limit::{LoginAttempt, LoginGuardLayer};
+//! use axum_shield::Rejection;
+//!
+//! async fn login(attempt: LoginAttempt) -> Result<&'static str, Rejection> {
+//!     let (user, password) = ("alice", "…"); // from the request body
+//!     attempt
+//!         .verify(user, || async move { (password == "correct horse").then_some("welcome") })
+//!         .await
+//! }
+//!
+//! # fn main() -> Result<(), axum_shield::ConfigError> {
+//! let guard = LoginGuardLayer::builder().account_free_failures(5).build()?;
+//! let app: Router = Router::new().route("/login", post(login).route_layer(guard));
+//! # let _ = app;
+//! # Ok(())
+//! # }
+//! ```
 
 // `Rejection` (the crate's one refusal type, ~136 bytes) is returned by value as everywhere in
 // the crate; it is only built on the refusal path.
 #![allow(clippy::result_large_err)]
 
+mod builder;
+pub mod future;
 mod headers;
 mod key;
 mod layer;
 mod login_guard;
-mod memory;
 mod quota;
-#[cfg(feature = "redis")]
-mod redis;
+mod store;
 
-pub use headers::{
-    retry_after_secs, RATELIMIT, RATELIMIT_POLICY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING,
-    X_RATELIMIT_RESET,
-};
-pub use key::{client_ip_key, KeyFuture, LimitKey, PrincipalKey};
-pub use layer::{RateLimit, RateLimitBuilder, RateLimitLayer, ResponseFuture};
+#[cfg(feature = "redis")]
+pub use builder::FailureMode;
+pub use builder::RateLimitBuilder;
+pub use key::{LimitKey, PrincipalKey};
+pub use layer::{RateLimit, RateLimitLayer};
 pub use login_guard::{
-    normalize_account, AccountAttempt, LoginAttempt, LoginGuard, LoginGuardBuilder,
+    normalize_account, AccountAttempt, LoginAttempt, LoginGuard, LoginGuardBuilder, LoginGuardLayer,
 };
-pub use memory::{KeyCapPolicy, DEFAULT_EVICTION_INTERVAL, DEFAULT_MAX_KEYS};
-pub use quota::{IntoQuotas, Quota, MAX_REFILL};
-#[cfg(feature = "redis")]
-pub use redis::FailureMode;
-
-/// The manual clock accepted by [`RateLimitBuilder::clock`] and [`LoginGuardBuilder::clock`]
-/// (re-exported from governor).
-pub use governor::clock::FakeRelativeClock;
+pub use quota::{IntoQuotas, Quota};
+pub use store::memory::KeyCapPolicy;

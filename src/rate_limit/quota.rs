@@ -1,7 +1,6 @@
 //! Quotas: "N requests per period", typed or parsed from strings at build time.
 
 use std::fmt;
-use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -32,17 +31,18 @@ use crate::ConfigError;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Quota {
-    count: NonZeroU32,
+    /// Zero only from the infallible constructors (`Quota::per_minute(0)`): such a quota is a
+    /// configuration error when a limit is built.
+    count: u32,
     period: Duration,
-    burst: NonZeroU32,
+    /// At least 1 unless `count` is 0.
+    burst: u32,
 }
-
-const ONE: NonZeroU32 = NonZeroU32::MIN;
 
 /// The longest a quota may take to refill its whole burst (`period / count · burst`): ten
 /// years. Longer ones are configuration mistakes, and the GCRA state counts nanoseconds in a
 /// `u64` (584 years), which a longer tolerance plus the clock's reading could overflow.
-pub const MAX_REFILL: Duration = Duration::from_secs(10 * 365 * 86_400);
+pub(crate) const MAX_REFILL: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 fn too_long(what: String) -> ConfigError {
     ConfigError::new(
@@ -52,8 +52,20 @@ fn too_long(what: String) -> ConfigError {
     )
 }
 
-fn nz(n: u32) -> NonZeroU32 {
-    NonZeroU32::new(n).unwrap_or(ONE)
+fn zero_quota() -> ConfigError {
+    ConfigError::new(
+        "quota",
+        "a quota of 0 requests refuses everything",
+        "allow at least 1 request per period, or remove the limit",
+    )
+}
+
+/// Checks that no quota allows 0 requests (`Quota::per_minute(0)` builds, but no limit does).
+pub(crate) fn check_counts(quotas: &[Quota]) -> Result<(), ConfigError> {
+    match quotas.iter().any(|q| q.count == 0) {
+        true => Err(zero_quota()),
+        false => Ok(()),
+    }
 }
 
 impl Quota {
@@ -62,16 +74,12 @@ impl Quota {
     /// # Errors
     ///
     /// A [`ConfigError`] when `count` is zero, or `period` is shorter than one millisecond,
-    /// shorter than one nanosecond per request, or longer than [`MAX_REFILL`].
+    /// shorter than one nanosecond per request, or longer than ten years.
     pub fn new(count: u32, period: Duration) -> Result<Self, ConfigError> {
-        let Some(count) = NonZeroU32::new(count) else {
-            return Err(ConfigError::new(
-                "quota",
-                "a quota of 0 requests refuses everything",
-                "allow at least 1 request per period, or remove the limit",
-            ));
-        };
-        if period < Duration::from_millis(1) || period / count.get() == Duration::ZERO {
+        if count == 0 {
+            return Err(zero_quota());
+        }
+        if period < Duration::from_millis(1) || period / count == Duration::ZERO {
             return Err(ConfigError::new(
                 "quota",
                 format!("the period {period:?} is too short for {count} requests"),
@@ -88,28 +96,28 @@ impl Quota {
         })
     }
 
-    /// `count` requests per second (0 is treated as 1; use [`Quota::new`] to validate).
+    /// `count` requests per second. A count of 0 is a [`ConfigError`] when the limit is
+    /// built (it would refuse everything).
     pub fn per_second(count: u32) -> Self {
         Self::fixed(count, 1)
     }
 
-    /// `count` requests per minute (0 is treated as 1).
+    /// `count` requests per minute (0: a [`ConfigError`] when the limit is built).
     pub fn per_minute(count: u32) -> Self {
         Self::fixed(count, 60)
     }
 
-    /// `count` requests per hour (0 is treated as 1).
+    /// `count` requests per hour (0: a [`ConfigError`] when the limit is built).
     pub fn per_hour(count: u32) -> Self {
         Self::fixed(count, 3600)
     }
 
-    /// `count` requests per day (0 is treated as 1).
+    /// `count` requests per day (0: a [`ConfigError`] when the limit is built).
     pub fn per_day(count: u32) -> Self {
         Self::fixed(count, 86_400)
     }
 
     fn fixed(count: u32, secs: u64) -> Self {
-        let count = nz(count);
         Self {
             count,
             period: Duration::from_secs(secs),
@@ -123,16 +131,17 @@ impl Quota {
     /// # Errors
     ///
     /// A [`ConfigError`] when `burst` is zero, or when refilling it (`period / count · burst`)
-    /// would take longer than [`MAX_REFILL`].
+    /// would take longer than ten years.
     pub fn with_burst(mut self, burst: u32) -> Result<Self, ConfigError> {
-        self.burst = NonZeroU32::new(burst).ok_or_else(|| {
-            ConfigError::new(
+        if burst == 0 {
+            return Err(ConfigError::new(
                 "burst",
                 "a burst of 0 refuses every request",
                 "set a burst of at least 1 (the default is the quota's count)",
-            )
-        })?;
-        match self.emission_interval().checked_mul(self.burst.get()) {
+            ));
+        }
+        self.burst = burst;
+        match self.emission_interval().checked_mul(burst) {
             Some(refill) if refill <= MAX_REFILL => Ok(self),
             _ => Err(too_long(format!(
                 "refilling a burst of {burst} at {} per {:?}",
@@ -143,7 +152,7 @@ impl Quota {
 
     /// Requests per period.
     pub fn count(&self) -> u32 {
-        self.count.get()
+        self.count
     }
 
     /// The period.
@@ -153,12 +162,12 @@ impl Quota {
 
     /// Requests allowed at once.
     pub fn burst(&self) -> u32 {
-        self.burst.get()
+        self.burst
     }
 
     /// Time for one unit of the quota to come back: `period / count`.
     pub fn emission_interval(&self) -> Duration {
-        (self.period / self.count.get()).max(Duration::from_nanos(1))
+        (self.period / self.count.max(1)).max(Duration::from_nanos(1))
     }
 
     /// The period in whole seconds, rounded up (the `w` of the `RateLimit-Policy` field).

@@ -9,7 +9,7 @@
 //! claims, as the peer and `jwt-floor` do):
 //! - `shield`: `Shield::api()` with the access line off (request id, client IP, security
 //!   headers, log span, panic catching, timeout, body limit);
-//! - `rate-limit`: `RateLimit::per_ip` alone, with its response fields;
+//! - `rate-limit`: `RateLimitLayer::per_ip` alone, with its response fields;
 //! - `jwt`: `JwtAuthLayer` (HS256, `iss` and `aud` checked) as a route layer and `Claims<_>`;
 //! - `all`: the three together, as the quickstart with `ACCESS_LOG=0`.
 //!
@@ -18,9 +18,8 @@
 use std::net::SocketAddr;
 
 use axum::{routing::get, Json, Router};
-use axum_shield::rate_limit::RateLimit;
-use axum_shield::auth::jwt::JwtAuthLayer;
-use axum_shield::{Claims, Shield};
+use axum_shield::rate_limit::RateLimitLayer;
+use axum_shield::{Claims, JwtAuthLayer, Shield};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -62,7 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let builder = Shield::api().access_log(false);
         if limit {
             builder
-                .rate_limit(RateLimit::per_ip(quota.as_str())?)
+                .rate_limit(RateLimitLayer::per_ip(quota.as_str()).build()?)
                 .build()
         } else {
             builder.build()
@@ -74,7 +73,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .layer(shield(false)?),
         "rate-limit" => Router::new()
             .route("/me", get(me_plain))
-            .layer(RateLimit::per_ip(quota.as_str())?.layer()),
+            .layer(RateLimitLayer::per_ip(quota.as_str()).build()?),
         "jwt" => Router::new()
             .route("/me", get(me))
             .route_layer(jwt()?),

@@ -9,7 +9,7 @@
 //! script does in one `EVAL`: a refused request spends nothing. governor, whose GCRA this is
 //! (same emission interval `t`, tolerance `τ = t·(burst − 1)` and arithmetic as its `Gcra`),
 //! charges a quota as soon as that quota allows and has no way to look before charging, so the
-//! few lines of arithmetic live here; governor still provides the clocks.
+//! few lines of arithmetic live here, over quanta's clock ([`LimiterClock`]).
 //!
 //! # The key cap
 //!
@@ -24,18 +24,17 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use governor::clock::{Clock, FakeRelativeClock};
-use governor::nanos::Nanos;
 use serde::Deserialize;
 use tokio::sync::Notify;
 
-use super::key::LimitKey;
-use super::quota::Quota;
+use super::Decision;
+use crate::rate_limit::key::LimitKey;
+use crate::rate_limit::quota::Quota;
 
 /// Default maximum number of keys one in-memory limiter tracks.
-pub const DEFAULT_MAX_KEYS: usize = 100_000;
+pub(crate) const DEFAULT_MAX_KEYS: usize = 100_000;
 /// Default interval of the idle-key eviction task.
-pub const DEFAULT_EVICTION_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_EVICTION_INTERVAL: Duration = Duration::from_secs(60);
 
 /// At the key cap, room is made for this fraction of the cap at once (at least one key).
 const ROOM_FRACTION: usize = 16;
@@ -53,8 +52,9 @@ pub enum KeyCapPolicy {
     /// Make room (default): forget the keys closest to refilled, first those whose quotas have
     /// fully come back (nothing is lost), then those that owe the least time, and give the new
     /// key a fresh bucket of its own. A flood of new keys pushes out its own keys first, not
-    /// the bucket of a client it has limited (see the [module docs](super#memory): an attacker
-    /// must spend close to the whole burst on each of `max_keys` keys to reset a bucket).
+    /// the bucket of a client it has limited (see the
+    /// [module docs](crate::rate_limit#memory): an attacker must spend close to the whole
+    /// burst on each of `max_keys` keys to reset a bucket).
     #[default]
     Evict,
     /// New keys share one overflow bucket with the same quotas: a flood of new addresses is
@@ -65,50 +65,78 @@ pub enum KeyCapPolicy {
     AllowUntracked,
 }
 
-/// The clock of an in-memory limiter: a monotonic clock started when the limiter is built, or
-/// a manual clock for tests.
+/// The clock of an in-memory limiter (and of the login guard): nanoseconds since it was
+/// built.
+///
+/// quanta's clock: the CPU's invariant time-stamp counter, scaled to nanoseconds against the
+/// OS monotonic clock, or that clock itself when the CPU has no usable counter. Read on every
+/// check: about 10 ns here, against 27 ns for `Instant::elapsed` on the same VM. Tests drive
+/// it by hand with quanta's mock clock (`ManualClock`).
 #[derive(Clone)]
-pub(crate) enum LimiterClock {
-    /// quanta's clock (the one governor uses by default): the CPU's invariant time-stamp
-    /// counter, scaled to nanoseconds against the OS monotonic clock, or that clock itself when
-    /// the CPU has no usable counter. Read on every check: about 10 ns here, against 27 ns for
-    /// `Instant::elapsed` on the same VM.
-    Monotonic {
-        clock: quanta::Clock,
-        start: u64,
-    },
-    Manual(FakeRelativeClock),
+pub(crate) struct LimiterClock {
+    clock: quanta::Clock,
+    start: u64,
 }
 
 impl LimiterClock {
     /// A monotonic clock reading zero now.
     pub(crate) fn monotonic() -> Self {
-        let clock = quanta::Clock::new();
+        Self::of(quanta::Clock::new())
+    }
+
+    fn of(clock: quanta::Clock) -> Self {
         let start = clock.raw();
-        Self::Monotonic { clock, start }
+        Self { clock, start }
+    }
+
+    /// Nanoseconds since the clock was made.
+    #[inline]
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.delta_as_nanos(self.start, self.clock.raw())
     }
 }
 
 impl fmt::Debug for LimiterClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Monotonic { .. } => f.write_str("Monotonic"),
-            Self::Manual(_) => f.write_str("Manual"),
-        }
+        f.write_str("LimiterClock")
     }
 }
 
-impl Clock for LimiterClock {
-    type Instant = Nanos;
+/// A clock for tests, advanced by hand (quanta's mock clock).
+#[cfg(test)]
+#[derive(Clone)]
+pub(crate) struct ManualClock {
+    clock: quanta::Clock,
+    mock: Arc<quanta::Mock>,
+}
 
-    #[inline]
-    fn now(&self) -> Nanos {
-        match self {
-            Self::Monotonic { clock, start } => {
-                Nanos::new(clock.delta_as_nanos(*start, clock.raw()))
-            }
-            Self::Manual(clock) => clock.now(),
-        }
+#[cfg(test)]
+impl fmt::Debug for ManualClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ManualClock")
+            .field(&self.mock.value())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+impl Default for ManualClock {
+    fn default() -> Self {
+        let (clock, mock) = quanta::Clock::mock();
+        Self { clock, mock }
+    }
+}
+
+#[cfg(test)]
+impl ManualClock {
+    /// Moves the clock forward by `by`.
+    pub(crate) fn advance(&self, by: Duration) {
+        self.mock.increment(by);
+    }
+
+    /// A limiter clock reading zero now and driven by this clock.
+    pub(crate) fn limiter_clock(&self) -> LimiterClock {
+        LimiterClock::of(self.clock.clone())
     }
 }
 
@@ -136,27 +164,12 @@ impl Gcra {
     }
 }
 
-/// The outcome of one check of one key against every quota of a tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Outcome {
-    pub(crate) allowed: bool,
-    /// The quota reported: the refusing one with the longest wait, else the one with the
-    /// fewest units left (the first of equals).
-    pub(crate) index: usize,
-    /// Requests left after this one (0 when refused).
-    pub(crate) remaining: u32,
-    /// Time until the reported quota is fully back.
-    pub(crate) reset: Duration,
-    /// Time until the refused request would be allowed by every quota (zero when allowed).
-    pub(crate) retry_after: Duration,
-}
-
 /// GCRA over every quota at `now`: `tats` are the key's theoretical arrival times (0 = never
 /// charged). They are charged `cost` units each only if every quota allows; a refusal leaves
 /// them untouched.
-fn decide(gcras: &[Gcra], tats: &mut [u64], now: u64, cost: u32) -> Outcome {
+fn decide(gcras: &[Gcra], tats: &mut [u64], now: u64, cost: u32) -> Decision {
     let extra = u64::from(cost.saturating_sub(1));
-    let mut refused: Option<Outcome> = None;
+    let mut refused: Option<Decision> = None;
     for (index, (g, &tat)) in gcras.iter().zip(tats.iter()).enumerate() {
         let additional = g.t.saturating_mul(extra);
         let wait = if additional > g.tau {
@@ -174,13 +187,11 @@ fn decide(gcras: &[Gcra], tats: &mut [u64], now: u64, cost: u32) -> Outcome {
             })
         };
         if let Some((retry_after, reset)) = wait {
-            if refused.is_none_or(|r| retry_after > r.retry_after) {
-                refused = Some(Outcome {
-                    allowed: false,
-                    index,
-                    remaining: 0,
-                    reset,
+            if refused.is_none_or(|r| retry_after > r.retry_after()) {
+                refused = Some(Decision::Refused {
+                    quota: index,
                     retry_after,
+                    reset,
                 });
             }
         }
@@ -188,7 +199,7 @@ fn decide(gcras: &[Gcra], tats: &mut [u64], now: u64, cost: u32) -> Outcome {
     if let Some(refused) = refused {
         return refused;
     }
-    let mut best: Option<Outcome> = None;
+    let mut best: Option<Decision> = None;
     for (index, (g, tat)) in gcras.iter().zip(tats.iter_mut()).enumerate() {
         let next = (*tat)
             .max(now)
@@ -202,23 +213,19 @@ fn decide(gcras: &[Gcra], tats: &mut [u64], now: u64, cost: u32) -> Outcome {
             .min(capacity)
             / g.t;
         let remaining = u32::try_from(left).unwrap_or(u32::MAX);
-        if best.is_none_or(|b| remaining < b.remaining) {
+        if best.is_none_or(|b| remaining < b.remaining()) {
             let used = g.burst.saturating_sub(remaining);
-            best = Some(Outcome {
-                allowed: true,
-                index,
+            best = Some(Decision::Allowed {
+                quota: index,
                 remaining,
                 reset: Duration::from_nanos(g.t.saturating_mul(u64::from(used))),
-                retry_after: Duration::ZERO,
             });
         }
     }
-    best.unwrap_or(Outcome {
-        allowed: true,
-        index: 0,
+    best.unwrap_or(Decision::Allowed {
+        quota: 0,
         remaining: 0,
         reset: Duration::ZERO,
-        retry_after: Duration::ZERO,
     })
 }
 
@@ -455,12 +462,12 @@ impl<K: Hash + Eq + Clone> MemoryLimiter<K> {
     }
 
     fn now(&self) -> u64 {
-        self.clock.now().as_u64()
+        self.clock.now()
     }
 
     /// Checks `cost` units for `key` against every quota; charges them all, or none.
     #[inline]
-    pub(crate) fn check(&self, key: &K, cost: NonZeroU32) -> Outcome {
+    pub(crate) fn check(&self, key: &K, cost: NonZeroU32) -> Decision {
         let now = self.now();
         let decide = |tats: &mut [u64]| decide(&self.gcras, tats, now, cost.get());
         match &self.states {
@@ -624,8 +631,8 @@ mod tests {
         quota: Quota,
         max_keys: usize,
         policy: KeyCapPolicy,
-    ) -> (MemoryLimiter, FakeRelativeClock) {
-        let clock = FakeRelativeClock::default();
+    ) -> (MemoryLimiter, ManualClock) {
+        let clock = ManualClock::default();
         limiter_of(&[quota], max_keys, policy, clock)
     }
 
@@ -633,13 +640,13 @@ mod tests {
         quotas: &[Quota],
         max_keys: usize,
         policy: KeyCapPolicy,
-        clock: FakeRelativeClock,
-    ) -> (MemoryLimiter, FakeRelativeClock) {
+        clock: ManualClock,
+    ) -> (MemoryLimiter, ManualClock) {
         let l = MemoryLimiter::new(
             quotas,
             max_keys,
             policy,
-            LimiterClock::Manual(clock.clone()),
+            clock.limiter_clock(),
             Arc::new(Notify::new()),
         );
         (l, clock)
@@ -660,7 +667,7 @@ mod tests {
             for _ in 0..8 {
                 s.spawn(|| {
                     for _ in 0..100 {
-                        if l.check(&ip(1), ONE).allowed {
+                        if l.check(&ip(1), ONE).is_allowed() {
                             allowed.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -675,26 +682,26 @@ mod tests {
         let (l, clock) = limiter(Quota::per_minute(5), 10, KeyCapPolicy::SharedOverflow);
         for left in (0..5).rev() {
             let o = l.check(&ip(1), ONE);
-            assert!(o.allowed);
-            assert_eq!(o.remaining, left);
+            assert!(o.is_allowed());
+            assert_eq!(o.remaining(), left);
         }
         let refused = l.check(&ip(1), ONE);
-        assert!(!refused.allowed);
-        assert_eq!(refused.retry_after, Duration::from_secs(12));
+        assert!(!refused.is_allowed());
+        assert_eq!(refused.retry_after(), Duration::from_secs(12));
         clock.advance(Duration::from_secs(12));
-        assert!(l.check(&ip(1), ONE).allowed);
-        assert!(!l.check(&ip(1), ONE).allowed);
+        assert!(l.check(&ip(1), ONE).is_allowed());
+        assert!(!l.check(&ip(1), ONE).is_allowed());
     }
 
     #[test]
     fn cost_spends_several_units() {
         let (l, _) = limiter(Quota::per_minute(10), 10, KeyCapPolicy::SharedOverflow);
         let three = NonZeroU32::new(3).unwrap();
-        assert!(l.check(&ip(1), three).allowed);
-        assert!(l.check(&ip(1), three).allowed);
-        assert!(l.check(&ip(1), three).allowed);
-        assert!(!l.check(&ip(1), three).allowed);
-        assert!(l.check(&ip(1), ONE).allowed);
+        assert!(l.check(&ip(1), three).is_allowed());
+        assert!(l.check(&ip(1), three).is_allowed());
+        assert!(l.check(&ip(1), three).is_allowed());
+        assert!(!l.check(&ip(1), three).is_allowed());
+        assert!(l.check(&ip(1), ONE).is_allowed());
     }
 
     #[test]
@@ -714,7 +721,7 @@ mod tests {
         assert_eq!(l.len(), 1000);
         assert_eq!(l.map_len(), 1000);
         // The flood beyond the cap shares one overflow bucket: it is limited as one client.
-        assert!(!l.check(&ip(99_999_999), ONE).allowed);
+        assert!(!l.check(&ip(99_999_999), ONE).is_allowed());
         // Making room instead: the cap holds just as well.
         let (l, _) = limiter(Quota::per_minute(2), 1000, KeyCapPolicy::Evict);
         let l = Arc::new(l);
@@ -723,7 +730,7 @@ mod tests {
                 let l = &l;
                 s.spawn(move || {
                     for i in 0..10_000u32 {
-                        assert!(l.check(&ip(t * 1_000_000 + i), ONE).allowed);
+                        assert!(l.check(&ip(t * 1_000_000 + i), ONE).is_allowed());
                     }
                 });
             }
@@ -734,7 +741,7 @@ mod tests {
         let (l, _) = limiter(Quota::per_minute(2), 1, KeyCapPolicy::AllowUntracked);
         l.check(&ip(1), ONE);
         for i in 2..100 {
-            assert!(l.check(&ip(i), ONE).allowed);
+            assert!(l.check(&ip(i), ONE).is_allowed());
         }
         assert_eq!(l.len(), 1);
     }
@@ -800,34 +807,34 @@ mod tests {
     /// refused; 61 s later the client is served again, having spent two of the day's ten.
     #[test]
     fn refused_requests_charge_none_of_the_quotas() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let quotas = [Quota::per_day(10), Quota::per_minute(1)];
         let (l, clock) = limiter_of(&quotas, 10, KeyCapPolicy::Evict, clock);
-        assert!(l.check(&ip(1), ONE).allowed);
+        assert!(l.check(&ip(1), ONE).is_allowed());
         for _ in 0..9 {
             let refused = l.check(&ip(1), ONE);
-            assert!(!refused.allowed);
-            assert_eq!(refused.index, 1, "the minute refuses");
-            assert_eq!(refused.retry_after, Duration::from_secs(60));
+            assert!(!refused.is_allowed());
+            assert_eq!(refused.quota(), 1, "the minute refuses");
+            assert_eq!(refused.retry_after(), Duration::from_secs(60));
         }
         clock.advance(Duration::from_secs(61));
         let served = l.check(&ip(1), ONE);
-        assert!(served.allowed, "{served:?}");
+        assert!(served.is_allowed(), "{served:?}");
         // Eight of the day's ten remain, but the minute's 0 is the fewest.
-        assert_eq!((served.index, served.remaining), (1, 0));
+        assert_eq!((served.quota(), served.remaining()), (1, 0));
         for _ in 0..8 {
             clock.advance(Duration::from_secs(60));
-            assert!(l.check(&ip(1), ONE).allowed);
+            assert!(l.check(&ip(1), ONE).is_allowed());
         }
         clock.advance(Duration::from_secs(60));
         let refused = l.check(&ip(1), ONE);
-        assert!(!refused.allowed);
-        assert_eq!(refused.index, 0, "now the day refuses");
+        assert!(!refused.is_allowed());
+        assert_eq!(refused.quota(), 0, "now the day refuses");
     }
 
     #[test]
     fn several_quotas_stay_exact_under_concurrency() {
-        let clock = FakeRelativeClock::default();
+        let clock = ManualClock::default();
         let quotas = [Quota::per_minute(40), Quota::per_hour(25)];
         let (l, _clock) = limiter_of(&quotas, 10, KeyCapPolicy::Evict, clock);
         let allowed = AtomicUsize::new(0);
@@ -835,7 +842,7 @@ mod tests {
             for _ in 0..8 {
                 s.spawn(|| {
                     for _ in 0..100 {
-                        if l.check(&ip(1), ONE).allowed {
+                        if l.check(&ip(1), ONE).is_allowed() {
                             allowed.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -852,34 +859,37 @@ mod tests {
     fn flood_of_fresh_keys_at_the_cap_cannot_reset_a_limited_client() {
         let (l, clock) = limiter(Quota::per_minute(2), 64, KeyCapPolicy::Evict);
         let limited = ip(7);
-        assert!(l.check(&limited, ONE).allowed);
-        assert!(l.check(&limited, ONE).allowed);
-        assert!(!l.check(&limited, ONE).allowed);
+        assert!(l.check(&limited, ONE).is_allowed());
+        assert!(l.check(&limited, ONE).is_allowed());
+        assert!(!l.check(&limited, ONE).is_allowed());
         for i in 0..20_000u32 {
             if i % 100 == 0 {
                 clock.advance(Duration::from_millis(100));
             }
             let fresh = ip(1_000_000 + i);
             let first = l.check(&fresh, ONE);
-            assert!(first.allowed && first.remaining == 1, "{i}: {first:?}");
+            assert!(
+                first.is_allowed() && first.remaining() == 1,
+                "{i}: {first:?}"
+            );
             assert!(l.len() <= 64 && l.map_len() <= 64);
         }
-        assert!(!l.check(&limited, ONE).allowed, "still limited");
+        assert!(!l.check(&limited, ONE).is_allowed(), "still limited");
     }
 
     #[test]
     fn room_is_made_first_from_keys_that_have_fully_come_back() {
         let (l, clock) = limiter(Quota::per_minute(1), 4, KeyCapPolicy::Evict);
-        assert!(l.check(&ip(1), ONE).allowed);
+        assert!(l.check(&ip(1), ONE).is_allowed());
         clock.advance(Duration::from_secs(60));
         // Key 1 is fully back; keys 2 to 4 owe almost a minute.
         for i in 2..=4 {
-            assert!(l.check(&ip(i), ONE).allowed);
+            assert!(l.check(&ip(i), ONE).is_allowed());
         }
-        assert!(l.check(&ip(5), ONE).allowed);
+        assert!(l.check(&ip(5), ONE).is_allowed());
         assert_eq!(l.len(), 4);
         for i in 2..=5 {
-            assert!(!l.check(&ip(i), ONE).allowed, "key {i} was kept");
+            assert!(!l.check(&ip(i), ONE).is_allowed(), "key {i} was kept");
         }
     }
 }

@@ -6,38 +6,20 @@
 //! agree. Every quota of a limit is checked in the same script and charged only if all allow.
 //! Keys expire (`PX`) when their quota has fully come back, so idle keys cost nothing.
 //! Connections go through the redis crate's `ConnectionManager`, which reconnects on its own.
+//!
+//! This store only answers ([`Decision`] or [`StoreError`], a charge or the remaining lock);
+//! what a refusal or a failure means for the request is decided by the layers.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
-use axum::response::IntoResponse;
-use http::header::RETRY_AFTER;
-use http::request::Parts;
-use http::HeaderValue;
 use redis::Script;
-use serde::Deserialize;
 
-use super::key::LimitKey;
-use super::layer::{Decision, Shared, Tier, Verdict};
-use super::login_guard::{Backoff, Charge, Receipt};
-use super::quota::Quota;
-use crate::audit::{SecurityEvent, SecurityEventKind};
+use super::failures::{Backoff, Charge, Receipt};
+use super::{Decision, StoreError};
+use crate::rate_limit::key::LimitKey;
+use crate::rate_limit::quota::Quota;
 use crate::redis::RedisStore;
-use crate::rejection::{Rejection, RejectionKind};
-
-/// What a Redis-backed limit does when Redis cannot answer in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum FailureMode {
-    /// Refuse with 503 problem+json (`Retry-After: 1`): the limit is never bypassed.
-    Closed,
-    /// Allow the request and emit a `sys_dependency_fail` event: availability first.
-    Open,
-    /// Fall back to this instance's in-memory limiter (default): limits stay per instance
-    /// until Redis is back.
-    #[default]
-    Local,
-}
 
 /// GCRA over every quota of a limit, in microseconds of the server clock. Every quota is
 /// checked before any is charged; a refusal reports the refusing quota with the longest wait.
@@ -79,12 +61,6 @@ end
 return {1, best_i - 1, best_rem, 0, best_reset}
 "#;
 
-#[derive(Clone)]
-pub(crate) struct RedisBackendConfig {
-    pub(crate) store: RedisStore,
-    pub(crate) on_failure: FailureMode,
-}
-
 fn script() -> &'static Script {
     static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
     SCRIPT.get_or_init(|| Script::new(GCRA))
@@ -118,62 +94,44 @@ fn limit_key(prefix: &str, limit: &str, key: &LimitKey) -> String {
     format!("{prefix}:rl:{{{limit}|{key}}}")
 }
 
-pub(crate) async fn decide(
-    shared: &Shared,
-    cfg: &RedisBackendConfig,
-    parts: &Parts,
-    tier: &Tier,
+/// Checks `cost` units for `key` against every quota of a tier of the limit `limit`, in one
+/// script: charges them all, or none.
+pub(crate) async fn check(
+    store: &RedisStore,
+    limit: &str,
+    quotas: &[RedisQuota],
     key: &LimitKey,
-) -> Verdict {
-    let base = limit_key(cfg.store.key_prefix(), &shared.name, key);
+    cost: NonZeroU32,
+) -> Result<Decision, StoreError> {
+    let base = limit_key(store.key_prefix(), limit, key);
     let mut invocation = script().prepare_invoke();
-    invocation.arg(shared.cost.get());
-    for quota in &tier.redis {
+    invocation.arg(cost.get());
+    for quota in quotas {
         invocation.key(format!("{base}:{}", quota.key));
         invocation.arg(quota.emission_us);
         invocation.arg(quota.burst);
     }
-    match cfg
-        .store
+    let (allowed, index, remaining, retry, reset) = store
         .run::<(i64, i64, i64, i64, i64)>(&invocation)
         .await
-    {
-        Ok((allowed, index, remaining, retry, reset)) => {
-            let index = usize::try_from(index)
-                .unwrap_or(0)
-                .min(tier.quotas.len() - 1);
-            let d = Decision {
-                allowed: allowed == 1,
-                index,
-                remaining: u32::try_from(remaining.max(0)).unwrap_or(u32::MAX),
-                reset: Duration::from_micros(reset.max(0) as u64),
-                retry_after: Duration::from_micros(retry.max(0) as u64),
-            };
-            shared.verdict(parts, tier, d)
+        .map_err(|()| StoreError)?;
+    let quota = usize::try_from(index)
+        .unwrap_or(0)
+        .min(quotas.len().saturating_sub(1));
+    let micros = |us: i64| Duration::from_micros(u64::try_from(us).unwrap_or(0));
+    Ok(if allowed == 1 {
+        Decision::Allowed {
+            quota,
+            remaining: u32::try_from(remaining.max(0)).unwrap_or(u32::MAX),
+            reset: micros(reset),
         }
-        Err(()) => {
-            SecurityEvent::for_parts(SecurityEventKind::SysDependencyFail, parts)
-                .reason("redis_unavailable")
-                .field("limit", shared.name.to_string())
-                .field(
-                    "failure_mode",
-                    format!("{:?}", cfg.on_failure).to_lowercase(),
-                )
-                .emit();
-            match cfg.on_failure {
-                FailureMode::Closed => Verdict::Refuse(
-                    Rejection::new(RejectionKind::ServiceUnavailable)
-                        .with_header(RETRY_AFTER, HeaderValue::from_static("1"))
-                        .into_response(),
-                ),
-                FailureMode::Open => Verdict::Pass(None),
-                FailureMode::Local => {
-                    let d = shared.decide_memory(tier, key);
-                    shared.verdict(parts, tier, d)
-                }
-            }
+    } else {
+        Decision::Refused {
+            quota,
+            retry_after: micros(retry),
+            reset: micros(reset),
         }
-    }
+    })
 }
 
 /// Charges one login attempt as a failure to one account or one IP, unless it is locked.
@@ -230,18 +188,19 @@ fn login_refund_script() -> &'static Script {
     SCRIPT.get_or_init(|| Script::new(LOGIN_REFUND))
 }
 
-/// The login guard's state in Redis; on failure the guard falls back to memory.
+/// The login guard's state in Redis. When Redis cannot answer, each call says so
+/// ([`StoreError`]) and the guard falls back to memory.
 ///
 /// Every script touches the two keys of one account or one IP, which share a hash tag, so
 /// the guard works on Redis Cluster.
 #[derive(Clone)]
-pub(crate) struct RedisGuard {
+pub(crate) struct RedisFailures {
     store: RedisStore,
     account: Backoff,
     ip: Backoff,
 }
 
-impl RedisGuard {
+impl RedisFailures {
     pub(crate) fn new(store: RedisStore, account: Backoff, ip: Backoff) -> Self {
         Self { store, account, ip }
     }
@@ -252,40 +211,31 @@ impl RedisGuard {
         (format!("{base}:n"), format!("{base}:lock"))
     }
 
-    fn failed(&self, event: &SecurityEvent) {
-        event
-            .clone()
-            .reason("redis_unavailable")
-            .field("use", "login_guard")
-            .emit();
-    }
-
-    /// `None` when Redis failed (use memory), else the remaining lock.
+    /// The remaining lock of `key`, if any.
     pub(crate) async fn locked(
         &self,
         key: &LimitKey,
         account: bool,
-        event: &SecurityEvent,
-    ) -> Option<Option<Duration>> {
+    ) -> Result<Option<Duration>, StoreError> {
         let (_, lock) = self.keys(key, account);
-        match self.store.cmd::<i64>(redis::cmd("PTTL").arg(lock)).await {
-            Ok(ms) if ms > 0 => Some(Some(Duration::from_millis(ms as u64))),
-            Ok(_) => Some(None),
-            Err(()) => {
-                self.failed(event);
-                None
-            }
-        }
+        let ms = self
+            .store
+            .cmd::<i64>(redis::cmd("PTTL").arg(lock))
+            .await
+            .map_err(|()| StoreError)?;
+        Ok(u64::try_from(ms)
+            .ok()
+            .filter(|&ms| ms > 0)
+            .map(Duration::from_millis))
     }
 
-    /// Charges one attempt to `key` (see [`LOGIN_CHARGE`]): `None` when Redis failed (use
-    /// memory), else the charge or the remaining lock.
+    /// Charges one attempt to `key` (see [`LOGIN_CHARGE`]): the charge, or the remaining
+    /// lock (nothing charged).
     pub(crate) async fn charge(
         &self,
         key: &LimitKey,
         account: bool,
-        event: &SecurityEvent,
-    ) -> Option<Result<Charge, Duration>> {
+    ) -> Result<Result<Charge, Duration>, StoreError> {
         let (count, lock) = self.keys(key, account);
         let b = if account { self.account } else { self.ip };
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
@@ -296,16 +246,14 @@ impl RedisGuard {
             .arg(ms(b.base))
             .arg(ms(b.max))
             .arg(ms(b.window));
+        let millis = |ms: i64| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
         match self.store.run::<(i64, i64, String)>(&inv).await {
-            Ok((1, lock_ms, token)) => Some(Ok(Charge {
-                lock: Duration::from_millis(lock_ms.max(0) as u64),
+            Ok((1, lock_ms, token)) => Ok(Ok(Charge {
+                lock: millis(lock_ms),
                 receipt: Receipt::Redis { token },
             })),
-            Ok((_, remaining, _)) => Some(Err(Duration::from_millis(remaining.max(1) as u64))),
-            Err(()) => {
-                self.failed(event);
-                None
-            }
+            Ok((_, remaining, _)) => Ok(Err(millis(remaining.max(1)))),
+            Err(()) => Err(StoreError),
         }
     }
 
@@ -315,25 +263,24 @@ impl RedisGuard {
         key: &LimitKey,
         account: bool,
         token: &str,
-        event: &SecurityEvent,
-    ) {
+    ) -> Result<(), StoreError> {
         let (count, lock) = self.keys(key, account);
         let mut inv = login_refund_script().prepare_invoke();
         inv.key(count).key(lock).arg(token);
-        if self.store.run::<i64>(&inv).await.is_err() {
-            self.failed(event);
-        }
+        self.store
+            .run::<i64>(&inv)
+            .await
+            .map(drop)
+            .map_err(|()| StoreError)
     }
 
-    pub(crate) async fn clear(&self, account: &LimitKey, event: &SecurityEvent) {
+    /// Forgets the failures and the lock of `account` (a successful login).
+    pub(crate) async fn clear(&self, account: &LimitKey) -> Result<(), StoreError> {
         let (n, l) = self.keys(account, true);
-        if self
-            .store
+        self.store
             .cmd::<i64>(redis::cmd("DEL").arg(n).arg(l))
             .await
-            .is_err()
-        {
-            self.failed(event);
-        }
+            .map(drop)
+            .map_err(|()| StoreError)
     }
 }
