@@ -28,14 +28,14 @@
 //!
 //! | recommendation | with axum-shield |
 //! |----------------|------------------|
-//! | Strong authentication (no JWT without expiry, no weak secret) | `JwtAuth::hs256(&secret)?.issuer(ISSUER).audience(AUDIENCE).build()?` then `.route_layer(jwt.layer())`: `exp` required, `nbf`/`iat` checked, `iss`/`aud` exact, `alg` fixed by the key, secrets under 32 bytes refused; `TokenIssuer` signs with the same persistent key |
-//! | Authorization | `.route_layer(AuthorizeLayer::any_roles(["admin"])?)` → 403 `insufficient_scope` |
-//! | Rate limiting (100/hour by default, 5/minute on login) | `Shield::api().rate_limit(RateLimit::per_ip("100/hour")?)` and `.route_layer(RateLimit::per_ip("5/minute")?.layer())` on `/login`, plus `LoginGuard` (per-account and per-IP exponential backoff) |
+//! | Strong authentication (no JWT without expiry, no weak secret) | `let jwt = JwtAuthLayer::hs256(&secret).issuer(ISSUER).audience(AUDIENCE).build()?` then `.route_layer(jwt)`: `exp` required, `nbf`/`iat` checked, `iss`/`aud` exact, `alg` fixed by the key, secrets under 32 bytes refused; `TokenIssuer` signs with the same persistent key |
+//! | Authorization | `.route_layer(AuthorizeLayer::any_roles(["admin"]).build()?)` → 403 `insufficient_scope` |
+//! | Rate limiting (100/hour by default, 5/minute on login) | `Shield::api().rate_limit(RateLimitLayer::per_ip("100/hour").build()?)` and `.route_layer(RateLimitLayer::per_ip("5/minute").name("login").build()?)` on `/login`, plus `LoginGuardLayer` (per-account and per-IP exponential backoff) (`examples/rate_limits.rs`) |
 //! | Input validation and sanitization | `Valid<Json<NewUser>>` with `#[derive(Validate)]`, behind `JsonGuardLayer` (depth, size, duplicate keys); `validate::sanitize::encode_html` for output |
 //! | HTTPS everywhere | `.https_redirect("https://api.example.com")` (308, never to `Host`), HSTS only over HTTPS; `examples/tls.rs` serves TLS 1.2/1.3 with rustls |
 //! | Security headers | `Shield::api()` sends the API preset on every response, rejections included; `.security_headers(SecurityHeadersLayer::web())` for HTML apps, with CSP nonces |
 //! | Monitoring and logging | one span per request and an OWASP-named event per refusal (`axum_shield::security` target); `Audit` for high-risk actions; `LOG_FORMAT=json` |
-//! | Excessive data exposure | response DTOs, plus `RedactFieldsLayer::default()` removing `password`, `token`, `ssn`, … from JSON responses and `ScrubServerErrorsLayer` hiding internal 5xx text |
+//! | Excessive data exposure | response DTOs, plus `validate::redact::RedactFieldsLayer::default()` removing `password`, `token`, `ssn`, … from JSON responses and `validate::scrub::ScrubServerErrorsLayer` hiding internal 5xx text |
 
 use std::fmt;
 use std::sync::Arc;
@@ -348,11 +348,12 @@ impl ShieldBuilder {
         self
     }
 
-    /// Sets the default rate limit for every route, e.g. `RateLimit::per_ip("100/hour")?`.
+    /// Sets the default rate limit for every route, e.g.
+    /// `RateLimitLayer::per_ip("100/hour").build()?`.
     /// It sits innermost, directly around the router (inside the body limit), so its 429s
     /// get the request id, security headers and a log line. Without it nothing is added.
-    pub fn rate_limit(mut self, limit: impl Into<RateLimitLayer>) -> Self {
-        self.rate_limit = Some(limit.into());
+    pub fn rate_limit(mut self, limit: RateLimitLayer) -> Self {
+        self.rate_limit = Some(limit);
         self
     }
 

@@ -66,7 +66,7 @@ impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
 /// A rate limit, as a tower layer: start with a key constructor, which returns a
 /// [`RateLimitBuilder`], tune it, and [`build`](RateLimitBuilder::build) it. Pass the layer to
 /// `.layer()`, `.route_layer()` or
-/// [`ShieldBuilder::rate_limit`](crate::ShieldBuilder::rate_limit).
+/// [`ShieldBuilder::rate_limit`](crate::shield::ShieldBuilder::rate_limit).
 ///
 /// ```
 /// use axum::{routing::{get, post}, Router};

@@ -484,10 +484,8 @@ impl LoginAttempt {
             .field("retry_after", retry_after_secs(wait).to_string())
             .emit();
         let (name, value) = retry_after_value(wait);
-        // LoginLocked: becomes `RejectionKind::LoginLocked` (code `login_locked`, issue 17)
-        // once rejection.rs has it, so clients can tell it from the rate limiter's 429.
-        let kind = RejectionKind::RateLimited;
-        Rejection::new(kind)
+        // Its own code (`login_locked`), so clients can tell it from the rate limiter's 429.
+        Rejection::new(RejectionKind::LoginLocked)
             .with_detail("Too many failed login attempts; retry later.")
             .with_header(name, value)
     }
