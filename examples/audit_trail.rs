@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! cargo run --example audit_trail
-//! curl -i -X DELETE http://127.0.0.1:3000/accounts/42 -H 'x-admin: yes'  # 204, two events
-//! curl -i -X DELETE http://127.0.0.1:3000/accounts/7 -H 'x-admin: yes'   # 503, attempted + failed
+//! curl -i -X DELETE http://127.0.0.1:3000/accounts/42  # 204, two events
+//! curl -i -X DELETE http://127.0.0.1:3000/accounts/7   # 503, attempted + failed
 //! ```
 //!
 //! `Audit` records a high-risk action as OWASP `sensitive_action` events: `attempted` when it

@@ -5,8 +5,9 @@
 //! for i in $(seq 1 7); do curl -s -o /dev/null -w '%{http_code} ' -X POST \
 //!   http://127.0.0.1:3000/login -H 'content-type: application/json' \
 //!   -d '{"username":"ada","password":"wrong"}'; done; echo
-//! # 401 401 401 401 401 429 429: five free failures per account, then 429 login_locked with
-//! # Retry-After (1 s, 2 s, 4 s … up to 15 min), the same for accounts that do not exist
+//! # 401 401 401 401 401 401 429: five free failures per account; the sixth still gets its 401
+//! # and starts a backoff (1 s, 2 s, 4 s … up to 15 min) during which attempts get 429
+//! # login_locked with Retry-After, the same for accounts that do not exist
 //! curl -i http://127.0.0.1:3000/search?q=x   # RateLimit-Policy / RateLimit headers; 429 past 30/minute
 //! ```
 //!
@@ -105,7 +106,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route(
             "/login",
             post(login)
-                .route_layer(RateLimitLayer::per_ip("5/minute").name("login").build()?)
+                .route_layer(RateLimitLayer::per_ip("10/minute").name("login").build()?)
                 .route_layer(LoginGuardLayer::builder().build()?),
         )
         .with_state(Arc::new(("ada".to_owned(), hash)))

@@ -9,7 +9,7 @@
 //! curl -i http://127.0.0.1:3000/users -H 'content-type: application/json' \
 //!   -d '{"email":"a@b.c","email":"admin@b.c"}'     # 400 duplicate_key
 //! curl -i http://127.0.0.1:3000/users -d 'email=a'  # 415: not JSON
-//! curl -i http://127.0.0.1:3000/users/1            # 200, password_hash removed on the way out
+//! curl -i http://127.0.0.1:3000/users/1            # 200, password_hash and api_key removed
 //! ```
 //!
 //! Input: the JSON guard bounds the document (depth, sizes, duplicate keys) in the same pass
@@ -67,7 +67,7 @@ async fn show(Path(id): Path<u64>) -> Json<Value> {
         "id": id,
         "email": "ann@example.com",
         "password_hash": "$argon2id$v=19$m=19456,t=2,p=1$…",
-        "profile": { "name": "Ann", "api_token": "tok_live_123" }
+        "profile": { "name": "Ann", "api_key": "ak_live_123" }
     }))
 }
 
