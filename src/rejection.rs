@@ -443,22 +443,6 @@ impl IntoResponse for Rejection {
     }
 }
 
-/// `Rejection::new(kind).into_response_for(extensions)` with `headers` appended.
-///
-/// To be removed: kept for `rate_limit` until it builds its [`Rejection`] with
-/// [`Rejection::with_header`] and calls [`Rejection::into_response_for`].
-pub(crate) fn refuse<I>(kind: RejectionKind, extensions: &http::Extensions, headers: I) -> Response
-where
-    I: IntoIterator<Item = (HeaderName, HeaderValue)>,
-{
-    let mut response = Rejection::new(kind).into_response_for(extensions);
-    let response_headers = response.headers_mut();
-    for (name, value) in headers {
-        response_headers.append(name, value);
-    }
-    response
-}
-
 /// The pending rejection `response` stands for, if its body is still to be rendered (see
 /// [`IntoResponse`] for [`Rejection`]).
 pub(crate) fn pending<B>(response: &http::Response<B>) -> Option<Arc<Rejection>> {
@@ -735,23 +719,6 @@ pub(crate) mod tests {
             .await
             .unwrap();
         assert_eq!(body, direct);
-    }
-
-    /// The rate limiter's shortcut answers exactly what the one path does.
-    #[tokio::test]
-    async fn refuse_matches_into_response_for() {
-        for extensions in [http::Extensions::new(), with_id("abc-1")] {
-            for kind in ALL_KINDS {
-                let retry = || (http::header::RETRY_AFTER, HeaderValue::from_static("7"));
-                let lean = refuse(kind, &extensions, [retry()]);
-                let full = Rejection::new(kind)
-                    .with_header(retry().0, retry().1)
-                    .into_response_for(&extensions);
-                assert_eq!(lean.status(), full.status());
-                assert_eq!(lean.headers(), full.headers());
-                assert_eq!(body_json(lean).await, body_json(full).await);
-            }
-        }
     }
 
     /// An RFC 9457 problem document, as `serde_json` writes it.

@@ -455,15 +455,12 @@ impl Shared {
             return Verdict::Pass(None);
         }
         let fields = self.fields(tier, &d);
-        let mut response = crate::rejection::refuse(
-            RejectionKind::RateLimited,
-            head.extensions(),
-            [
-                retry_after_value(d.retry_after()),
-                (RATELIMIT_POLICY, fields.policy),
-                (RATELIMIT, fields.limit),
-            ],
-        );
+        let (retry_name, retry_value) = retry_after_value(d.retry_after());
+        let mut response = Rejection::new(RejectionKind::RateLimited)
+            .with_header(retry_name, retry_value)
+            .with_header(RATELIMIT_POLICY, fields.policy)
+            .with_header(RATELIMIT, fields.limit)
+            .into_response_for(head.extensions());
         if let Some((limit, remaining, reset)) = fields.legacy {
             let headers = response.headers_mut();
             headers.insert(X_RATELIMIT_LIMIT, limit.into());

@@ -39,7 +39,7 @@ impl JwtAuthLayer {
         let issuer = keys.issuer().map(str::to_owned);
         let mut builder = JwtAuthBuilder::new(Source::Jwks(keys));
         if let Some(issuer) = issuer {
-            builder.rules.issuers.push(issuer);
+            builder.rules.issuers.push(issuer.into());
         }
         builder
     }
@@ -130,7 +130,7 @@ impl JwtAuthBuilder {
 
     /// Requires `iss` to be exactly `issuer` (call again to accept several).
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
-        self.rules.issuers.push(issuer.into());
+        self.rules.issuers.push(issuer.into().into());
         self
     }
 
@@ -258,7 +258,7 @@ impl JwtAuthBuilder {
             Source::Jwks(jwks) => KeySource::Jwks(jwks),
         };
         let r = &self.rules;
-        if r.issuers.iter().any(String::is_empty) {
+        if r.issuers.iter().any(|i| i.is_empty()) {
             return Err(ConfigError::new(
                 "issuer",
                 "the issuer is empty",

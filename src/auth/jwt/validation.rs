@@ -133,7 +133,7 @@ impl std::error::Error for TokenError {}
 /// The validation rules: strict by default.
 #[derive(Debug, Clone)]
 pub(crate) struct Rules {
-    pub(crate) issuers: Vec<String>,
+    pub(crate) issuers: Vec<std::sync::Arc<str>>,
     pub(crate) audiences: Vec<String>,
     pub(crate) leeway: u64,
     pub(crate) max_age: Option<u64>,
@@ -493,7 +493,7 @@ pub(crate) fn check_claims(
         Claim::Invalid => return Err(TokenError::InvalidClaim),
         Claim::Absent if !rules.issuers.is_empty() => return Err(TokenError::MissingIssuer),
         Claim::Present(iss)
-            if !rules.issuers.is_empty() && !rules.issuers.iter().any(|i| *i == iss) =>
+            if !rules.issuers.is_empty() && !rules.issuers.iter().any(|i| **i == *iss) =>
         {
             return Err(TokenError::WrongIssuer)
         }
@@ -528,8 +528,12 @@ pub(crate) fn check_claims(
         (principal, Some(value))
     };
     // The principal carries its issuer, so per-principal rate-limit keys need no token.
+    // The configured issuer it matched is shared, not copied per request.
     let principal = match iss.as_deref() {
-        Some(issuer) => principal.with_issuer(issuer),
+        Some(issuer) => match rules.issuers.iter().find(|i| &***i == issuer) {
+            Some(configured) => principal.with_issuer(std::sync::Arc::clone(configured)),
+            None => principal.with_issuer(issuer),
+        },
         None => principal,
     };
     let iss = iss.map(|i| ClaimText::new(i, json.as_bytes()));
